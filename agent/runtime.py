@@ -1,0 +1,186 @@
+"""Run a set of event sources until told to stop, and detach every probe on the way out.
+
+A *source* owns one signal's BPF programs (or /proc readers) and turns what the
+kernel reports into event dicts (see ``dnstrace.schema``). The runner starts the
+sources, waits on their ring-buffer fds with epoll, hands batches of events to a
+callback, calls a tick callback about once a second, and on SIGTERM/SIGINT (or
+when the duration is up) closes every source, which detaches its probes.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import threading
+import time
+from typing import Callable, Iterable
+
+from dnstrace import log
+from dnstrace.output import status
+
+
+class Source:
+    """Base class for one signal. Subclasses override ``start``, ``poll``, ``close``."""
+
+    #: short name used in status lines and stats, e.g. "gai", "dns", "tcp"
+    name = "source"
+
+    def start(self) -> None:
+        """Compile and attach; raise ``DnstraceError`` with a clear message on failure."""
+
+    def fds(self) -> list[int]:
+        """File descriptors that become readable when events are waiting (ring buffers)."""
+        return []
+
+    def poll(self) -> list[dict]:
+        """Drain what is waiting, without blocking; return the events."""
+        return []
+
+    def tick(self, now_ns: int) -> list[dict]:
+        """Called about once a second: time-driven events (timeouts, counter deltas)."""
+        return []
+
+    def stats(self) -> dict:
+        """Counters about the source itself: lost events, malformed packets, evictions..."""
+        return {}
+
+    def close(self) -> None:
+        """Detach everything. Must be safe to call twice and after a failed start."""
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by code) to end a run."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self, *_args) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+def install_signal_handlers(stop: StopFlag) -> None:
+    """SIGTERM and SIGINT end the run cleanly (probes are detached in ``finally``)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop.set)
+        signal.signal(signal.SIGINT, stop.set)
+
+
+class Runner:
+    """Starts sources, feeds their events to ``on_events``, stops and detaches on signal."""
+
+    def __init__(self, sources: Iterable[Source], stop: StopFlag | None = None, tick_interval_s: float = 1.0):
+        self.sources = list(sources)
+        self.stop = stop or StopFlag()
+        self.tick_interval_s = tick_interval_s
+        self.log = log.get("runner")
+        self.started: list[Source] = []
+        self.closed = False
+
+    def start(self) -> None:
+        for source in self.sources:
+            source.start()
+            self.started.append(source)
+            self.log.debug("source attached", source=source.name)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for source in reversed(self.started):
+            try:
+                source.close()
+            except Exception as err:  # keep detaching the others
+                self.log.warning("detach failed", source=source.name, error=str(err))
+        self.closed = True
+
+    def run(
+        self,
+        on_events: Callable[[list[dict]], None],
+        duration_s: float | None = None,
+        on_tick: Callable[[int], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Block until stopped or ``duration_s`` passed; always detaches before returning."""
+        install_signal_handlers(self.stop)
+        try:
+            self.start()
+            if on_ready:
+                on_ready()
+            else:
+                status(f"dnstrace: attached ({', '.join(s.name for s in self.started)}); Ctrl-C to stop")
+            self._loop(on_events, duration_s, on_tick)
+        finally:
+            self.close()
+
+    def _loop(self, on_events, duration_s, on_tick) -> None:
+        poller = select.epoll()
+        for source in self.started:
+            for fd in source.fds():
+                poller.register(fd, select.EPOLLIN)
+        deadline = time.monotonic() + duration_s if duration_s else None
+        next_tick = time.monotonic() + self.tick_interval_s
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if deadline and now >= deadline:
+                    break
+                wait = next_tick - now
+                if deadline:
+                    wait = min(wait, deadline - now)
+                try:
+                    poller.poll(max(0.0, wait))
+                except InterruptedError:
+                    pass
+                events: list[dict] = []
+                for source in self.started:
+                    events.extend(source.poll())
+                if time.monotonic() >= next_tick:
+                    now_ns = time.time_ns()
+                    for source in self.started:
+                        events.extend(source.tick(now_ns))
+                    next_tick = time.monotonic() + self.tick_interval_s
+                    if events:
+                        on_events(events)
+                        events = []
+                    if on_tick:
+                        on_tick(now_ns)
+                if events:
+                    on_events(events)
+        finally:
+            poller.close()
+        # Drain what arrived before the stop so nothing already captured is lost.
+        events = []
+        for source in self.started:
+            events.extend(source.poll())
+        if events:
+            on_events(events)
+
+    def stats(self) -> dict:
+        return {source.name: source.stats() for source in self.started}
+
+
+class Sink:
+    """Where enriched events go: the aggregator, Prometheus, the shipper, the top view.
+
+    Modules listed in ``agent_cmd.SINK_MODULES`` expose ``make_sink(config) -> Sink | None``
+    (None when the config disables them).
+    """
+
+    name = "sink"
+
+    def handle(self, events: list[dict]) -> None:
+        """Take a batch of events. Must not block for long: the kernel buffers are waiting."""
+
+    def tick(self, now_ns: int) -> None:
+        """About once a second: flush windows, ship batches, refresh views."""
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Flush and release; called once on shutdown (SIGTERM too)."""

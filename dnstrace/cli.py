@@ -1,0 +1,82 @@
+"""The ``dnstrace`` command: one entry point, one module per subcommand.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed args, returns an exit code). Modules import
+heavy dependencies (bcc, duckdb, grpc) inside their functions so ``--help`` stays
+fast and works on a node without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dnstrace import __version__
+from dnstrace import log
+from dnstrace.errors import EXIT_USAGE, DnstraceError
+
+# (module, one-line help shown in ``dnstrace --help``), in the order users need them.
+SUBCOMMAND_MODULES = (
+    "dnstrace.agent.doctor",
+    "dnstrace.agent.trace_cmd",
+    "dnstrace.agent.agent_cmd",
+    "dnstrace.agent.top",
+    "dnstrace.agent.findings_cmd",
+    "dnstrace.agent.lab.cli",
+    "dnstrace.collector.server_cmd",
+    "dnstrace.collector.query_cmd",
+)
+
+EPILOG = """\
+typical use on a suspect node (as root):
+  dnstrace doctor                      can this node run the agent? what is missing?
+  dnstrace top                         live view: which process suffers and why
+  dnstrace trace gai --min-latency 1s  slow getaddrinfo calls as they happen
+  dnstrace findings --duration 30s     watch for 30 s, print named causes with fixes
+  dnstrace query --since 10m --kind dns --json   ask the recorded traces
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dnstrace",
+        description="Find out why name resolution and connection setup are slow or failing, per process.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dnstrace {__version__}")
+    parser.add_argument("--log-format", choices=("console", "json"), default=None,
+                        help="log line format on stderr (default: console, or the config file's)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="least severe log level shown (default: info)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:  # DEV-ONLY tolerance while subcommands are being written; removed before release
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.configure(args.log_format or "console", args.log_level)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except DnstraceError as err:
+        print(f"dnstrace: error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"dnstrace: hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,102 @@
+"""The event vocabulary: every event is a flat dict with a ``kind`` and these fields.
+
+Events travel as plain dicts from the loaders through enrichment, aggregation, the
+spool and the collector; this module is the one place that says which kinds exist
+and what their fields mean. New kinds need no schema surgery downstream: the
+collector stores the common fields as columns and the rest as attributes.
+"""
+
+from __future__ import annotations
+
+# Present on every event (enrichment fills the last three; empty for host processes).
+COMMON_FIELDS = ("kind", "ts", "host", "pid", "tid", "comm", "container", "pod", "namespace")
+
+# kind -> (field, meaning). ``ts`` is unix time in ns, latencies are ns.
+KINDS: dict[str, dict[str, str]] = {
+    "gai": {
+        "func": "getaddrinfo, gethostbyname or gethostbyname2",
+        "name": "the host name asked for",
+        "latency_ns": "call duration",
+        "error": "EAI_* / h_errno name, or null on success",
+        "libc": "path of the libc the call went through (as seen from the host)",
+    },
+    "dns": {
+        "qname": "question name",
+        "qtype": "A, AAAA, SRV, ... by name",
+        "server": "nameserver address",
+        "dport": "nameserver port",
+        "sport": "client port",
+        "proto": "udp or tcp",
+        "id": "DNS message id",
+        "rcode": "NOERROR, NXDOMAIN, SERVFAIL, ... (null when unanswered)",
+        "tc": "the answer had the truncated flag",
+        "ancount": "answer records",
+        "latency_ns": "query to answer",
+        "answered": "false when no answer came within the resolver timeout",
+        "same_port_pair": "A and AAAA left the same socket and port in parallel",
+        "tcp_fallback": "this TCP query follows a truncated UDP answer",
+        "retransmit": "the same id was sent again",
+    },
+    "lookup": {
+        "name": "the host name asked for",
+        "latency_ns": "whole lookup",
+        "error": "EAI_* name or rcode, null on success",
+        "attempts": "list of the wire queries this lookup made, in order",
+        "source": "gai (joined to a libc call) or wire (grouped without libc)",
+    },
+    "syn_retry": {
+        "saddr": "source address",
+        "sport": "source port",
+        "daddr": "destination address",
+        "dport": "destination port",
+        "retry": "retransmission number, 1-based",
+    },
+    "connect": {
+        "saddr": "source address",
+        "sport": "source port",
+        "daddr": "destination address",
+        "dport": "destination port",
+        "latency_ns": "connect() start to outcome",
+        "retries": "SYN retransmissions",
+        "result": "established, refused, timeout, reset or closed",
+    },
+    "drop": {
+        "reason": "kernel drop reason name (from the running kernel's tracefs)",
+        "location": "kernel function that dropped the packet",
+        "protocol": "ip protocol name",
+        "saddr": "source address",
+        "daddr": "destination address",
+        "sport": "source port, where known",
+        "dport": "destination port, where known",
+        "iif": "ingress interface index",
+        "iif_name": "ingress interface name",
+        "return_dev": "for rp_filter drops: where the reverse route points",
+        "why": "the cause in words, when the agent can tell",
+        "attribution": "how pid/comm were found (exact, flow, none)",
+        "count": "drops this event stands for (sampling under storms)",
+    },
+    "conntrack": {
+        "netns": "network namespace (inode, and name where known)",
+        "insert_failed": "delta per interval",
+        "drop": "delta per interval",
+        "early_drop": "delta per interval",
+        "invalid": "delta per interval",
+        "clash_resolve": "delta per interval",
+        "search_restart": "delta per interval",
+        "count": "entries in the table",
+        "max": "table size limit",
+    },
+    "finding": {
+        "rule": "stable rule id",
+        "severity": "critical, warning or info",
+        "summary": "the cause in one sentence",
+        "evidence": "counts, addresses, pids, resolv.conf lines",
+        "fix": "what to change",
+        "pids": "processes affected",
+    },
+}
+
+
+def kind_fields(kind: str) -> tuple[str, ...]:
+    """Common fields followed by the kind's own, in documentation order."""
+    return COMMON_FIELDS + tuple(KINDS.get(kind, {}))
