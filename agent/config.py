@@ -78,7 +78,8 @@ class Key:
 KEYS: tuple[Key, ...] = (
     # agent: what to trace
     Key("agent.host_id", _str, socket.gethostname(), "name of this node in the collector (default: hostname)"),
-    Key("agent.signals", _str_list, ["gai", "dns", "tcp", "drops", "conntrack"], "signals to trace"),
+    Key("agent.signals", _str_list, ["lookups", "tcp", "drops", "conntrack"],
+        "signals to trace (names of `dnstrace trace` targets; lookups = gai + dns + their join)"),
     Key("agent.dns_ports", _int_list, [53], "UDP/TCP ports traced as DNS (add 8600 for Consul)"),
     Key("agent.libc_rescan_interval", _duration, parse_duration_ns("30s"), "how often to look for new libcs"),
     Key("agent.conntrack_interval", _duration, parse_duration_ns("5s"), "conntrack counter poll interval"),
