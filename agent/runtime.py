@@ -64,11 +64,20 @@ class StopFlag:
         return self._event.wait(timeout)
 
 
-def install_signal_handlers(stop: StopFlag) -> None:
-    """SIGTERM and SIGINT end the run cleanly (probes are detached in ``finally``)."""
+def install_signal_handlers(stop: StopFlag) -> dict:
+    """SIGTERM and SIGINT end the run cleanly (probes are detached in ``finally``).
+
+    Returns the previous handlers for ``restore_signal_handlers``."""
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop.set)
-        signal.signal(signal.SIGINT, stop.set)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, stop.set)
+    return previous
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 class Runner:
@@ -106,7 +115,7 @@ class Runner:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Block until stopped or ``duration_s`` passed; always detaches before returning."""
-        install_signal_handlers(self.stop)
+        previous_handlers = install_signal_handlers(self.stop)
         try:
             self.start()
             if on_ready:
@@ -116,6 +125,7 @@ class Runner:
             self._loop(on_events, duration_s, on_tick)
         finally:
             self.close()
+            restore_signal_handlers(previous_handlers)
 
     def _loop(self, on_events, duration_s, on_tick) -> None:
         poller = select.epoll()
