@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dnstrace {__version__}")
     parser.add_argument("--log-format", choices=("console", "json"), default=None,
                         help="log line format on stderr (default: console, or the config file's)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
-                        help="least severe log level shown (default: info)")
+    parser.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"),
+                        help="least severe log level shown (default: info, or the config file's)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         try:  # DEV-ONLY tolerance while subcommands are being written; removed before release
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    log.configure(args.log_format or "console", args.log_level)
+    log.configure(args.log_format or "console", args.log_level or "info")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,726 @@
+"""Findings: rules that turn the last minute of events into a named cause, its evidence and a fix.
+
+``FindingsEngine`` is a Sink: it keeps the recent events it needs (per kind, bounded,
+drops counted) and ``evaluate(now_ns)`` runs every rule over that window. A rule is
+a function ``(Window) -> list[Finding]``; each finding has a stable ``rule`` id, a
+``severity``, a one-sentence ``summary`` that names the cause with the processes and
+addresses involved, the ``evidence`` (counts, addresses, pids, the resolv.conf line)
+and a ``fix``. Findings are events too (kind ``finding``), so they ship like the rest.
+
+Rules (one per seed incident at least, see shared/seeds/README.md):
+dead-nameserver, slow-nameserver, timeout-multiple-latency, truncated-not-cached,
+tcp-fallback, syn-retransmits, rp-filter-no-address, rp-filter-drops,
+conntrack-insert-failed, conntrack-table-full, aaaa-same-port-race,
+ndots-nxdomain-storm, cache-miss-storm, resolver-bypasses-libc.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from dnstrace.agent.runtime import Sink
+from dnstrace.units import format_duration_ns
+
+WINDOW_NS = 60 * 1_000_000_000
+MAX_EVENTS_PER_KIND = 20_000
+REEMIT_NS = 60 * 1_000_000_000  # an active finding is shipped again at most this often
+DEFAULT_TIMEOUT_S = 5.0  # glibc's resolver timeout when resolv.conf says nothing
+DNS_PORTS = frozenset((53, 853, 8600))
+# Programs that answer or forward DNS for others: their upstream traffic is not "an app's lookups".
+DNS_SERVER_COMMS = frozenset(("dnsmasq", "unbound", "named", "coredns", "systemd-resolve", "node-cache",
+                              "kube-dns", "pdns_recursor", "knotd", "knot-resolver", "kresd", "consul", "nscd"))
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+ORDINALS = ("first", "second", "third", "fourth")
+
+
+@dataclass
+class Finding:
+    rule: str
+    severity: str
+    summary: str
+    evidence: dict
+    fix: str
+    key: str = ""  # what makes two findings of one rule different (server, destination...)
+    pids: list = field(default_factory=list)
+    comms: list = field(default_factory=list)
+    containers: list = field(default_factory=list)
+
+    def event(self, ts_ns: int, host: str = "") -> dict:
+        return {"kind": "finding", "ts": ts_ns, "host": host, "pid": self.pids[0] if self.pids else 0,
+                "tid": 0, "comm": self.comms[0] if self.comms else "",
+                "container": self.containers[0] if self.containers else "", "pod": "", "namespace": "",
+                "rule": self.rule, "severity": self.severity, "summary": self.summary,
+                "evidence": self.evidence, "fix": self.fix, "key": self.key,
+                "pids": list(self.pids), "comms": list(self.comms), "containers": list(self.containers)}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def proc_label(pid, comm, container: str = "") -> str:
+    text = f"pid {pid} ({comm or '?'}"
+    if container:
+        text += f", container {container}"
+    return text + ")"
+
+
+def _dur(ns) -> str:
+    return format_duration_ns(ns)
+
+
+def _timeout_s(options: Iterable[str]) -> float:
+    for option in options or ():
+        if option.startswith("timeout:"):
+            try:
+                return max(1.0, min(30.0, float(option.split(":", 1)[1])))
+            except ValueError:
+                pass
+    return DEFAULT_TIMEOUT_S
+
+
+def _has_option(options: Iterable[str], *names: str) -> bool:
+    return any(o.split(":", 1)[0] in names for o in options or ())
+
+
+def _resolv_path(pid) -> str:
+    return f"/proc/{pid}/root/etc/resolv.conf"
+
+
+def _affected(events: Iterable[dict]) -> tuple[list, list, list]:
+    """pids, comms, containers of the events, most frequent first (at most 10 each)."""
+    pids, comms, containers = Counter(), Counter(), Counter()
+    for e in events:
+        if e.get("pid"):
+            pids[e["pid"]] += 1
+        if e.get("comm"):
+            comms[e["comm"]] += 1
+        if e.get("container"):
+            containers[e["container"]] += 1
+    return ([p for p, _ in pids.most_common(10)], [c for c, _ in comms.most_common(10)],
+            [c for c, _ in containers.most_common(10)])
+
+
+def _top_process(events: Iterable[dict]) -> dict:
+    counts = Counter((e.get("pid"), e.get("comm"), e.get("container") or "") for e in events if e.get("pid"))
+    if not counts:
+        return {"pid": 0, "comm": "?", "container": ""}
+    (pid, comm, container), _ = counts.most_common(1)[0]
+    return {"pid": pid, "comm": comm, "container": container}
+
+
+def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in events:
+        if e.get("pid"):
+            groups[(e["pid"], e.get("comm"))].append(e)
+    return groups
+
+
+def _is_dns_server_comm(comm) -> bool:
+    return bool(comm) and (comm in DNS_SERVER_COMMS or comm.split("-")[0] in DNS_SERVER_COMMS)
+
+
+class Window:
+    """The events of the last window, by kind, with a few derived views the rules share."""
+
+    def __init__(self, events_by_kind: dict[str, list[dict]], now_ns: int, window_ns: int = WINDOW_NS,
+                 gai_traced: bool | None = None):
+        self.by_kind = events_by_kind
+        self.now_ns = now_ns
+        self.window_ns = window_ns
+        self.gai_traced = bool(events_by_kind.get("gai")) if gai_traced is None else gai_traced
+        self._queries: list[dict] | None = None
+
+    def kind(self, name: str) -> list[dict]:
+        return self.by_kind.get(name, [])
+
+    @property
+    def window_s(self) -> float:
+        return self.window_ns / 1e9
+
+    def queries(self) -> list[dict]:
+        """Wire queries: dns events, or when there are none, the attempts inside lookup events."""
+        if self._queries is None:
+            queries = list(self.kind("dns"))
+            if not queries:
+                for lookup in self.kind("lookup"):
+                    for attempt in lookup.get("attempts") or ():
+                        if isinstance(attempt, dict):
+                            q = dict(attempt)
+                            for name in ("pid", "comm", "container", "nameservers", "resolv_options", "search"):
+                                q.setdefault(name, lookup.get(name))
+                            q.setdefault("qname", lookup.get("name"))
+                            queries.append(q)
+            self._queries = queries
+        return self._queries
+
+    def lookups(self) -> list[dict]:
+        """Whole lookups: lookup events, or gai calls when the lookups signal is not there."""
+        return self.kind("lookup") or self.kind("gai")
+
+    def process_resolv(self, pid) -> dict:
+        """nameservers / options / search of a process, from any resolution event that carries them."""
+        for kind in ("lookup", "gai", "dns"):
+            for e in self.kind(kind):
+                if e.get("pid") == pid and e.get("nameservers"):
+                    return {"nameservers": list(e["nameservers"]), "resolv_options": list(e.get("resolv_options") or []),
+                            "search": list(e.get("search") or [])}
+        return {"nameservers": [], "resolv_options": [], "search": []}
+
+    def slow_lookups_of(self, pid) -> list[int]:
+        return sorted(int(e["latency_ns"]) for e in self.lookups() if e.get("pid") == pid and e.get("latency_ns"))
+
+    def conntrack_totals(self) -> dict[str, int]:
+        totals: Counter = Counter()
+        for e in self.kind("conntrack"):
+            for name in ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve", "search_restart"):
+                totals[name] += int(e.get(name) or 0)
+        return dict(totals)
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def rule_dead_nameserver(w: Window) -> list[Finding]:
+    # Per (server, process): the same address may be a different server in another network
+    # namespace, so "never answered" is judged for the queries of each process.
+    sent: dict[tuple, list[dict]] = defaultdict(list)
+    answered_for: dict[object, Counter] = defaultdict(Counter)
+    for q in w.queries():
+        server = q.get("server")
+        if not server:
+            continue
+        if q.get("answered") is False:
+            sent[(server, q.get("pid"))].append(q)
+        elif q.get("answered") or q.get("rcode"):
+            answered_for[q.get("pid")][server] += 1
+    findings = []
+    for (server, pid), lost in sent.items():
+        answered = answered_for[pid]
+        if len(lost) < 2 or answered[server]:
+            continue
+        top = _top_process(lost)
+        resolv = w.process_resolv(top["pid"])
+        nameservers = resolv["nameservers"]
+        position = nameservers.index(server) if server in nameservers else None
+        others_answered = [ns for ns in nameservers if ns != server and answered[ns]]
+        other_servers = sorted(s for s in answered if s != server)
+        pids, comms, containers = _affected(lost)
+        latencies = w.slow_lookups_of(top["pid"])
+        slow = [lat for lat in latencies if lat >= 0.5e9]
+        who = proc_label(top["pid"], top["comm"], top["container"])
+        head = f"lookups by {who}"
+        head += f" take {_dur(statistics.median(slow))}" if slow else " wait for timeouts"
+        where = f" ({ORDINALS[position]} in its resolv.conf)" if position is not None and position < 4 else ""
+        summary = f"{head}: nameserver {server}{where} never answered {len(lost)} queries"
+        if others_answered:
+            summary += f"; {others_answered[0]} answered"
+        elif other_servers:
+            summary += f"; {other_servers[0]} answered"
+        summary += f". Remove or fix nameserver {server}."
+        timeout = _timeout_s(resolv["resolv_options"])
+        evidence = {
+            "server": server, "unanswered": len(lost), "answered_by_server": 0,
+            "other_servers_answered": {s: answered[s] for s in other_servers[:8]},
+            "resolv_conf": _resolv_path(top["pid"]), "resolv_conf_line": f"nameserver {server}",
+            "nameservers": nameservers, "position": position, "timeout_s": timeout,
+            "qnames": [n for n, _ in Counter(q.get("qname") for q in lost).most_common(5)],
+            "lookup_latency_ns": {"median": statistics.median(slow) if slow else None,
+                                  "max": max(latencies) if latencies else None},
+        }
+        fix = (f"Remove or replace 'nameserver {server}' in the resolv.conf this process sees "
+               f"({_resolv_path(top['pid'])}); for containers fix the DNS settings the runtime writes "
+               f"(Docker --dns, Nomad network.dns, Kubernetes dnsPolicy/dnsConfig)."
+               + (" Meanwhile 'options timeout:1' caps the wait at 1 s per attempt." if timeout > 1 else ""))
+        severity = "critical" if position == 0 else "warning"
+        findings.append(Finding("dead-nameserver", severity, summary, evidence, fix, key=f"{server}/{pid}",
+                                pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+def rule_slow_nameserver(w: Window, threshold_ns: int = 300_000_000) -> list[Finding]:
+    latencies: dict[str, list[dict]] = defaultdict(list)
+    for q in w.queries():
+        if q.get("server") and q.get("answered") is not False and q.get("latency_ns") is not None \
+                and q.get("proto", "udp") == "udp":
+            latencies[q["server"]].append(q)
+    findings = []
+    for server, answers in latencies.items():
+        if len(answers) < 3:
+            continue
+        median = statistics.median(int(q["latency_ns"]) for q in answers)
+        if median < threshold_ns:
+            continue
+        pids, comms, containers = _affected(answers)
+        top = _top_process(answers)
+        summary = (f"nameserver {server} answers slowly: median {_dur(median)} over {len(answers)} answers "
+                   f"(queries by {proc_label(top['pid'], top['comm'], top['container'])} and others)")
+        evidence = {"server": server, "answers": len(answers), "median_ns": median,
+                    "max_ns": max(int(q["latency_ns"]) for q in answers)}
+        fix = (f"Find out why {server} is slow (overloaded, slow upstream, packet loss on the way); "
+               f"list a faster nameserver first or run a node-local cache.")
+        findings.append(Finding("slow-nameserver", "warning", summary, evidence, fix, key=server,
+                                pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
+    findings = []
+    for (pid, comm), lookups in _by_process(w.lookups()).items():
+        resolv = w.process_resolv(pid)
+        timeout_ns = _timeout_s(resolv["resolv_options"]) * 1e9
+        slow = [e for e in lookups if (e.get("latency_ns") or 0) >= 0.8 * timeout_ns]
+        if len(slow) < 2:
+            continue
+        tolerance = max(0.15 * timeout_ns, 0.25e9)
+        multiples = []
+        for e in slow:
+            k = round(e["latency_ns"] / timeout_ns)
+            if k >= 1 and abs(e["latency_ns"] - k * timeout_ns) <= tolerance:
+                multiples.append((k, e))
+        if len(multiples) < 2 or len(multiples) < 0.6 * len(slow):
+            continue
+        ks = Counter(k for k, _ in multiples)
+        shown = ", ".join(f"{k * timeout_ns / 1e9:g} s x{n}" for k, n in sorted(ks.items()))
+        container = next((e.get("container") for e in lookups if e.get("container")), "")
+        summary = (f"{len(multiples)} of {len(lookups)} lookups by {proc_label(pid, comm, container)} took whole "
+                   f"multiples of its {timeout_ns / 1e9:g} s resolver timeout ({shown}): queries are lost and "
+                   f"retried only after the timeout")
+        evidence = {"timeout_s": timeout_ns / 1e9, "lookups": len(lookups), "at_timeout_multiples": len(multiples),
+                    "multiples": dict(sorted(ks.items())),
+                    "names": [n for n, _ in Counter(e.get("name") for _, e in multiples).most_common(5)],
+                    "resolv_options": resolv["resolv_options"], "nameservers": resolv["nameservers"]}
+        fix = ("See the other findings for which query is lost (dead nameserver, conntrack race, dropped SYNs); "
+               "until fixed, 'options timeout:1 attempts:2' in resolv.conf shortens each wait.")
+        findings.append(Finding("timeout-multiple-latency", "warning", summary, evidence, fix, key=f"{pid}",
+                                pids=[pid], comms=[comm], containers=[container] if container else []))
+    return findings
+
+
+def rule_truncated_not_cached(w: Window, min_repeats: int = 5) -> list[Finding]:
+    truncated: dict[tuple, list[dict]] = defaultdict(list)
+    for q in w.queries():
+        if q.get("tc") and q.get("answered") is not False:
+            truncated[(q.get("qname"), q.get("server"))].append(q)
+    findings = []
+    for (qname, server), answers in truncated.items():
+        if len(answers) < min_repeats:
+            continue
+        fallbacks = sum(1 for q in w.queries() if q.get("tcp_fallback") and q.get("qname") == qname)
+        pids, comms, containers = _affected(answers)
+        top = _top_process(answers)
+        asker = proc_label(top["pid"], top["comm"], top["container"])
+        if _is_dns_server_comm(top["comm"]):
+            why = (f"{top['comm']} does not cache truncated answers, so every lookup of the name goes "
+                   f"upstream again")
+        else:
+            why = "nothing caches the truncated answer, so every lookup goes to the server again"
+        summary = (f"{len(answers)} truncated (TC) answers for {qname} from {server} in {w.window_s:g} s, "
+                   f"asked by {asker}: {why} (and {fallbacks} retries over TCP)")
+        evidence = {"qname": qname, "server": server, "tc_answers": len(answers), "tcp_fallbacks": fallbacks,
+                    "per_second": round(len(answers) / w.window_s, 2)}
+        fix = (f"Make the answer for {qname} fit in one UDP datagram: return fewer records (Consul: "
+               f"dns_config.a_record_limit / enable_truncate=false), or allow larger EDNS0 answers "
+               f"(resolv.conf 'options edns0', dnsmasq --edns-packet-max); a cache that stores TCP "
+               f"answers (unbound, CoreDNS) avoids the upstream storm.")
+        findings.append(Finding("truncated-not-cached", "warning", summary, evidence, fix,
+                                key=f"{qname}@{server}", pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+def rule_tcp_fallback(w: Window, min_fallbacks: int = 5) -> list[Finding]:
+    findings = []
+    fallbacks = [q for q in w.queries() if q.get("tcp_fallback") or (q.get("proto") == "tcp" and q.get("after_tc"))]
+    for (pid, comm), items in _by_process(fallbacks).items():
+        if len(items) < min_fallbacks:
+            continue
+        servers = Counter(q.get("server") for q in items)
+        latencies = [int(q["latency_ns"]) for q in items if q.get("latency_ns")]
+        container = next((q.get("container") for q in items if q.get("container")), "")
+        summary = (f"{proc_label(pid, comm, container)} fell back to TCP {len(items)} times in {w.window_s:g} s "
+                   f"after truncated UDP answers from {', '.join(s for s, _ in servers.most_common(3))}"
+                   + (f" (TCP answers take {_dur(statistics.median(latencies))})" if latencies else ""))
+        evidence = {"tcp_fallbacks": len(items), "servers": dict(servers.most_common(8)),
+                    "qnames": [n for n, _ in Counter(q.get("qname") for q in items).most_common(5)]}
+        fix = ("Keep answers under the UDP size (fewer records, EDNS0) or cache them: each fallback costs a TCP "
+               "handshake and a second round trip.")
+        findings.append(Finding("tcp-fallback", "info", summary, evidence, fix, key=f"{pid}",
+                                pids=[pid], comms=[comm], containers=[container] if container else []))
+    return findings
+
+
+def rule_syn_retransmits(w: Window, min_retries: int = 3) -> list[Finding]:
+    by_dest: dict[tuple, list[dict]] = defaultdict(list)
+    for e in w.kind("syn_retry"):
+        by_dest[(e.get("daddr"), e.get("dport"))].append(e)
+    connects = defaultdict(list)
+    for e in w.kind("connect"):
+        connects[(e.get("daddr"), e.get("dport"))].append(e)
+    findings = []
+    for (daddr, dport), retries in by_dest.items():
+        if len(retries) < min_retries:
+            continue
+        pids, comms, containers = _affected(retries)
+        top = _top_process(retries)
+        who = proc_label(top["pid"], top["comm"], top["container"]) if top["pid"] else "processes on this node"
+        outcomes = Counter(c.get("result") for c in connects[(daddr, dport)])
+        latencies = [int(c["latency_ns"]) for c in connects[(daddr, dport)] if c.get("latency_ns")]
+        is_dns = dport in DNS_PORTS
+        summary = f"{who} retransmitted {len(retries)} SYNs to {daddr}:{dport} in {w.window_s:g} s"
+        if is_dns:
+            summary += " (a DNS server over TCP): lookups over TCP wait for the connection"
+        else:
+            summary += ": the destination does not answer connection attempts"
+        if latencies:
+            summary += f"; connects took up to {_dur(max(latencies))}"
+        if outcomes:
+            summary += " (" + ", ".join(f"{n} {r}" for r, n in outcomes.most_common()) + ")"
+        evidence = {"daddr": daddr, "dport": dport, "syn_retransmits": len(retries),
+                    "max_retry": max(int(e.get("retry") or 0) for e in retries),
+                    "connect_results": dict(outcomes), "per_second": round(len(retries) / w.window_s, 2)}
+        if is_dns:
+            fix = (f"The DNS server {daddr} drops or rate-limits TCP: fix its TCP limits/firewall, or stop forcing "
+                   f"TCP (NodeLocal DNSCache: prefer_udp instead of force_tcp; remove 'options use-vc').")
+        else:
+            fix = (f"Check that {daddr}:{dport} still exists and accepts connections (a deleted pod IP? a firewall "
+                   f"dropping SYNs?); make clients back off instead of reconnecting in a tight loop.")
+        severity = "critical" if len(retries) >= 20 else "warning"
+        findings.append(Finding("syn-retransmits", severity, summary, evidence, fix, key=f"{daddr}:{dport}",
+                                pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+_NO_ADDRESS_RE = re.compile(r"no (ipv4 )?address|without (an )?(ipv4 )?address|has no ipv4", re.IGNORECASE)
+
+
+def rule_rp_filter(w: Window) -> list[Finding]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for e in w.kind("drop"):
+        if "RPFILTER" in str(e.get("reason", "")).upper():
+            groups[str(e.get("iif_name") or e.get("iif") or "?")].append(e)
+    findings = []
+    for iface, drops in groups.items():
+        count = sum(int(e.get("count") or 1) for e in drops)
+        no_address = any(_NO_ADDRESS_RE.search(str(e.get("why") or "")) or e.get("iif_has_ipv4") is False
+                         for e in drops)
+        flows = Counter((e.get("saddr"), e.get("daddr")) for e in drops)
+        (saddr, daddr), _ = flows.most_common(1)[0]
+        syns_to = [e for e in w.kind("syn_retry") if e.get("daddr") in (saddr, daddr)]
+        pids, comms, containers = _affected(syns_to or drops)
+        why = next((str(e["why"]) for e in drops if e.get("why")), "")
+        summary = (f"{count} packets from {saddr} to {daddr} arriving on {iface} were dropped by reverse-path "
+                   f"filtering in {w.window_s:g} s")
+        if no_address:
+            summary += (f": {iface} has no IPv4 address, so loose rp_filter acts as strict "
+                        f"(the source check fails)")
+        if syns_to:
+            top = _top_process(syns_to)
+            summary += (f"; {proc_label(top['pid'], top['comm'], top['container'])} keeps retrying "
+                        f"({len(syns_to)} SYN retransmits)")
+        evidence = {"iif": iface, "drops": count, "flows": [f"{s} -> {d}: {n}" for (s, d), n in flows.most_common(5)],
+                    "why": why, "return_dev": next((e.get("return_dev") for e in drops if e.get("return_dev")), None),
+                    "syn_retransmits": len(syns_to)}
+        if no_address:
+            fix = (f"Give {iface} an IPv4 address, or set net.ipv4.conf.{iface}.rp_filter=0 (the effective value "
+                   f"is max(conf.all, conf.{iface})); and stop clients reconnecting to {daddr} in a tight loop.")
+            rule, severity = "rp-filter-no-address", "critical"
+        else:
+            fix = (f"The return route to {saddr} does not go out through {iface}: fix routing asymmetry, or relax "
+                   f"rp_filter on {iface} (net.ipv4.conf.{iface}.rp_filter=2, effective max(all, dev)).")
+            rule, severity = "rp-filter-drops", "warning"
+        findings.append(Finding(rule, severity, summary, evidence, fix, key=iface,
+                                pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+def _same_port_losses(w: Window) -> list[dict]:
+    """Queries sent as half of a parallel A+AAAA pair on one port that went unanswered."""
+    return [q for q in w.queries() if q.get("same_port_pair") and q.get("answered") is False]
+
+
+def rule_conntrack(w: Window) -> list[Finding]:
+    totals = w.conntrack_totals()
+    findings = []
+    insert_failed = totals.get("insert_failed", 0)
+    clash = totals.get("clash_resolve", 0)
+    netns = sorted({str(e.get("netns")) for e in w.kind("conntrack")
+                    if e.get("insert_failed") or e.get("drop") or e.get("early_drop")})
+    if insert_failed:
+        losses = _same_port_losses(w)
+        pids, comms, containers = _affected(losses)
+        summary = (f"conntrack refused {insert_failed} new entries (insert_failed) in {w.window_s:g} s"
+                   + (f" in netns {', '.join(netns)}" if netns else "")
+                   + f": the first packet of those flows was dropped ({clash} other clashes were resolved "
+                     f"without loss)")
+        if losses:
+            summary += (f"; {len(losses)} DNS queries sent as A+AAAA on one port went unanswered "
+                        f"(by {', '.join(comms[:3])})")
+        evidence = {**totals, "netns": netns, "same_port_losses": len(losses)}
+        fix = ("If DNS is affected: 'options single-request-reopen' (or use-vc) in resolv.conf so A and AAAA leave "
+               "from different ports; for gRPC's c-ares resolver set GRPC_DNS_RESOLVER=native. For SNAT port "
+               "collisions: enable random port allocation (iptables MASQUERADE --random-fully).")
+        findings.append(Finding("conntrack-insert-failed", "critical" if losses else "warning", summary, evidence,
+                                fix, key="insert_failed", pids=pids, comms=comms, containers=containers))
+    full_drops = totals.get("drop", 0) + totals.get("early_drop", 0)
+    nearly_full = [e for e in w.kind("conntrack") if e.get("count") and e.get("max")
+                   and int(e["count"]) >= 0.9 * int(e["max"])]
+    if full_drops or nearly_full:
+        latest = nearly_full[-1] if nearly_full else None
+        summary = (f"the conntrack table is full: {full_drops} packets dropped for lack of room in {w.window_s:g} s"
+                   + (f" ({latest['count']}/{latest['max']} entries)" if latest else ""))
+        evidence = {"drop": totals.get("drop", 0), "early_drop": totals.get("early_drop", 0),
+                    "count": latest["count"] if latest else None, "max": latest["max"] if latest else None,
+                    "netns": netns}
+        fix = ("Raise net.netfilter.nf_conntrack_max (and the hash size), shorten timeouts of idle flows, and find "
+               "the process opening connections in a storm (see syn-retransmits).")
+        findings.append(Finding("conntrack-table-full", "critical", summary, evidence, fix, key="table-full"))
+    return findings
+
+
+def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
+    losses = _same_port_losses(w)
+    insert_failed = w.conntrack_totals().get("insert_failed", 0)
+    findings = []
+    for (pid, comm), lost in _by_process(losses).items():
+        if len(lost) < 2 and not (lost and insert_failed):
+            continue
+        resolv = w.process_resolv(pid)
+        if _has_option(resolv["resolv_options"], "single-request-reopen", "single-request", "use-vc"):
+            continue  # already configured: the pairs seen are something else
+        bypass = w.gai_traced and not any(e.get("pid") == pid for e in w.kind("gai"))
+        timeout = _timeout_s(resolv["resolv_options"])
+        slow = [lat for lat in w.slow_lookups_of(pid) if lat >= 0.8 * timeout * 1e9]
+        container = next((q.get("container") for q in lost if q.get("container")), "")
+        ports = Counter(q.get("sport") for q in lost)
+        summary = (f"{proc_label(pid, comm, container)} sends A and AAAA in parallel from one socket and "
+                   f"{len(lost)} of those queries were never answered"
+                   + (f" while conntrack refused {insert_failed} inserts" if insert_failed else "")
+                   + f": the conntrack race drops one of the pair and the resolver waits its {timeout:g} s timeout"
+                   + (f" ({len(slow)} lookups took ≥ {timeout:g} s)" if slow else ""))
+        if bypass:
+            summary += "; this process resolves without libc, so resolv.conf options may not help"
+        evidence = {"lost_same_port_queries": len(lost), "qtypes": dict(Counter(q.get("qtype") for q in lost)),
+                    "ports": [p for p, _ in ports.most_common(5)], "insert_failed": insert_failed,
+                    "servers": sorted({str(q.get("server")) for q in lost}),
+                    "resolv_options": resolv["resolv_options"], "bypasses_libc": bypass}
+        fix = ("Add 'options single-request-reopen' to resolv.conf (Kubernetes: pod dnsConfig.options) so A and "
+               "AAAA use different ports, or 'use-vc'; gRPC clients on c-ares need GRPC_DNS_RESOLVER=native to "
+               "honour it.")
+        findings.append(Finding("aaaa-same-port-race", "critical", summary, evidence, fix, key=f"{pid}",
+                                pids=[pid], comms=[comm], containers=[container] if container else []))
+    return findings
+
+
+def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding]:
+    findings = []
+    for (pid, comm), queries in _by_process(q for q in w.queries() if q.get("answered") is not False).items():
+        nx = [q for q in queries if q.get("rcode") == "NXDOMAIN" and q.get("qname")]
+        if len(nx) < min_nxdomain or len(nx) < 0.5 * len(queries):
+            continue
+        search = [s.rstrip(".").lower() for s in (queries[0].get("search") or w.process_resolv(pid)["search"])]
+        answered_names = {str(q["qname"]).rstrip(".").lower() for q in queries
+                          if q.get("rcode") == "NOERROR" and q.get("qname")}
+        expansions = []
+        for q in nx:
+            name = str(q["qname"]).rstrip(".").lower()
+            by_search = any(name.endswith("." + s) for s in search)
+            by_base = any(name.startswith(base + ".") for base in answered_names)
+            if by_search or by_base:
+                expansions.append(name)
+        if len(expansions) < min_nxdomain or len(expansions) < 0.5 * len(nx):
+            continue
+        container = next((q.get("container") for q in queries if q.get("container")), "")
+        options = queries[0].get("resolv_options") or w.process_resolv(pid)["resolv_options"]
+        ndots = next((o.split(":", 1)[1] for o in options if o.startswith("ndots:")), "1")
+        examples = [n for n, _ in Counter(expansions).most_common(3)]
+        summary = (f"{len(expansions)} of {len(queries)} queries by {proc_label(pid, comm, container)} in "
+                   f"{w.window_s:g} s got NXDOMAIN from search-list expansion (e.g. {examples[0]}): names with "
+                   f"fewer than ndots:{ndots} dots are tried with every search domain first")
+        evidence = {"nxdomain_expansions": len(expansions), "queries": len(queries), "examples": examples,
+                    "search": search, "ndots": ndots}
+        fix = ("Use fully-qualified names with a trailing dot (e.g. 'api.example.com.'), or lower ndots "
+               "('options ndots:1'; Kubernetes: pod dnsConfig.options ndots) or trim the search list.")
+        findings.append(Finding("ndots-nxdomain-storm", "warning", summary, evidence, fix, key=f"{pid}",
+                                pids=[pid], comms=[comm], containers=[container] if container else []))
+    return findings
+
+
+def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
+    asked: dict[tuple, list[dict]] = defaultdict(list)
+    for q in w.queries():
+        if q.get("qname") and not q.get("retransmit") and q.get("proto", "udp") == "udp":
+            asked[(str(q["qname"]).lower(), q.get("qtype"))].append(q)
+    findings = []
+    for (qname, qtype), queries in asked.items():
+        ttls = [int(q["ttl"]) for q in queries if q.get("ttl")]
+        ttl = min(ttls) if ttls else None
+        expected = (w.window_s / ttl + 1) if ttl else None
+        if len(queries) < min_queries or (expected is not None and len(queries) < 4 * expected):
+            continue
+        if len(queries) / w.window_s < 0.8:
+            continue
+        if sum(1 for q in queries if q.get("rcode") == "NXDOMAIN") > 0.5 * len(queries):
+            continue  # NXDOMAIN storms are the ndots rule's business
+        pids, comms, containers = _affected(queries)
+        top = _top_process(queries)
+        who = proc_label(top["pid"], top["comm"], top["container"])
+        rate = len(queries) / w.window_s
+        if _is_dns_server_comm(top["comm"]):
+            why = f"the cache {top['comm']} forwards it upstream every time instead of answering from cache"
+        else:
+            why = "nothing between the application and the server caches it"
+        summary = (f"{qname} ({qtype}) was asked {len(queries)} times in {w.window_s:g} s ({rate:.1f}/s, mostly by "
+                   f"{who})" + (f" although its TTL is {ttl} s" if ttl else "") + f": {why}")
+        evidence = {"qname": qname, "qtype": qtype, "queries": len(queries), "per_second": round(rate, 2),
+                    "ttl": ttl, "servers": dict(Counter(str(q.get("server")) for q in queries).most_common(5)),
+                    "truncated": sum(1 for q in queries if q.get("tc"))}
+        fix = ("Cache the answer: a node-local cache (nscd, systemd-resolved, NodeLocal DNSCache) or the "
+               "application's own; if a cache forwards every query, look for answers it refuses to cache "
+               "(truncated answers, TTL 0).")
+        findings.append(Finding("cache-miss-storm", "warning", summary, evidence, fix, key=f"{qname}/{qtype}",
+                                pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+def rule_resolver_bypasses_libc(w: Window, min_queries: int = 3) -> list[Finding]:
+    if not w.gai_traced:
+        return []
+    gai_pids = {e.get("pid") for e in w.kind("gai")}
+    findings = []
+    for (pid, comm), queries in _by_process(w.kind("dns")).items():
+        if pid in gai_pids or _is_dns_server_comm(comm) or len(queries) < min_queries:
+            continue
+        if any(q.get("sport") in DNS_PORTS for q in queries):
+            continue  # a server's own traffic
+        container = next((q.get("container") for q in queries if q.get("container")), "")
+        summary = (f"{proc_label(pid, comm, container)} sent {len(queries)} DNS queries without calling "
+                   f"getaddrinfo: it has its own resolver (Go, c-ares, Java...), which may ignore resolv.conf "
+                   f"options such as single-request-reopen")
+        evidence = {"queries": len(queries), "servers": sorted({str(q.get("server")) for q in queries})[:8],
+                    "qnames": [n for n, _ in Counter(q.get("qname") for q in queries).most_common(5)]}
+        fix = ("Check the resolver the program uses: gRPC c-ares -> GRPC_DNS_RESOLVER=native; Go -> "
+               "GODEBUG=netdns=cgo to use libc; or configure its own timeouts and nameservers.")
+        findings.append(Finding("resolver-bypasses-libc", "info", summary, evidence, fix, key=f"{pid}",
+                                pids=[pid], comms=[comm], containers=[container] if container else []))
+    return findings
+
+
+RULES: tuple[Callable[[Window], list[Finding]], ...] = (
+    rule_dead_nameserver,
+    rule_slow_nameserver,
+    rule_timeout_multiple_latency,
+    rule_truncated_not_cached,
+    rule_tcp_fallback,
+    rule_syn_retransmits,
+    rule_rp_filter,
+    rule_conntrack,
+    rule_aaaa_same_port_race,
+    rule_ndots_nxdomain_storm,
+    rule_cache_miss_storm,
+    rule_resolver_bypasses_libc,
+)
+RULE_IDS = ("dead-nameserver", "slow-nameserver", "timeout-multiple-latency", "truncated-not-cached",
+            "tcp-fallback", "syn-retransmits", "rp-filter-no-address", "rp-filter-drops",
+            "conntrack-insert-failed", "conntrack-table-full", "aaaa-same-port-race", "ndots-nxdomain-storm",
+            "cache-miss-storm", "resolver-bypasses-libc")
+
+
+def evaluate(events: Iterable[dict], now_ns: int | None = None, window_ns: int = WINDOW_NS,
+             gai_traced: bool | None = None) -> list[Finding]:
+    """Run every rule over a recorded stream (the last ``window_ns`` before ``now_ns``)."""
+    events = list(events)
+    if now_ns is None:
+        now_ns = max((e.get("ts") or 0 for e in events), default=0)
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        if not e.get("ts") or e["ts"] > now_ns - window_ns:
+            by_kind[e.get("kind")].append(e)
+    return run_rules(Window(by_kind, now_ns, window_ns, gai_traced))
+
+
+def run_rules(window: Window) -> list[Finding]:
+    findings = []
+    for rule in RULES:
+        findings.extend(rule(window))
+    findings.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), f.rule, f.key))
+    return findings
+
+
+class FindingsEngine(Sink):
+    """Keeps the last minute of events (bounded per kind) and evaluates the rules every tick."""
+
+    name = "findings"
+    KINDS = ("gai", "dns", "lookup", "syn_retry", "connect", "drop", "conntrack")
+
+    def __init__(self, window_ns: int = WINDOW_NS, max_events_per_kind: int = MAX_EVENTS_PER_KIND,
+                 host: str = "", gai_traced: bool | None = None,
+                 on_finding: Callable[[dict], None] | None = None):
+        self.window_ns = window_ns
+        self.host = host
+        self.gai_traced = gai_traced
+        self.on_finding = on_finding
+        self.events: dict[str, deque] = {k: deque(maxlen=max_events_per_kind) for k in self.KINDS}
+        self.active: list[Finding] = []
+        self.first_seen: dict[tuple, int] = {}
+        self._emitted_at: dict[tuple, int] = {}
+        self.pending: list[dict] = []  # finding events not yet taken by ``take_new()``
+        self.now_ns = 0
+        self.counters = {"events": 0, "evicted_over_bound": 0, "evaluations": 0, "findings_emitted": 0}
+
+    def handle(self, events: list[dict]) -> None:
+        for e in events:
+            queue = self.events.get(e.get("kind"))
+            if queue is None:
+                continue
+            if len(queue) == queue.maxlen:
+                self.counters["evicted_over_bound"] += 1
+            queue.append(e)
+            self.counters["events"] += 1
+            ts = e.get("ts") or 0
+            if ts > self.now_ns:
+                self.now_ns = ts
+
+    def tick(self, now_ns: int) -> None:
+        self.evaluate(now_ns)
+
+    def evaluate(self, now_ns: int | None = None) -> list[Finding]:
+        now_ns = max(now_ns or 0, self.now_ns)
+        horizon = now_ns - self.window_ns
+        by_kind = {}
+        for kind, queue in self.events.items():
+            while queue and (queue[0].get("ts") or now_ns) <= horizon:
+                queue.popleft()
+            by_kind[kind] = list(queue)
+        self.active = run_rules(Window(by_kind, now_ns, self.window_ns, self.gai_traced))
+        self.counters["evaluations"] += 1
+        for finding in self.active:
+            ident = (finding.rule, finding.key)
+            self.first_seen.setdefault(ident, now_ns)
+            if now_ns - self._emitted_at.get(ident, -REEMIT_NS) >= REEMIT_NS:
+                self._emitted_at[ident] = now_ns
+                event = finding.event(now_ns, self.host)
+                event["first_seen"] = self.first_seen[ident]
+                self.counters["findings_emitted"] += 1
+                if len(self.pending) < 1000:
+                    self.pending.append(event)
+                if self.on_finding:
+                    self.on_finding(event)
+        if len(self.first_seen) > 10_000:  # bound: forget identities no longer active
+            live = {(f.rule, f.key) for f in self.active}
+            self.first_seen = {k: v for k, v in self.first_seen.items() if k in live}
+            self._emitted_at = {k: v for k, v in self._emitted_at.items() if k in live}
+        return self.active
+
+    def take_new(self) -> list[dict]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def current(self) -> list[dict]:
+        return [f.event(self.now_ns, self.host) for f in self.active]
+
+    def stats(self) -> dict:
+        return {**self.counters, "active": len(self.active)}

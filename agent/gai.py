@@ -1,0 +1,298 @@
+"""getaddrinfo / gethostbyname latency per process: the ``gai`` signal.
+
+``GaiSource`` compiles ``bpf/gai.bpf.c`` once and attaches its two programs to
+``getaddrinfo``, ``gethostbyname`` and ``gethostbyname2`` of every libc on the
+node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_s``
+picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
+func`` so an event names the libc and function it went through. Events come
+from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``).
+
+Event fields: kind="gai", ts (unix ns when the call started), pid, tid, comm,
+func, name, latency_ns, error (EAI_* name from getaddrinfo's return; "NULL" when
+gethostbyname* returned NULL), libc (path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import struct
+import time
+
+from dnstrace import log
+from dnstrace.agent.runtime import Source
+from dnstrace.agent.tracing import TraceTarget
+from dnstrace.errors import DnstraceError
+from dnstrace.output import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
+from dnstrace.units import parse_duration_ns, parse_duration_s
+
+FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
+FUNC_GETADDRINFO = 0
+
+# struct gai_event in bpf/gai.h
+GAI_NAME_LEN = 256
+GAI_EVENT = struct.Struct(f"<QQQQiI16s{GAI_NAME_LEN}s")
+
+# The EAI_* values glibc and musl share (netdb.h), plus glibc's GNU extensions.
+EAI_NAMES = {
+    -1: "EAI_BADFLAGS", -2: "EAI_NONAME", -3: "EAI_AGAIN", -4: "EAI_FAIL", -5: "EAI_NODATA",
+    -6: "EAI_FAMILY", -7: "EAI_SOCKTYPE", -8: "EAI_SERVICE", -9: "EAI_ADDRFAMILY", -10: "EAI_MEMORY",
+    -11: "EAI_SYSTEM", -12: "EAI_OVERFLOW", -100: "EAI_INPROGRESS", -101: "EAI_CANCELED",
+    -102: "EAI_NOTCANCELED", -103: "EAI_ALLDONE", -104: "EAI_INTR", -105: "EAI_IDN_ENCODE",
+}
+# gethostbyname* report failure only as a NULL return (see bpf/gai.bpf.c).
+GETHOSTBYNAME_FAILED = "NULL"
+
+COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable")
+# Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
+RET_SP_ADJUST = {"x86_64": 8, "aarch64": 0}
+STALE_INFLIGHT_NS = 600 * 1_000_000_000  # no lookup lasts 10 min: such an entry lost its return
+
+
+def error_name(func: int, ret: int) -> str | None:
+    if ret == 0:
+        return None
+    if func != FUNC_GETADDRINFO:
+        return GETHOSTBYNAME_FAILED
+    return EAI_NAMES.get(ret, f"EAI_{ret}")
+
+
+def decode(record: tuple, unix_offset_ns: int, libc_paths: dict[int, str]) -> dict:
+    """One raw ``gai_event`` tuple -> the event dict."""
+    start_ns, latency_ns, pid_tgid, libc_id, ret, func, comm, name = record
+    name = name.split(b"\0", 1)[0]
+    return {
+        "kind": "gai",
+        "ts": start_ns + unix_offset_ns,
+        "pid": pid_tgid >> 32,
+        "tid": pid_tgid & 0xFFFFFFFF,
+        "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        "func": FUNCS[func] if func < len(FUNCS) else f"func{func}",
+        "name": name.decode("utf-8", "replace") if name else None,
+        "latency_ns": latency_ns,
+        "error": error_name(func, ret),
+        "libc": libc_paths.get(libc_id),
+    }
+
+
+class GaiSource(Source):
+    """Emits ``gai`` events for every libc resolver call on the node (reusable by the lookups join)."""
+
+    name = "gai"
+
+    def __init__(self, pids: list[int] | None = None, min_latency_ns: int | None = None,
+                 libc_rescan_interval_s: float = 30.0, max_libcs: int = 256):
+        self.pids = sorted(set(pids or ()))
+        self.min_latency_ns = min_latency_ns
+        self.rescan_interval_ns = int(libc_rescan_interval_s * 1e9)
+        self.max_libcs = max_libcs
+        self.bpf = None
+        self.reader = None
+        self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
+        self.libcs = None
+        self.next_rescan_ns = 0
+        self.next_stale_check_ns = 0
+        self.stale_inflight = 0
+        self.unix_offset_ns = 0
+        self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
+        self.log = log.get("gai")
+
+    # --- set-up ---------------------------------------------------------------------
+
+    def _defines(self) -> str:
+        machine = platform.machine()
+        lines = [f"#define GAI_RET_SP_ADJUST {RET_SP_ADJUST.get(machine, 8)}"]
+        if self.pids:
+            lines.append("#define GAI_FILTER_PIDS 1")
+        if self.min_latency_ns:
+            lines.append(f"#define GAI_MIN_LATENCY_NS {int(self.min_latency_ns)}ULL")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        from dnstrace.agent import bpfload
+        from dnstrace.agent.libcs import LibcSet
+        from dnstrace.agent.ringbuf import RingBufReader
+
+        self.bpf = bpfload.load("gai", text_prefix=self._defines())
+        bcc = bpfload.import_bcc()
+        self.enter_fd = self.bpf.load_func(b"gai_enter", bcc.BPF.KPROBE).fd
+        self.return_fd = self.bpf.load_func(b"gai_return", bcc.BPF.KPROBE).fd
+        if self.pids:
+            table = self.bpf[b"pid_filter"]
+            for pid in self.pids:
+                table[table.Key(pid)] = table.Leaf(1)
+        self.reader = RingBufReader(self.bpf[b"events"].map_fd, GAI_EVENT)
+        self.unix_offset_ns = _unix_offset_ns()
+        self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
+        self.libcs.refresh()
+        self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
+        if not self.libcs.attached:
+            self.log.warning("no probeable libc is mapped by any process yet; rescanning",
+                             every_s=self.rescan_interval_ns / 1e9)
+
+    def _attach_libc(self, libc, libc_id: int) -> None:
+        from dnstrace.agent.libcs import symbol_offsets
+        from dnstrace.agent.uprobe import UprobeLink
+
+        offsets = symbol_offsets(libc.attach_path, FUNCS)
+        if "getaddrinfo" not in offsets:
+            raise DnstraceError(f"no getaddrinfo symbol in {libc.attach_path}")
+        links = []
+        try:
+            # Returns first: a call already in flight then has a return probe but no
+            # entry, and is ignored, instead of an entry whose return is never seen.
+            for retprobe in (True, False):
+                for func_id, func in enumerate(FUNCS):
+                    if func in offsets:
+                        prog_fd = self.return_fd if retprobe else self.enter_fd
+                        links.append(UprobeLink(prog_fd, libc.attach_path, offsets[func], retprobe,
+                                                cookie=(libc_id << 8) | func_id))
+        except OSError:
+            for link in reversed(links):
+                link.close()
+            raise
+        self.links[libc_id] = links
+
+    def _detach_libc(self, libc_id: int) -> None:
+        links = self.links.pop(libc_id, [])
+        # Entries first: no new call starts being tracked while returns are still seen.
+        for link in sorted(links, key=lambda lk: lk.retprobe):
+            link.close()
+
+    # --- running --------------------------------------------------------------------
+
+    def fds(self) -> list[int]:
+        return [self.reader.fd] if self.reader else []
+
+    def poll(self) -> list[dict]:
+        if not self.reader:
+            return []
+        offset, paths = self.unix_offset_ns, self.libcs.paths_by_id
+        return [decode(record, offset, paths) for record in self.reader.drain()]
+
+    def tick(self, now_ns: int) -> list[dict]:
+        mono = time.monotonic_ns()
+        if self.libcs and mono >= self.next_rescan_ns:
+            self.libcs.refresh()
+            self.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
+            self.next_rescan_ns = mono + self.rescan_interval_ns
+        if self.bpf and mono >= self.next_stale_check_ns:
+            self._drop_stale_inflight(mono)
+            self.next_stale_check_ns = mono + 60 * 1_000_000_000
+        return []
+
+    def _drop_stale_inflight(self, mono_ns: int) -> None:
+        """Entries of threads that died mid-call (pthread_cancel, kill) never see a return."""
+        table = self.bpf[b"inflight"]
+        stale = [key for key, value in table.items() if mono_ns - value.start_ns > STALE_INFLIGHT_NS]
+        for key in stale[:4096]:
+            try:
+                del table[key]
+                self.stale_inflight += 1
+            except KeyError:
+                pass
+
+    def stats(self) -> dict:
+        if self.final_stats is not None:
+            return self.final_stats
+        counters = dict.fromkeys(COUNTER_NAMES, 0)
+        if self.bpf:
+            table = self.bpf[b"counters"]
+            for slot, counter_name in enumerate(COUNTER_NAMES):
+                counters[counter_name] = sum(table[table.Key(slot)])
+        out = {name: value for name, value in counters.items() if value}
+        if self.reader:
+            out["events"] = self.reader.records
+            if self.reader.malformed:
+                out["malformed"] = self.reader.malformed
+        if self.libcs:
+            out["libcs"] = len(self.libcs.attached)
+            for attr in ("probe_failures", "over_limit", "detached"):
+                if getattr(self.libcs, attr):
+                    out[f"libc_{attr}"] = getattr(self.libcs, attr)
+        if self.stale_inflight:
+            out["stale_inflight"] = self.stale_inflight
+        return out
+
+    def close(self) -> None:
+        if self.bpf and self.final_stats is None:
+            self.final_stats = self.stats()
+        if self.libcs:
+            self.libcs.close()
+            self.libcs.attached.clear()
+        for libc_id in list(self.links):
+            self._detach_libc(libc_id)
+        if self.reader:
+            self.reader.close()
+            self.reader = None
+        if self.bpf:
+            try:
+                self.bpf.cleanup()
+            except Exception:  # bcc cleanup on an already half-torn-down object
+                pass
+            self.bpf = None
+
+
+def _unix_offset_ns() -> int:
+    return time.time_ns() - time.monotonic_ns()
+
+
+# --- dnstrace trace gai --------------------------------------------------------------
+
+
+def _duration_seconds(text: str) -> float:
+    try:
+        return parse_duration_s(text)
+    except DnstraceError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--libc-rescan-interval", dest="libc_rescan_interval_s", type=_duration_seconds,
+                        default=None, metavar="DUR",
+                        help="how often to look for new libcs, e.g. in new containers (default: 30s)")
+
+
+def make_sources(args: argparse.Namespace) -> list[Source]:
+    min_latency = getattr(args, "min_latency", None)
+    rescan = getattr(args, "libc_rescan_interval_s", None)
+    if rescan is None:
+        rescan = 30.0
+    elif rescan <= 0:
+        from dnstrace.errors import UsageError
+        raise UsageError("--libc-rescan-interval must be positive")
+    return [GaiSource(
+        pids=getattr(args, "pid", None),
+        min_latency_ns=parse_duration_ns(min_latency) if isinstance(min_latency, str) else min_latency,
+        libc_rescan_interval_s=rescan,
+    )]
+
+
+COLUMNS = (
+    TIME_COLUMN,
+    *PROCESS_COLUMNS,
+    Column("latency_ns", "LATENCY", 9, fmt_latency),
+    Column("error", "ERROR", 12),
+    Column("func", "FUNC", 14),
+    Column("name", "NAME", 40),
+    Column("libc", "LIBC", 0),
+)
+
+TRACE = TraceTarget(
+    name="gai",
+    help="getaddrinfo/gethostbyname latency per process (every libc: host, containers, musl)",
+    description=(
+        "Time every getaddrinfo, gethostbyname and gethostbyname2 call in every libc mapped on the\n"
+        "node (host glibc, containers' own libcs through /proc/PID/root, musl) with uprobes, and\n"
+        "show who asked for which name, how long it took and the EAI_* error. gethostbyname*\n"
+        "failures show as NULL: their h_errno is thread-local and out of reach of BPF."
+    ),
+    columns=COLUMNS,
+    make_sources=make_sources,
+    add_arguments=add_arguments,
+    examples=(
+        "dnstrace trace gai --min-latency 1s        slow lookups only",
+        "dnstrace trace gai --pid 4711 --json       one process, JSON lines",
+        "dnstrace trace gai --comm curl --duration 30s",
+    ),
+)

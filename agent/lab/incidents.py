@@ -1,0 +1,191 @@
+"""The seed incidents (shared/seeds/README.md), each rebuilt in throwaway namespaces with its traffic.
+
+An ``Incident`` says what it reproduces, which findings dnstrace should show, and
+how to build it on a ``Lab`` from the builders the kernel tests use
+(``resolvers``, ``dns_servers``, ``kernel_scenarios``). ``build`` returns a
+``Running`` incident: the long-lived client process that suffers (its pid and comm
+are what the findings must name), the address at fault, and lines describing the
+set-up. Everything is owned by the Lab and removed when it closes.
+
+The client is a small Python program with a recognisable comm (set with
+``prctl(PR_SET_NAME)``) that keeps doing what the real application did: resolve a
+name in a loop through libc, or connect over TCP in a loop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dnstrace.agent.lab.netns import Lab, Netns
+
+# The client program: argv = mode comm interval target...
+CLIENT_CODE = r"""
+import ctypes, socket, sys, threading, time
+mode, comm, interval = sys.argv[1], sys.argv[2].encode()[:15], float(sys.argv[3])
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(comm), 0, 0, 0)  # PR_SET_NAME: our comm
+if mode == "resolve":
+    name, family = sys.argv[4], {"4": socket.AF_INET, "any": socket.AF_UNSPEC}[sys.argv[5]]
+    while True:
+        try:
+            socket.getaddrinfo(name, 80, family, socket.SOCK_STREAM)
+        except OSError:
+            pass
+        time.sleep(interval)
+elif mode == "connect":
+    addr, port, timeout, threads = sys.argv[4], int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+    def loop():
+        while True:
+            s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect((addr, port))
+            except OSError:
+                pass
+            finally:
+                s.close()
+            time.sleep(interval)
+    for _ in range(threads):
+        threading.Thread(target=loop, daemon=True).start()
+    while True:
+        time.sleep(3600)
+"""
+
+
+@dataclass
+class Running:
+    """A built incident: who suffers, what is at fault, and how it was set up."""
+
+    client: subprocess.Popen
+    comm: str
+    address: str  # the address the finding must name
+    setup: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.client.pid
+
+
+@dataclass(frozen=True)
+class Incident:
+    name: str
+    seed: str
+    title: str
+    shows: str  # what dnstrace shows for it
+    rules: tuple[str, ...]  # findings expected (the first is the one that names the cause)
+    signals: tuple[str, ...]  # signals the findings need
+    build: Callable[[Lab], Running]
+
+
+def start_client(ns: Netns, mode: str, comm: str, interval: float, *args: str) -> subprocess.Popen:
+    proc = ns.popen(["python3", "-c", CLIENT_CODE, mode, comm, str(interval), *args],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.2)
+    if proc.poll() is not None:
+        raise RuntimeError(f"lab client {comm} exited at once (code {proc.returncode})")
+    return proc
+
+
+def build_dead_nameserver(lab: Lab) -> Running:
+    from dnstrace.agent.lab.resolvers import build_resolver_lab  # noqa: PLC0415
+
+    r = build_resolver_lab(lab)
+    r.resolv_conf([r.dead_v4, r.server_v4], options=["timeout:1", "attempts:1"])
+    client = start_client(r.client, "resolve", "kafka-writer", 0.5, "web.example.test", "4")
+    return Running(client, "kafka-writer", r.dead_v4, [
+        f"namespace {r.client.name}: resolv.conf 'nameserver {r.dead_v4}' (dead: port 53 dropped), "
+        f"'nameserver {r.server_v4}' (dnsmasq), options timeout:1 attempts:1",
+        f"pid {client.pid} (kafka-writer) resolves web.example.test every 0.5 s: each lookup waits 1 s "
+        f"for the dead nameserver first",
+    ])
+
+
+def build_truncation(lab: Lab) -> Running:
+    from dnstrace.agent.lab.dns_servers import BIG_NAME, build_wire_lab  # noqa: PLC0415
+
+    r = build_wire_lab(lab)
+    client = start_client(r.client, "resolve", "consul-client", 0.1, BIG_NAME, "4")
+    return Running(client, "consul-client", r.server_v4, [
+        f"dnsmasq on {r.server_v4} answers {BIG_NAME} with about 700 bytes: truncated (TC) over UDP, "
+        f"in full over TCP; its cache is off, as dnsmasq's is for truncated answers",
+        f"pid {client.pid} (consul-client) resolves {BIG_NAME} ten times a second: TC, then TCP, every time",
+    ])
+
+
+def build_syn_drops(lab: Lab) -> Running:
+    from dnstrace.agent.lab.kernel_scenarios import syn_dropping_peer  # noqa: PLC0415
+
+    peer = syn_dropping_peer(lab, port=53)
+    client = start_client(peer.client, "connect", "node-cache", 0.1, peer.peer_addr, "53", "4", "3")
+    return Running(client, "node-cache", peer.peer_addr, [
+        f"{peer.peer_addr} (namespace {peer.peer.name}) drops every TCP SYN to port 53 (a resolver "
+        f"limiting TCP)",
+        f"pid {client.pid} (node-cache) keeps three DNS-over-TCP connects open towards it (force_tcp)",
+    ])
+
+
+def build_rp_filter(lab: Lab) -> Running:
+    from dnstrace.agent.lab.kernel_scenarios import rp_filter_no_address  # noqa: PLC0415
+
+    s = rp_filter_no_address(lab)
+    client = start_client(s.sender, "connect", "grpc-client", 0.3, s.target_addr, "443", "1.5", "2")
+    return Running(client, "grpc-client", s.target_addr, [
+        f"router namespace {s.router.name}: {s.ingress_dev} has no IPv4 address, rp_filter={s.rp_filter} "
+        f"(loose), the route back to {s.sender_addr} leaves through {s.return_dev}",
+        f"pid {client.pid} (grpc-client) reconnects to {s.target_addr}:443 every 300 ms; the router drops "
+        f"the SYNs as martians",
+    ])
+
+
+def build_conntrack_race(lab: Lab) -> Running:
+    from dnstrace.agent.lab.kernel_scenarios import snat_collision  # noqa: PLC0415
+
+    s = snat_collision(lab, port=53)
+    lab.dnsmasq(s.server, [s.server_addr], {"db.example.test": ["10.1.2.5", "fd00::1:2:5"]})
+    s.client.write_resolv_conf([s.server_addr], options=["timeout:1", "attempts:1"])
+    client = start_client(s.client, "resolve", "grpc-app", 0.3, "db.example.test", "any")
+    return Running(client, "grpc-app", s.server_addr, [
+        f"namespace {s.client.name} SNATs DNS to {s.server_addr}:53 onto one source port "
+        f"({s.nat_port}): every new flow collides with the first in conntrack (insert_failed, dropped)",
+        f"pid {client.pid} (grpc-app) resolves db.example.test (A and AAAA from one socket, glibc default) "
+        f"every 0.3 s with timeout:1",
+    ])
+
+
+def build_ndots(lab: Lab) -> Running:
+    from dnstrace.agent.lab.resolvers import build_resolver_lab  # noqa: PLC0415
+
+    r = build_resolver_lab(lab)
+    search = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    r.resolv_conf([r.server_v4], options=["ndots:5"], search=search)
+    client = start_client(r.client, "resolve", "web-frontend", 0.3, "api.example.test", "4")
+    return Running(client, "web-frontend", r.server_v4, [
+        f"resolv.conf: search {' '.join(search)}; options ndots:5 (the Kubernetes default)",
+        f"pid {client.pid} (web-frontend) resolves api.example.test: three NXDOMAIN answers before the real one",
+    ])
+
+
+INCIDENTS: tuple[Incident, ...] = (
+    Incident("dead-nameserver", "000", "dead first nameserver: lookups take the resolver timeout",
+             "per-process lookup latency in multiples of the timeout; the nameserver that never answered",
+             ("dead-nameserver", "timeout-multiple-latency"), ("gai", "dns"), build_dead_nameserver),
+    Incident("truncation", "001", "truncated answers are not cached: every lookup goes upstream and over TCP",
+             "TC answers per name and server, TCP fallbacks, the cache-miss storm",
+             ("truncated-not-cached", "tcp-fallback", "cache-miss-storm"), ("gai", "dns"), build_truncation),
+    Incident("syn-drops", "002", "DNS over TCP to a resolver that drops SYNs (force_tcp)",
+             "SYN retransmits per process and destination",
+             ("syn-retransmits",), ("tcp",), build_syn_drops),
+    Incident("rp-filter", "003", "reverse-path filter drops on a device without an IPv4 address",
+             "rp_filter drops with source, destination, interface and why; the process retrying",
+             ("rp-filter-no-address",), ("drops", "tcp"), build_rp_filter),
+    Incident("conntrack-race", "004", "conntrack insert failures, A and AAAA from one port",
+             "insert_failed, the lost same-port queries, lookups at the timeout",
+             ("aaaa-same-port-race", "conntrack-insert-failed"), ("gai", "dns"),
+             build_conntrack_race),
+    Incident("ndots", "-", "search-list expansion: NXDOMAIN storm from ndots:5",
+             "NXDOMAIN answers for name + search domain",
+             ("ndots-nxdomain-storm",), ("dns",), build_ndots),
+)
+BY_NAME = {incident.name: incident for incident in INCIDENTS}

@@ -1,0 +1,169 @@
+"""Lab builders for the kernel signals: a SYN-dropping peer, rp_filter on a device without
+address (seed 003), and a conntrack SNAT port collision (seed 004's insert failures).
+
+Each builder takes a ``Lab`` (which owns and removes everything) and returns a small
+dataclass saying what it built. Only per-namespace sysctls are changed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+
+from dnstrace.agent.lab.netns import Lab, Netns, require_tool, veth
+
+
+def _subnet_octet() -> int:
+    """A random second octet so parallel labs do not share addresses."""
+    return 64 + secrets.randbelow(128)
+
+
+def _iptables_packets(ns: Netns, binary: str, table: str, chain: str, comment: str) -> int:
+    """Packet counter of the rule carrying ``comment`` in ``ns``."""
+    out = ns.exec([binary, "-t", table, "-L", chain, "-n", "-v", "-x"]).stdout
+    for line in out.splitlines():
+        if comment in line:
+            return int(line.split()[0])
+    raise RuntimeError(f"rule {comment!r} not found in {binary} {table}/{chain} of {ns.name}")
+
+
+@dataclass
+class SynDropPeer:
+    """``client`` reaches ``peer`` on ``port``; the peer silently drops every SYN to it."""
+
+    client: Netns
+    peer: Netns
+    client_addr: str
+    peer_addr: str
+    client_addr6: str
+    peer_addr6: str
+    port: int
+    comment: str = field(default="dnstrace-syn-drop")
+
+    def dropped_syns(self) -> int:
+        """SYNs the peer's firewall dropped (IPv4 + IPv6): the ground truth for exact counts."""
+        return (_iptables_packets(self.peer, "iptables", "filter", "INPUT", self.comment)
+                + _iptables_packets(self.peer, "ip6tables", "filter", "INPUT", self.comment))
+
+
+def syn_dropping_peer(lab: Lab, port: int = 8080) -> SynDropPeer:
+    require_tool("iptables", "iptables")
+    octet = _subnet_octet()
+    client, peer = lab.netns("cli"), lab.netns("peer")
+    client_addr, peer_addr = f"10.{octet}.0.2", f"10.{octet}.0.1"
+    client6, peer6 = f"fd00:{octet:x}::2", f"fd00:{octet:x}::1"
+    veth(client, f"{client_addr}/24", peer, f"{peer_addr}/24")
+    client.exec(["ip", "-6", "addr", "add", f"{client6}/64", "dev", "eth0", "nodad"])
+    peer.exec(["ip", "-6", "addr", "add", f"{peer6}/64", "dev", "eth0", "nodad"])
+    scenario = SynDropPeer(client, peer, client_addr, peer_addr, client6, peer6, port)
+    for binary in ("iptables", "ip6tables"):
+        peer.exec([binary, "-A", "INPUT", "-p", "tcp", "--syn", "--dport", str(port), "-m", "comment",
+                   "--comment", scenario.comment, "-j", "DROP"])
+    return scenario
+
+
+@dataclass
+class RpFilterNoAddress:
+    """Seed 003: packets from ``sender_addr`` to ``target_addr`` arrive on the router's
+    ``ingress_dev`` (no IPv4 address) while the route back to the sender points at
+    ``return_dev``; rp_filter is 2 (loose), which acts as strict on an address-less device."""
+
+    sender: Netns
+    router: Netns
+    far: Netns
+    sender_addr: str
+    target_addr: str
+    ingress_dev: str
+    ingress_ifindex: int
+    return_dev: str
+    rp_filter: int
+    fixed_addr: str  # what add_address() puts on the ingress device
+
+    def send_udp(self, count: int, dport: int = 9999) -> None:
+        """``count`` UDP datagrams from the sender to the target (they will be dropped)."""
+        code = ("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                f"s.bind(({self.sender_addr!r},0))\n"
+                f"for _ in range({count}): s.sendto(b'x',({self.target_addr!r},{dport}))\n")
+        self.sender.exec(["python3", "-c", code])
+
+    def add_address(self) -> None:
+        """The fix: give the ingress device an IPv4 address (loose rp_filter then passes)."""
+        self.router.exec(["ip", "addr", "add", self.fixed_addr, "dev", self.ingress_dev])
+
+    def rp_filter_drops(self) -> int:
+        """IPv4 packets the router dropped for rp_filter (its /proc counter, the ground truth)."""
+        netstat = self.router.exec(["cat", "/proc/net/netstat"]).stdout.splitlines()
+        for names, values in zip(netstat[::2], netstat[1::2]):
+            if names.startswith("TcpExt:"):
+                table = dict(zip(names.split()[1:], values.split()[1:]))
+                if "IPReversePathFilter" in table:
+                    return int(table["IPReversePathFilter"])
+        return -1
+
+
+def rp_filter_no_address(lab: Lab, rp_filter: int = 2) -> RpFilterNoAddress:
+    octet = _subnet_octet()
+    sender, router, far = lab.netns("snd"), lab.netns("rtr"), lab.netns("far")
+    sender_addr = f"10.{octet}.0.2"
+    target_addr = f"10.{octet}.1.1"
+    # sender eth0 <-> router eth0 (router side: no IPv4 address)
+    veth(sender, f"{sender_addr}/24", router, None, a_ifname="eth0", b_ifname="eth0")
+    # router eth1 <-> far eth0: the route back to the sender's subnet goes this way
+    veth(router, f"{target_addr}/24", far, f"10.{octet}.1.2/24", a_ifname="eth1", b_ifname="eth0")
+    router.exec(["ip", "route", "add", f"10.{octet}.0.0/24", "via", f"10.{octet}.1.2", "dev", "eth1"])
+    router.sysctl("net.ipv4.conf.all.rp_filter", str(rp_filter))
+    router.sysctl("net.ipv4.conf.eth0.rp_filter", str(rp_filter))
+    router_mac = router.exec(["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+    # The router cannot answer ARP from an address-less device: a static neighbour instead.
+    sender.exec(["ip", "route", "add", f"10.{octet}.1.0/24", "dev", "eth0"])
+    sender.exec(["ip", "neigh", "replace", target_addr, "lladdr", router_mac, "dev", "eth0", "nud", "permanent"])
+    ifindex = int(router.exec(["cat", "/sys/class/net/eth0/ifindex"]).stdout)
+    return RpFilterNoAddress(sender, router, far, sender_addr, target_addr, "eth0", ifindex, "eth1",
+                             rp_filter, f"10.{octet}.2.1/24")
+
+
+@dataclass
+class SnatCollision:
+    """Seed 004's loss, made deterministic: ``client`` SNATs every UDP packet to ``server:port``
+    onto one source port (``nat_port``); a second flow collides with the first in the
+    conntrack table, the insert fails and the packet is dropped (NETFILTER_DROP)."""
+
+    client: Netns
+    server: Netns
+    client_addr: str
+    server_addr: str
+    port: int
+    nat_port: int
+
+    def send_from_ports(self, sports: list[int]) -> None:
+        """One UDP datagram from each source port, in the client namespace, one process."""
+        subprocess.run(self.sender_argv(sports), check=True, capture_output=True)
+
+    def sender_argv(self, sports: list[int]) -> list[str]:
+        """The same as a command line (to run as a separate, attributable process)."""
+        code = ("import socket\n"
+                f"for sport in {sports!r}:\n"
+                "    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                f"    s.bind(({self.client_addr!r},sport))\n"
+                f"    s.sendto(b'q',({self.server_addr!r},{self.port}))\n"
+                "    s.close()\n")
+        return self.client.cmd(["python3", "-c", code])
+
+
+def snat_collision(lab: Lab, port: int = 53, nat_port: int = 5353) -> SnatCollision:
+    require_tool("iptables", "iptables")
+    octet = _subnet_octet()
+    client, server = lab.netns("ctc"), lab.netns("cts")
+    client_addr, server_addr = f"10.{octet}.0.2", f"10.{octet}.0.1"
+    veth(client, f"{client_addr}/24", server, f"{server_addr}/24")
+    client.exec(["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "-d", server_addr,
+                 "--dport", str(port), "-j", "SNAT", "--to-source", f"{client_addr}:{nat_port}"])
+    return SnatCollision(client, server, client_addr, server_addr, port, nat_port)
+
+
+def conntrack_stat_line_count(ns: Netns) -> int:
+    """How many CPU lines /proc/net/stat/nf_conntrack has inside ``ns`` (0 = conntrack not loaded)."""
+    proc = ns.exec(["cat", "/proc/net/stat/nf_conntrack"], check=False)
+    return max(0, len(proc.stdout.splitlines()) - 1)
+

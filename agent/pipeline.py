@@ -1,0 +1,303 @@
+"""The agent's data path: signals -> enrichment -> sinks, with a clean start and a clean stop.
+
+``Pipeline`` is what ``dnstrace agent``, ``dnstrace top`` and ``dnstrace findings``
+run. It builds the sources of every configured signal (each one a ``dnstrace
+trace`` target), starts them one signal at a time so that a signal the kernel
+cannot support is reported in one log line while the others keep running, feeds
+every event batch through the enricher and then to every sink, ticks the sinks
+about once a second, and on SIGTERM/SIGINT (or ``stop()``, or the end of
+``duration_s``) detaches every probe and closes the sinks (the shipper flushes
+its spool there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import threading
+import time
+from typing import Callable, Iterable
+
+from dnstrace import log
+from dnstrace.agent.runtime import Runner, Sink, Source, StopFlag
+from dnstrace.errors import DnstraceError, EnvironmentProblem, UsageError
+from dnstrace.output import status
+
+# Each exposes ``make_sink(config) -> Sink | None`` (None = disabled by the config).
+SINK_MODULES = ("dnstrace.agent.shipper", "dnstrace.agent.metrics")
+ENRICH_MODULE = "dnstrace.agent.enrich"
+
+# Log a failing sink or enricher at most this often (the agent must not flood its own log).
+ERROR_LOG_INTERVAL_S = 30.0
+
+
+def _optional_module(name: str):
+    """The module, or None if it does not exist (yet): only the module itself may be missing."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name == name:
+            return None
+        raise
+
+
+def available_targets() -> dict:
+    """Trace targets by name (``dnstrace trace <name>``), from ``trace_cmd.TARGET_MODULES``."""
+    from dnstrace.agent.trace_cmd import load_targets  # noqa: PLC0415 - keeps import light
+
+    return {target.name: target for target in load_targets()}
+
+
+def known_signal_names() -> set[str]:
+    """Every signal name a config may use, including modules not importable in this build."""
+    from dnstrace.agent.trace_cmd import TARGET_MODULES  # noqa: PLC0415
+
+    names = set()
+    for module_name in TARGET_MODULES:
+        module = _optional_module(module_name)
+        if module is not None:
+            names.add(module.TRACE.name)
+        else:  # not in this build yet: its name is the module's (dnswire's target is "dns")
+            names.add("dns" if module_name.endswith(".dnswire") else module_name.rsplit(".", 1)[1])
+    return names
+
+
+def source_namespace(target, config) -> argparse.Namespace:
+    """What ``TRACE.make_sources`` gets when the agent (not ``dnstrace trace``) starts a signal.
+
+    Target-specific options take the defaults of the target's own parser; the common
+    ``trace`` options are unset; every ``agent.*`` config key is there without its
+    prefix (``dns_ports``, ``libc_rescan_interval`` ...) and the whole config as ``config``.
+    """
+    from dnstrace.agent.trace_cmd import add_common_arguments  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_common_arguments(parser)
+    try:
+        target.add_arguments(parser)
+        ns = parser.parse_args([])
+    except (argparse.ArgumentError, SystemExit):  # a target with required options: common ones only
+        ns = argparse.Namespace()
+    for name, value in config.items():
+        if name.startswith("agent."):
+            setattr(ns, name.split(".", 1)[1], value)
+    ns.config = config
+    ns.pid = None
+    ns.comm = None
+    ns.min_latency = None
+    ns.json = True
+    ns.duration = None
+    return ns
+
+
+class _SignalRunner(Runner):
+    """A Runner that starts signal by signal and keeps going when one of them cannot start."""
+
+    def __init__(self, pipeline: "Pipeline"):
+        super().__init__([], stop=pipeline.stop_flag)
+        self.pipeline = pipeline
+
+    def start(self) -> None:
+        pipeline = self.pipeline
+        for signal_name in pipeline.signals:
+            if self.stop.is_set():
+                break
+            try:
+                sources = pipeline.make_signal_sources(signal_name)
+                started_here: list[Source] = []
+                try:
+                    for source in sources:
+                        self.sources.append(source)
+                        source.start()
+                        started_here.append(source)
+                except BaseException:
+                    for source in reversed(sources):  # a failed start may hold half-attached probes
+                        try:
+                            source.close()
+                        except Exception as err:
+                            self.log.warning("detach failed", source=source.name, error=str(err))
+                    raise
+            except UsageError:
+                raise
+            except DnstraceError as err:
+                pipeline.failed_signals[signal_name] = err.message
+                self.log.warning("signal cannot start; continuing without it", signal=signal_name,
+                                 reason=err.message, **({"hint": err.hint} if err.hint else {}))
+                continue
+            except Exception as err:  # an unexpected failure in one signal must not stop the others
+                pipeline.failed_signals[signal_name] = f"{type(err).__name__}: {err}"
+                self.log.error("signal failed to start; continuing without it", signal=signal_name,
+                               error=f"{type(err).__name__}: {err}")
+                continue
+            self.started.extend(started_here)
+            pipeline.attached_signals.append(signal_name)
+            self.log.debug("signal attached", signal=signal_name, sources=[s.name for s in started_here])
+        if not self.started and not self.stop.is_set():
+            reasons = "; ".join(f"{name}: {why}" for name, why in pipeline.failed_signals.items())
+            raise EnvironmentProblem(
+                f"no signal could start ({reasons or 'no signals configured'})",
+                hint="run 'dnstrace doctor' to see which kernel features are missing",
+            )
+
+
+class Pipeline:
+    """Sources of the configured signals -> enrichment -> sinks, until stopped."""
+
+    def __init__(self, config, extra_sinks: Iterable[Sink] = (), signals: list[str] | None = None):
+        self.config = config
+        self.signals = list(dict.fromkeys(signals if signals is not None else config["agent.signals"]))
+        self.extra_sinks = list(extra_sinks)
+        self.stop_flag = StopFlag()
+        self.log = log.get("pipeline")
+        self.sinks: list[Sink] = []
+        self.attached_signals: list[str] = []
+        self.failed_signals: dict[str, str] = {}
+        self.ready = threading.Event()  # set once every signal that can start is attached
+        self.running = False
+        self.last_loop_monotonic = time.monotonic()  # liveness: the loop ticks about once a second
+        self._runner: _SignalRunner | None = None
+        self._enricher = None
+        self._counters = {"batches": 0, "events": 0, "enrich_errors": 0, "sink_errors": 0}
+        self._last_error_log: dict[str, float] = {}
+        self._targets = None
+        self._validate_signals()
+
+    # --- building ------------------------------------------------------------------
+
+    def _validate_signals(self) -> None:
+        known = known_signal_names()
+        unknown = [name for name in self.signals if name not in known]
+        if unknown:
+            raise UsageError(
+                f"agent.signals: unknown signal {', '.join(repr(n) for n in unknown)}",
+                hint="known signals: " + ", ".join(sorted(known)),
+            )
+        if not self.signals:
+            raise UsageError("agent.signals is empty: nothing to trace")
+
+    def make_signal_sources(self, signal_name: str) -> list[Source]:
+        if self._targets is None:
+            self._targets = available_targets()
+        target = self._targets.get(signal_name)
+        if target is None:
+            raise EnvironmentProblem(f"signal {signal_name!r} is not available in this build of dnstrace")
+        return list(target.make_sources(source_namespace(target, self.config)))
+
+    def _make_sinks(self) -> list[Sink]:
+        sinks = []
+        for module_name in SINK_MODULES:
+            module = _optional_module(module_name)
+            if module is None:
+                self.log.debug("sink module not present", module=module_name)
+                continue
+            sink = module.make_sink(self.config)
+            if sink is not None:
+                sinks.append(sink)
+        return sinks + self.extra_sinks
+
+    def _make_enricher(self):
+        return importlib.import_module(ENRICH_MODULE).Enricher(self.config)
+
+    # --- running -------------------------------------------------------------------
+
+    def run(self, duration_s: float | None = None, on_ready: Callable[[], None] | None = None) -> None:
+        """Block until SIGTERM/SIGINT, ``stop()`` or ``duration_s``; always detaches and closes sinks."""
+        self.running = True
+        self.last_loop_monotonic = time.monotonic()
+        try:
+            self.sinks = self._make_sinks()
+            self._enricher = self._make_enricher()
+            self._runner = _SignalRunner(self)
+
+            def ready() -> None:
+                if self.stop_flag.is_set():  # stopped while attaching: not ready, about to detach
+                    return
+                parts = ", ".join(self.attached_signals)
+                if self.failed_signals:
+                    parts += "; not started: " + ", ".join(self.failed_signals)
+                status(f"dnstrace: attached ({parts}); Ctrl-C to stop")
+                self.ready.set()
+                if on_ready:
+                    on_ready()
+
+            self._runner.run(self._on_events, duration_s=duration_s, on_tick=self._on_tick, on_ready=ready)
+        finally:
+            self.ready.clear()
+            self._close_sinks()
+            self.running = False
+
+    def stop(self) -> None:
+        """End ``run()`` from another thread (within about a second)."""
+        self.stop_flag.set()
+
+    def _on_events(self, events: list[dict]) -> None:
+        self.last_loop_monotonic = time.monotonic()
+        self._counters["batches"] += 1
+        self._counters["events"] += len(events)
+        if self._enricher is not None:
+            try:
+                enriched = self._enricher.enrich(events)
+                if enriched is not None:
+                    events = enriched
+            except Exception as err:  # unenriched events are better than none
+                self._counters["enrich_errors"] += 1
+                self._log_error("enrich", "enrichment failed; events passed on unenriched", err)
+        for sink in self.sinks:
+            try:
+                sink.handle(events)
+            except Exception as err:
+                self._counters["sink_errors"] += 1
+                self._log_error(f"sink:{sink.name}", "sink failed to take events", err, sink=sink.name)
+
+    def _on_tick(self, now_ns: int) -> None:
+        self.last_loop_monotonic = time.monotonic()
+        for sink in self.sinks:
+            try:
+                sink.tick(now_ns)
+            except Exception as err:
+                self._counters["sink_errors"] += 1
+                self._log_error(f"sink:{sink.name}", "sink tick failed", err, sink=sink.name)
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:
+                self.log.error("sink close failed", sink=sink.name, error=f"{type(err).__name__}: {err}")
+
+    def _log_error(self, what: str, message: str, err: Exception, **fields) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log.get(what, -1e9) >= ERROR_LOG_INTERVAL_S:
+            self._last_error_log[what] = now
+            self.log.error(message, error=f"{type(err).__name__}: {err}", **fields)
+
+    # --- introspection -------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counters per source and per sink, plus the pipeline's own."""
+        sources = {}
+        if self._runner is not None:
+            for source in self._runner.started:
+                try:
+                    sources[source.name] = source.stats()
+                except Exception as err:
+                    sources[source.name] = {"stats_error": str(err)}
+        sinks = {}
+        for sink in self.sinks:
+            try:
+                sinks[sink.name] = sink.stats()
+            except Exception as err:
+                sinks[sink.name] = {"stats_error": str(err)}
+        enricher = {}
+        if self._enricher is not None and hasattr(self._enricher, "stats"):
+            try:
+                enricher = self._enricher.stats()
+            except Exception as err:
+                enricher = {"stats_error": str(err)}
+        return {
+            "pipeline": dict(self._counters),
+            "enricher": enricher,
+            "signals": {"attached": list(self.attached_signals), "failed": dict(self.failed_signals)},
+            "sources": sources,
+            "sinks": sinks,
+        }

@@ -1,0 +1,176 @@
+"""resolv.conf as a process sees it: ``/proc/PID/root/etc/resolv.conf``, cached per mount namespace.
+
+Containers (and ``ip netns exec``) give processes their own /etc/resolv.conf; the
+one on the host says nothing about them. ``ResolvConfCache.for_pid`` reads the
+file through the process's root, keyed by its mount namespace so a thousand
+processes of one container cost one read (and a stat to notice edits); the cache
+is bounded (LRU, evictions counted).
+Parsing follows glibc's resolv.conf(5): nameserver (max 3 used), search/domain
+(the last one wins), options ndots/timeout/attempts (clamped as glibc does),
+rotate, single-request, single-request-reopen, use-vc, edns0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from dnstrace.agent import proc
+
+GLIBC_MAXNS = 3
+DEFAULT_TIMEOUT_S = 5
+DEFAULT_ATTEMPTS = 2
+DEFAULT_NDOTS = 1
+MAX_FILE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ResolvConf:
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    ndots: int = DEFAULT_NDOTS
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    attempts: int = DEFAULT_ATTEMPTS
+    rotate: bool = False
+    single_request: bool = False
+    single_request_reopen: bool = False
+    use_vc: bool = False
+    edns0: bool = False
+    source: str | None = None  # the path read, None for defaults (file missing)
+    extra_nameservers: tuple[str, ...] = field(default=())  # listed beyond glibc's 3: ignored by glibc
+
+    def as_dict(self) -> dict:
+        return {
+            "nameservers": list(self.nameservers), "search": list(self.search), "ndots": self.ndots,
+            "timeout": self.timeout_s, "attempts": self.attempts, "rotate": self.rotate,
+            "single_request": self.single_request, "single_request_reopen": self.single_request_reopen,
+            "use_vc": self.use_vc, "edns0": self.edns0,
+        }
+
+    def server_index(self, address: str) -> int | None:
+        """Position (0-based) of ``address`` in the nameserver list, None if not listed."""
+        try:
+            return self.nameservers.index(address)
+        except ValueError:
+            return None
+
+
+def _int_option(value: str, low: int, high: int, default: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        return default
+    return max(low, min(high, number))
+
+
+def _normalise_address(text: str) -> str | None:
+    """Nameserver entries may carry a scope (fe80::1%eth0); keep what the wire shows."""
+    address = text.split("%", 1)[0]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def parse(text: str, source: str | None = None) -> ResolvConf:
+    """Parse resolv.conf text; unknown lines and bad values are ignored, as glibc does."""
+    nameservers: list[str] = []
+    search: tuple[str, ...] = ()
+    values = {"ndots": DEFAULT_NDOTS, "timeout": DEFAULT_TIMEOUT_S, "attempts": DEFAULT_ATTEMPTS}
+    flags = {"rotate": False, "single-request": False, "single-request-reopen": False,
+             "use-vc": False, "edns0": False}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        keyword, args = words[0], words[1:]
+        if keyword == "nameserver" and args:
+            address = _normalise_address(args[0])
+            if address:
+                nameservers.append(address)
+        elif keyword in ("search", "domain") and args:
+            search = tuple(a.rstrip(".").lower() for a in args if a != ".")[:32]
+        elif keyword == "options":
+            for option in args:
+                name, _, value = option.partition(":")
+                if name == "ndots":
+                    values["ndots"] = _int_option(value, 0, 15, values["ndots"])
+                elif name == "timeout":
+                    values["timeout"] = _int_option(value, 1, 30, values["timeout"])
+                elif name == "attempts":
+                    values["attempts"] = _int_option(value, 1, 5, values["attempts"])
+                elif name in flags:
+                    flags[name] = True
+                elif name == "no-reload":
+                    pass
+    return ResolvConf(
+        nameservers=tuple(nameservers[:GLIBC_MAXNS]), search=search, ndots=values["ndots"],
+        timeout_s=values["timeout"], attempts=values["attempts"], rotate=flags["rotate"],
+        single_request=flags["single-request"], single_request_reopen=flags["single-request-reopen"],
+        use_vc=flags["use-vc"], edns0=flags["edns0"], source=source,
+        extra_nameservers=tuple(nameservers[GLIBC_MAXNS:]),
+    )
+
+
+def _path(pid: int) -> str:
+    return f"{proc.process_root(pid)}/etc/resolv.conf"
+
+
+def file_signature(pid: int) -> tuple | None:
+    """What tells two versions of the file apart without reading it (None: no file)."""
+    try:
+        st = os.stat(_path(pid))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def read_for_pid(pid: int) -> ResolvConf | None:
+    """The resolv.conf ``pid`` sees, or None if the process is gone. A missing file = defaults."""
+    path = _path(pid)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES)
+    except FileNotFoundError:
+        return ResolvConf(nameservers=("127.0.0.1",)) if proc.read_comm(pid) is not None else None
+    except OSError:
+        return None
+    return parse(data.decode("utf-8", "replace"), source=path)
+
+
+class ResolvConfCache:
+    """resolv.conf per mount namespace, bounded (LRU).
+
+    A cached entry is reused only while the file's signature (device, inode,
+    mtime, size) is unchanged: one stat instead of a read, and a mount namespace
+    whose inode number was recycled, or an edited file, is read again.
+    """
+
+    def __init__(self, max_entries: int = 1024):
+        self.max_entries = max_entries
+        self._by_mntns: OrderedDict[int, tuple[tuple | None, ResolvConf]] = OrderedDict()
+        self.evictions = 0
+        self.reads = 0
+
+    def for_pid(self, pid: int) -> ResolvConf | None:
+        mnt_ns = proc.ns_inode(pid, "mnt")
+        if mnt_ns is None:
+            return None
+        signature = file_signature(pid)
+        cached = self._by_mntns.get(mnt_ns)
+        if cached and cached[0] == signature:
+            self._by_mntns.move_to_end(mnt_ns)
+            return cached[1]
+        conf = read_for_pid(pid)
+        self.reads += 1
+        if conf is None:
+            return None
+        self._by_mntns[mnt_ns] = (signature, conf)
+        self._by_mntns.move_to_end(mnt_ns)
+        while len(self._by_mntns) > self.max_entries:
+            self._by_mntns.popitem(last=False)
+            self.evictions += 1
+        return conf

@@ -1,0 +1,282 @@
+"""The agent's bounded on-disk spool: every batch is written here first, shipped from here in order.
+
+Records are the shipper's batch envelopes as msgpack (the same bytes the collector
+decodes), framed as ``length (4 bytes) | crc32 (4 bytes) | msgpack`` in append-only
+segment files ``<16 hex digits>.spool``. The sender reads from the oldest unacked
+record; acknowledged segments are deleted. When the size limit would be passed, the
+oldest segments are evicted first and counted (batches, events, bytes): nothing is
+lost while the spool has room. After a crash the spool is rebuilt from its files; a
+torn last record is cut off, and records delivered but not yet deleted are replayed
+(the collector drops them as duplicates by their batch key).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgpack
+
+from dnstrace.errors import EnvironmentProblem
+
+_FRAME = struct.Struct(">II")  # length, crc32
+SEGMENT_SUFFIX = ".spool"
+
+
+@dataclass
+class SpoolRecord:
+    schema_version: int
+    host_id: str
+    boot_id: str
+    instance: int
+    seq: int
+    event_count: int
+    events: bytes
+
+    def pack(self) -> bytes:
+        return msgpack.packb([self.schema_version, self.host_id, self.boot_id, self.instance, self.seq,
+                              self.event_count, self.events], use_bin_type=True)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "SpoolRecord":
+        fields = msgpack.unpackb(data, raw=False)
+        if not isinstance(fields, list) or len(fields) != 7:
+            raise ValueError("not a spool record")
+        return cls(*fields)
+
+
+@dataclass
+class _Entry:
+    offset: int
+    size: int  # framed size
+    event_count: int
+
+
+@dataclass
+class _Segment:
+    seg_id: int
+    path: str
+    entries: list[_Entry] = field(default_factory=list)
+    size: int = 0
+
+
+class Spool:
+    """Thread-safe: the agent thread appends, the sender thread reads and acks.
+
+    A position is ``(segment id, index in segment)``; positions only grow.
+    """
+
+    def __init__(self, directory: str, max_bytes: int, segment_bytes: int | None = None):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, max_bytes // 16))
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._segments: deque[_Segment] = deque()
+        self._head_index = 0  # first unacked entry in the first segment
+        self._write_fd: int | None = None
+        self._total_bytes = 0
+        self._next_seg_id = 1  # segment ids (and so positions) only grow, even across evictions
+        self.counters = {"appended_batches": 0, "appended_events": 0, "acked_batches": 0, "acked_events": 0,
+                         "evicted_batches": 0, "evicted_events": 0, "evicted_bytes": 0, "recovered_batches": 0,
+                         "torn_records": 0, "oversized_batches": 0}
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot create spool directory {directory}: {err.strerror}",
+                                     hint="set agent.spool_dir (--spool DIR) to a writable directory") from None
+        self._recover()
+
+    # --- start-up ---------------------------------------------------------------
+    def _recover(self) -> None:
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith(SEGMENT_SUFFIX))
+        for name in names:
+            try:
+                seg_id = int(name[: -len(SEGMENT_SUFFIX)], 16)
+            except ValueError:
+                continue
+            segment = _Segment(seg_id, os.path.join(self.directory, name))
+            with open(segment.path, "rb") as f:
+                data = f.read()
+            offset = 0
+            while offset + _FRAME.size <= len(data):
+                length, crc = _FRAME.unpack_from(data, offset)
+                body = data[offset + _FRAME.size: offset + _FRAME.size + length]
+                if len(body) != length or zlib.crc32(body) != crc:
+                    break
+                try:
+                    record = SpoolRecord.unpack(body)
+                except Exception:
+                    break
+                segment.entries.append(_Entry(offset, _FRAME.size + length, record.event_count))
+                offset += _FRAME.size + length
+            if offset != len(data):
+                self.counters["torn_records"] += 1
+                os.truncate(segment.path, offset)
+            segment.size = offset
+            if not segment.entries:
+                os.unlink(segment.path)
+                continue
+            self._segments.append(segment)
+            self._next_seg_id = seg_id + 1
+            self._total_bytes += segment.size
+            self.counters["recovered_batches"] += len(segment.entries)
+
+    # --- writing ----------------------------------------------------------------
+    def append(self, record: SpoolRecord) -> None:
+        body = record.pack()
+        framed = _FRAME.pack(len(body), zlib.crc32(body)) + body
+        with self._lock:
+            if len(framed) > self.max_bytes:
+                self.counters["oversized_batches"] += 1
+                self.counters["evicted_batches"] += 1
+                self.counters["evicted_events"] += record.event_count
+                self.counters["evicted_bytes"] += len(framed)
+                return
+            while self._segments and self._total_bytes + len(framed) > self.max_bytes:
+                self._evict_oldest()
+            segment = self._writable_segment(len(framed))
+            offset = segment.size
+            os.write(self._write_fd, framed)
+            segment.entries.append(_Entry(offset, len(framed), record.event_count))
+            segment.size += len(framed)
+            self._total_bytes += len(framed)
+            self.counters["appended_batches"] += 1
+            self.counters["appended_events"] += record.event_count
+            self._data.notify_all()
+
+    def _writable_segment(self, need: int) -> _Segment:
+        last = self._segments[-1] if self._segments else None
+        if last is not None and self._write_fd is not None and last.size + need <= self.segment_bytes:
+            return last
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        seg_id = self._next_seg_id
+        self._next_seg_id += 1
+        path = os.path.join(self.directory, f"{seg_id:016x}{SEGMENT_SUFFIX}")
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        segment = _Segment(seg_id, path)
+        self._segments.append(segment)
+        if last is not None and self._head_index >= len(last.entries) and len(self._segments) == 2:
+            self._drop_first()  # the previous segment was fully delivered
+        return segment
+
+    def _evict_oldest(self) -> None:
+        segment = self._segments[0]
+        undelivered = segment.entries[self._head_index:]
+        self.counters["evicted_batches"] += len(undelivered)
+        self.counters["evicted_events"] += sum(e.event_count for e in undelivered)
+        self.counters["evicted_bytes"] += sum(e.size for e in undelivered)
+        if len(self._segments) == 1 and self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        self._drop_first()
+
+    def _drop_first(self) -> None:
+        segment = self._segments.popleft()
+        self._total_bytes -= segment.size
+        self._head_index = 0
+        try:
+            os.unlink(segment.path)
+        except FileNotFoundError:
+            pass
+
+    # --- reading ------------------------------------------------------------------
+    def first_unacked(self) -> tuple[int, int] | None:
+        with self._lock:
+            return self._first_unacked_locked()
+
+    def _first_unacked_locked(self):
+        for i, segment in enumerate(self._segments):
+            index = self._head_index if i == 0 else 0
+            if index < len(segment.entries):
+                return (segment.seg_id, index)
+        return None
+
+    def read(self, position: tuple[int, int] | None, max_records: int,
+             timeout_s: float = 0.0) -> list[tuple[tuple[int, int], SpoolRecord]]:
+        """Records at ``position`` or later (``None`` = the oldest unacked), waiting up to ``timeout_s``."""
+        with self._lock:
+            found = self._locate(position)
+            if not found and timeout_s > 0:
+                self._data.wait(timeout_s)
+                found = self._locate(position)
+            wanted = found[:max_records]
+        out = []
+        for (seg_id, index), path, entry in wanted:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(entry.offset)
+                    framed = f.read(entry.size)
+            except FileNotFoundError:
+                continue  # evicted meanwhile
+            out.append(((seg_id, index), SpoolRecord.unpack(framed[_FRAME.size:])))
+        return out
+
+    def _locate(self, position):
+        first = self._first_unacked_locked()
+        if first is None:
+            return []
+        if position is None or position < first:
+            position = first
+        found = []
+        for i, segment in enumerate(self._segments):
+            if segment.seg_id < position[0]:
+                continue
+            start = position[1] if segment.seg_id == position[0] else 0
+            if i == 0:
+                start = max(start, self._head_index)
+            for index in range(start, len(segment.entries)):
+                found.append(((segment.seg_id, index), segment.path, segment.entries[index]))
+                if len(found) >= 64:
+                    return found
+        return found
+
+    def ack(self, position: tuple[int, int]) -> None:
+        """The record at ``position`` (and everything before it) reached the collector."""
+        with self._lock:
+            while self._segments:
+                segment = self._segments[0]
+                if segment.seg_id > position[0]:
+                    break
+                end = len(segment.entries) if segment.seg_id < position[0] else min(position[1] + 1,
+                                                                                    len(segment.entries))
+                delivered = segment.entries[self._head_index:end]
+                self.counters["acked_batches"] += len(delivered)
+                self.counters["acked_events"] += sum(e.event_count for e in delivered)
+                self._head_index = max(self._head_index, end)
+                fully = self._head_index >= len(segment.entries)
+                is_writing = len(self._segments) == 1 and self._write_fd is not None
+                if fully and not is_writing:
+                    self._drop_first()
+                    continue
+                break
+
+    # --- state --------------------------------------------------------------------
+    def pending(self) -> tuple[int, int]:
+        """(batches, events) not yet acknowledged."""
+        with self._lock:
+            batches = events = 0
+            for i, segment in enumerate(self._segments):
+                entries = segment.entries[self._head_index:] if i == 0 else segment.entries
+                batches += len(entries)
+                events += sum(e.event_count for e in entries)
+            return batches, events
+
+    def stats(self) -> dict:
+        batches, events = self.pending()
+        with self._lock:
+            return dict(self.counters, pending_batches=batches, pending_events=events, bytes=self._total_bytes,
+                        segments=len(self._segments), max_bytes=self.max_bytes)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._write_fd is not None:
+                os.close(self._write_fd)
+                self._write_fd = None
+            self._data.notify_all()

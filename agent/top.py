@@ -1,0 +1,423 @@
+"""``dnstrace top``: a live full-screen view of which process suffers and why, refreshed every second.
+
+One row per process (``c`` toggles one row per container): PID, COMM, CONTAINER,
+lookups/s, p50, p99, max, failures, unanswered queries, TC answers, SYN retries,
+drops over the last 10 s (``w``: last minute). A findings pane is always visible at
+the bottom. Keys: sort by a column with its letter (shown under the table; again =
+reverse), ``<``/``>`` move the sort column, ``/`` filters by name/container/pid,
+up/down (or j/k) select, Enter opens the process detail (its resolv.conf,
+nameserver health, slowest recent lookups with their attempts), Esc goes back,
+``q`` quits. Fits 80x24 over SSH; rendering goes through Rich.
+
+``--once --json`` traces for ``--duration`` and prints one snapshot for scripts.
+The view itself (``TopView.render``) is a pure function of a snapshot, so it is
+the same text in a terminal, in tmux and in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass
+
+from dnstrace.errors import UsageError
+from dnstrace.output import status
+from dnstrace.units import parse_duration_s
+
+
+@dataclass(frozen=True)
+class TopColumn:
+    header: str
+    field: str
+    width: int
+    key: str  # sort key
+    numeric: bool = True
+
+
+COLUMNS = (
+    TopColumn("PID", "pid", 7, "p"),
+    TopColumn("COMM", "comm", 12, "n", numeric=False),
+    TopColumn("CONTAINER", "container", 8, "o", numeric=False),
+    TopColumn("LK/S", "lookups_per_s", 5, "l"),
+    TopColumn("P50", "p50_ns", 6, "5"),
+    TopColumn("P99", "p99_ns", 6, "9"),
+    TopColumn("MAX", "max_ns", 6, "m"),
+    TopColumn("FAIL", "failures", 4, "f"),
+    TopColumn("UNANS", "unanswered", 5, "u"),
+    TopColumn("TC", "tc", 3, "t"),
+    TopColumn("SYN", "syn_retries", 3, "y"),
+    TopColumn("DROP", "drops", 4, "d"),
+)
+SORT_KEYS = {c.key: i for i, c in enumerate(COLUMNS)}
+SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
+
+
+def short_latency(ns) -> str:
+    """At most 6 characters: 850µs, 12.3ms, 123ms, 5.00s, 12.3s, 123s."""
+    if ns is None:
+        return "-"
+    if ns < 1e6:
+        return f"{ns / 1e3:.0f}µs"
+    if ns < 1e8:
+        return f"{ns / 1e6:.1f}ms"
+    if ns < 1e9:
+        return f"{ns / 1e6:.0f}ms"
+    if ns < 1e10:
+        return f"{ns / 1e9:.2f}s"
+    if ns < 1e11:
+        return f"{ns / 1e9:.1f}s"
+    return f"{ns / 1e9:.0f}s"
+
+
+def cell(column: TopColumn, row: dict) -> str:
+    value = row.get(column.field)
+    if column.field.endswith("_ns"):
+        text = short_latency(value)
+    elif column.field == "lookups_per_s":
+        text = "-" if value is None else (f"{value:.1f}" if value < 100 else f"{value:.0f}")
+    elif value in (None, ""):
+        text = "-"
+    else:
+        text = str(value)
+    if len(text) > column.width:
+        text = text[: column.width - 1] + "…"
+    return text.rjust(column.width) if column.numeric else text.ljust(column.width)
+
+
+class TopView:
+    """Screen state (sort, filter, selection, mode) and rendering of a snapshot to lines."""
+
+    def __init__(self):
+        self.sort_index = SORT_KEYS["9"]  # worst p99 first
+        self.reverse = True
+        self.by = "process"
+        self.window = "10s"
+        self.filter = ""
+        self.filter_input: str | None = None  # text being typed after '/'
+        self.selected = 0
+        self.detail_pid: int | None = None
+        self.quit = False
+        self._visible_rows: list[dict] = []
+
+    # --- keys -------------------------------------------------------------------------
+
+    def key(self, key: str) -> None:
+        if self.filter_input is not None:
+            if key in ("\r", "\n"):
+                self.filter, self.filter_input, self.selected = self.filter_input, None, 0
+            elif key == "\x1b":
+                self.filter, self.filter_input = "", None
+            elif key in ("\x7f", "\b"):
+                self.filter_input = self.filter_input[:-1]
+            elif key.isprintable() and len(key) == 1:
+                self.filter_input += key
+            return
+        if self.detail_pid is not None:
+            if key in ("\x1b", "\r", "\n", "\x7f", "\b", "q"):
+                self.detail_pid = None
+            return
+        if key in ("q", "\x03"):
+            self.quit = True
+        elif key in SORT_KEYS:
+            index = SORT_KEYS[key]
+            self.reverse = not self.reverse if index == self.sort_index else COLUMNS[index].numeric
+            self.sort_index = index
+        elif key in ("<", ">"):
+            self.sort_index = (self.sort_index + (1 if key == ">" else -1)) % len(COLUMNS)
+        elif key == "r":
+            self.reverse = not self.reverse
+        elif key == "c":
+            self.by = "container" if self.by == "process" else "process"
+            self.selected = 0
+        elif key == "w":
+            self.window = "1m" if self.window == "10s" else "10s"
+        elif key == "/":
+            self.filter_input = ""
+        elif key in ("\x1b[A", "k"):
+            self.selected = max(0, self.selected - 1)
+        elif key in ("\x1b[B", "j"):
+            self.selected = min(max(0, len(self._visible_rows) - 1), self.selected + 1)
+        elif key in ("\r", "\n") and self.by == "process" and self._visible_rows:
+            row = self._visible_rows[min(self.selected, len(self._visible_rows) - 1)]
+            if row.get("pid"):
+                self.detail_pid = row["pid"]
+        elif key == "\x1b":
+            self.filter = ""
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def sorted_rows(self, rows: list[dict]) -> list[dict]:
+        column = COLUMNS[self.sort_index]
+        needle = self.filter.lower()
+        if needle:
+            rows = [r for r in rows if needle in " ".join(str(r.get(k) or "") for k in
+                                                           ("pid", "comm", "container", "pod", "namespace")).lower()]
+
+        def sort_key(row):
+            value = row.get(column.field)
+            if column.numeric:
+                return (value is not None, value or 0)
+            return (value is not None, str(value or "").lower())
+
+        return sorted(rows, key=sort_key, reverse=self.reverse)
+
+    def render(self, snap: dict, width: int = 80, height: int = 24) -> list[str]:
+        if self.detail_pid is not None:
+            lines = self.render_detail(snap, width, height)
+        else:
+            lines = self.render_table(snap, width, height)
+        lines = [line[:width] for line in lines][:height]
+        return lines + [""] * (height - len(lines))
+
+    def _findings_lines(self, snap: dict, width: int, room: int) -> list[str]:
+        findings = snap.get("findings") or []
+        lines = [f"── FINDINGS ({len(findings)}) " + "─" * max(0, width - 16)]
+        if not findings:
+            lines.append("  none: nothing wrong seen in the last minute")
+        for f in findings:
+            text = f"{SEVERITY_MARK.get(f.get('severity'), '?')} {f['rule']}: {f['summary']}"
+            lines += textwrap.wrap(text, width=width, subsequent_indent="     ") or [""]
+            if len(lines) >= room:
+                break
+        return lines[:room]
+
+    def render_table(self, snap: dict, width: int, height: int) -> list[str]:
+        column = COLUMNS[self.sort_index]
+        arrow = "↓" if self.reverse else "↑"
+        mode = f"{'processes' if self.by == 'process' else 'containers'}, last {self.window}"
+        attached = snap.get("signals") or ""
+        header = f"dnstrace top · {snap.get('host', '')} · {mode} · sort {column.header}{arrow}"
+        if self.filter_input is not None:
+            header += f" · filter: {self.filter_input}_"
+        elif self.filter:
+            header += f" · filter '{self.filter}'"
+        lines = [header, " ".join(c.header.rjust(c.width) if c.numeric else c.header.ljust(c.width)
+                                  for c in COLUMNS)]
+        findings_room = max(6, min(10, height // 3))
+        table_room = max(1, height - 2 - findings_room - 1)
+        rows = self.sorted_rows(snap.get("rows") or [])
+        self._visible_rows = rows
+        self.selected = min(self.selected, max(0, len(rows) - 1))
+        start = max(0, self.selected - table_room + 1)
+        for i, row in enumerate(rows[start:start + table_room], start):
+            if self.by == "container":
+                row = dict(row, pid=None, comm=row.get("pod") or "", container=row.get("container"))
+            text = " ".join(cell(c, row) for c in COLUMNS)
+            lines.append(("▶" if i == self.selected else " ") + text[1:] if i == self.selected else text)
+        if not rows:
+            lines.append("  (no activity yet" + (f" matching '{self.filter}'" if self.filter else "") + ")")
+        while len(lines) < 2 + table_room:
+            lines.append("")
+        lines += self._findings_lines(snap, width, findings_room)
+        while len(lines) < height - 1:
+            lines.append("")
+        lines.append(("keys: q quit  / filter  c container  w window  Enter detail  sort: "
+                      "p n o l 5 9 m f u t y d  < > r")[:width] if attached != "attaching" else "attaching probes…")
+        return lines
+
+    def render_detail(self, snap: dict, width: int, height: int) -> list[str]:
+        detail = (snap.get("details") or {}).get(self.detail_pid) or (snap.get("details") or {}).get(
+            str(self.detail_pid))
+        pid = self.detail_pid
+        if not detail:
+            return [f"pid {pid}: no activity in the last minute", "", "Esc: back"]
+        who = f"pid {pid} ({detail.get('comm')})"
+        if detail.get("container"):
+            who += f" container {detail['container']}"
+        if detail.get("pod"):
+            who += f" pod {detail.get('namespace') or ''}/{detail['pod']}"
+        lines = [f"dnstrace top · {who} · last 1m · Esc back", ""]
+        lines.append("resolv.conf: " + ", ".join(f"nameserver {n}" for n in detail.get("nameservers") or [])
+                     + (f"; search {' '.join(detail['search'])}" if detail.get("search") else "")
+                     + (f"; options {' '.join(detail['resolv_options'])}" if detail.get("resolv_options") else ""))
+        lines.append(f"lookups {detail.get('lookups')}  p50 {short_latency(detail.get('p50_ns'))}  "
+                     f"p99 {short_latency(detail.get('p99_ns'))}  max {short_latency(detail.get('max_ns'))}  "
+                     f"failures {detail.get('failures')}  unanswered {detail.get('unanswered')}  "
+                     f"TC {detail.get('tc')}  SYN {detail.get('syn_retries')}")
+        lines.append("nameserver health (whole node):")
+        servers = {s["server"]: s for s in snap.get("servers") or []}
+        for ns in detail.get("nameservers") or sorted(servers):
+            s = servers.get(ns)
+            if s is None:
+                lines.append(f"  {ns:<16} no queries seen")
+            else:
+                lines.append(f"  {ns:<16} {s['queries']} queries, {s['answered']} answered, "
+                             f"{s['unanswered']} unanswered, TC {s['tc']}, p50 {short_latency(s['p50_ns'])}")
+        lines.append("slowest recent lookups:")
+        for slow in detail.get("slowest") or []:
+            lines.append(f"  {short_latency(slow['latency_ns']):>6} {slow.get('name')}"
+                         + (f"  error {slow['error']}" if slow.get("error") else ""))
+            for attempt in slow.get("attempts") or []:
+                if not isinstance(attempt, dict):
+                    continue
+                answered = attempt.get("answered")
+                outcome = "no answer" if answered is False else (attempt.get("rcode") or "?")
+                lines.append(f"         → {attempt.get('server')} {attempt.get('qtype') or ''} "
+                             f"{attempt.get('proto') or ''} {outcome} {short_latency(attempt.get('latency_ns'))}")
+        mine = [f for f in snap.get("findings") or [] if pid in (f.get("pids") or [])]
+        lines.append("")
+        lines += self._findings_lines({"findings": mine}, width, max(3, height - len(lines) - 1))
+        return lines
+
+
+class TopModel:
+    """The aggregator and findings engine behind one lock; ``snapshot()`` is what the view shows."""
+
+    def __init__(self, host: str = ""):
+        from dnstrace.agent.aggregate import Aggregator  # noqa: PLC0415
+        from dnstrace.agent.findings import FindingsEngine  # noqa: PLC0415
+        from dnstrace.agent.findings_cmd import LockedSinks  # noqa: PLC0415
+
+        self.host = host
+        self.aggregator = Aggregator()
+        self.findings = FindingsEngine(host=host)
+        self.sinks = LockedSinks([self.aggregator, self.findings])
+        self.signals = "attaching"
+
+    def snapshot(self, by: str = "process", window: str = "10s", detail_pid: int | None = None) -> dict:
+        with self.sinks.lock:
+            rows = self.aggregator.rows(by, window)
+            details = {}
+            if detail_pid is not None:
+                details[detail_pid] = self.aggregator.process_detail(detail_pid)
+            return {"ts": time.time_ns(), "host": self.host, "by": by, "window": window, "signals": self.signals,
+                    "rows": rows, "findings": self.findings.current(), "servers": self.aggregator.server_rows(),
+                    "node": self.aggregator.node_view(), "details": details,
+                    "stats": {"aggregate": self.aggregator.stats(), "findings": self.findings.stats()}}
+
+
+def register(subparsers) -> None:
+    from dnstrace.agent.agent_cmd import add_config_arguments  # noqa: PLC0415
+
+    parser = subparsers.add_parser(
+        "top", help="live view: which process suffers and why (findings pane, process detail)",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  dnstrace top\n  dnstrace top --once --json --duration 5s | jq '.rows[0]'",
+    )
+    parser.add_argument("--once", action="store_true", help="trace for --duration, print one snapshot, exit")
+    parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
+    parser.add_argument("--duration", default="3s", metavar="DUR", help="with --once: how long to trace (3s)")
+    parser.add_argument("--by", choices=("process", "container"), default="process", help="one row per ...")
+    add_config_arguments(parser, "agent")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dnstrace.agent.agent_cmd import config_from_args  # noqa: PLC0415
+    from dnstrace.agent.bpfload import require_privileges  # noqa: PLC0415
+    from dnstrace.agent.findings_cmd import make_local_pipeline  # noqa: PLC0415
+
+    if args.json and not args.once:
+        raise UsageError("--json needs --once (the live view is for terminals)")
+    duration_s = parse_duration_s(args.duration)
+    config = config_from_args(args, "agent")
+    model = TopModel(host=config["agent.host_id"])
+    pipeline = make_local_pipeline(config, [model.sinks], with_metrics=True)
+    require_privileges()
+
+    def on_ready() -> None:
+        model.signals = ", ".join(pipeline.attached_signals)
+        model.findings.gai_traced = "gai" in pipeline.attached_signals or "lookups" in pipeline.attached_signals
+
+    if args.once:
+        pipeline.run(duration_s=duration_s, on_ready=on_ready)
+        model.findings.evaluate()
+        snap = model.snapshot(args.by, "10s")
+        snap.pop("details")
+        if args.json:
+            print(json.dumps(snap, default=str))
+        else:
+            view = TopView()
+            view.by = args.by
+            print("\n".join(line.rstrip() for line in view.render(snap, 80, 24)).rstrip())
+        return 0
+    if not sys.stdin.isatty():
+        raise UsageError("dnstrace top needs a terminal", hint="use --once --json in scripts")
+    failure: list[BaseException] = []
+
+    def run_pipeline() -> None:
+        try:
+            pipeline.run(on_ready=on_ready)
+        except BaseException as err:  # shown after the screen is restored
+            failure.append(err)
+
+    thread = threading.Thread(target=run_pipeline, name="pipeline", daemon=True)
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    stderr_buffer = io.StringIO()
+    with contextlib.redirect_stderr(stderr_buffer):  # keep log lines from tearing the screen
+        thread.start()
+        try:
+            interactive(model, args.by, lambda: failure or not thread.is_alive())
+        finally:
+            pipeline.stop()
+            thread.join(timeout=15)
+    if failure:
+        raise failure[0]
+    return 0
+
+
+def read_keys(fd: int, timeout_s: float) -> list[str]:
+    """Keys pressed within ``timeout_s`` (escape sequences for arrows kept whole)."""
+    ready, _, _ = select.select([fd], [], [], timeout_s)
+    if not ready:
+        return []
+    data = os.read(fd, 64).decode("utf-8", "replace")
+    keys, i = [], 0
+    while i < len(data):
+        if data[i] == "\x1b" and data[i + 1:i + 2] == "[" and i + 2 < len(data):
+            keys.append(data[i:i + 3])
+            i += 3
+        else:
+            keys.append(data[i])
+            i += 1
+    return keys
+
+
+def interactive(model: TopModel, by: str, should_stop) -> None:
+    import shutil  # noqa: PLC0415
+    import termios  # noqa: PLC0415
+    import tty  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    view = TopView()
+    view.by = by
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    console = Console(file=sys.stdout, highlight=False)
+
+    def frame() -> Text:
+        size = shutil.get_terminal_size((80, 24))
+        snap = model.snapshot(view.by, view.window, view.detail_pid)
+        text = Text(no_wrap=True, overflow="crop")
+        for i, line in enumerate(view.render(snap, size.columns, size.lines - 1)):
+            style = "bold reverse" if i == 0 else ("bold" if i == 1 and view.detail_pid is None else "")
+            if line.startswith(("CRIT ", "WARN ")):
+                style = "bold red" if line.startswith("CRIT") else "yellow"
+            text.append(line + "\n", style=style or None)
+        return text
+
+    try:
+        tty.setcbreak(fd)
+        with Live(frame(), console=console, screen=True, auto_refresh=False) as live:
+            next_refresh = time.monotonic() + 1.0
+            while not view.quit and not should_stop():
+                for key in read_keys(fd, max(0.0, next_refresh - time.monotonic())):
+                    view.key(key)
+                    live.update(frame(), refresh=True)
+                if time.monotonic() >= next_refresh:
+                    live.update(frame(), refresh=True)
+                    next_refresh = time.monotonic() + 1.0
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    status("dnstrace top: stopped")

@@ -1,0 +1,72 @@
+"""Shared pieces of the gai benchmarks: build the load program, run a tracer, read CPU time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DNSTRACE = [sys.executable, "-m", "dnstrace"]
+
+
+def build_loop() -> str:
+    out = Path(tempfile.mkdtemp(prefix="dt-bench-")) / "gailoop"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(HERE / "gailoop.c")], check=True)
+    return str(out)
+
+
+def run_loop(prefix: list[str], loop: str, count: int, name: str) -> float:
+    """Mean ns per getaddrinfo call of ``count`` calls (``prefix`` e.g. runs it in a namespace)."""
+    out = subprocess.run(prefix + [loop, str(count), name], capture_output=True, text=True, check=True).stdout
+    ns_per_call, failed = out.split()
+    if int(failed):
+        raise RuntimeError(f"{failed} of {count} lookups of {name} failed")
+    return float(ns_per_call)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children) in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Tracer:
+    """A tracing process whose stdout goes to a file; ready when ``ready_line`` shows up."""
+
+    def __init__(self, argv: list[str], ready_in: str, ready_text: str, timeout_s: float = 90.0):
+        self.out = tempfile.NamedTemporaryFile(prefix="dt-bench-out-", delete=False)
+        self.err = tempfile.NamedTemporaryFile(prefix="dt-bench-err-", delete=False)
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, stdin=subprocess.DEVNULL)
+        watched = self.out.name if ready_in == "stdout" else self.err.name
+        deadline = time.monotonic() + timeout_s
+        while ready_text not in Path(watched).read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not start: " + Path(self.err.name).read_text())
+            time.sleep(0.1)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def lines(self) -> int:
+        with open(self.out.name, "rb") as f:
+            return sum(1 for _ in f)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = Path(self.err.name).read_text(errors="replace")
+        for f in (self.out, self.err):
+            f.close()
+            os.unlink(f.name)
+        return err

@@ -1,0 +1,116 @@
+"""Transport security between agents, collector and query clients: TLS, mutual TLS, bearer tokens.
+
+Policy (same for ``dnstrace agent``, ``collector`` and ``query``):
+- TCP is TLS unless ``--insecure`` is given explicitly; a collector with no
+  certificate and no ``--insecure`` refuses to start.
+- A unix socket is local to the node and protected by file permissions (0660,
+  root-owned): it is allowed without TLS. Tokens are still checked when set.
+- A client CA on the collector makes client certificates mandatory (mutual TLS).
+- Two bearer tokens: one for ingest, one for queries and health. Each is checked
+  when configured; the ingest token never opens queries and vice versa.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+from dnstrace.errors import UsageError
+
+INGEST_METHOD = "/dnstrace.v1.Collector/Ingest"
+QUERY_METHODS = ("/dnstrace.v1.Collector/Query", "/dnstrace.v1.Collector/Health")
+
+
+def is_unix(address: str) -> bool:
+    return address.startswith("unix:")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_ca: str):
+    """grpc.ServerCredentials, or None for plaintext (allowed on unix sockets or with --insecure)."""
+    import grpc
+
+    if cert or key:
+        if not (cert and key):
+            raise UsageError("TLS needs both a certificate and a key", hint="--tls-cert and --tls-key")
+        root = _read(client_ca, "client CA") if client_ca else None
+        return grpc.ssl_server_credentials([(_read(key, "TLS key"), _read(cert, "TLS certificate"))],
+                                           root_certificates=root, require_client_auth=root is not None)
+    if client_ca:
+        raise UsageError("a client CA (mutual TLS) needs a server certificate too", hint="--tls-cert and --tls-key")
+    if insecure or is_unix(listen):
+        return None
+    raise UsageError(f"refusing to serve plaintext on {listen}",
+                     hint="give --tls-cert/--tls-key (and --tls-client-ca for mutual TLS), or --insecure to "
+                          "accept plaintext explicitly")
+
+
+def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: str):
+    """grpc.ChannelCredentials, or None for a plaintext channel."""
+    import grpc
+
+    if is_unix(address) and not (ca or cert):
+        return None
+    if insecure:
+        return None
+    if bool(cert) != bool(key):
+        raise UsageError("a client certificate needs its key (and the other way round)")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca, "CA bundle") if ca else None,
+        private_key=_read(key, "client key") if key else None,
+        certificate_chain=_read(cert, "client certificate") if cert else None,
+    )
+
+
+def token_metadata(token: str) -> tuple:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _presented_token(metadata) -> str | None:
+    for name, value in metadata or ():
+        if name == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+    return None
+
+
+def make_token_interceptor(ingest_token: str, query_token: str, on_refused=None):
+    """A grpc.ServerInterceptor enforcing the two tokens (either may be empty = not required)."""
+    import grpc
+
+    def refuse(code, message, streaming_request):
+        def abort(_request, context):
+            context.abort(code, message)
+
+        if streaming_request:
+            return grpc.stream_stream_rpc_method_handler(abort)
+        return grpc.unary_unary_rpc_method_handler(abort)
+
+    class TokenInterceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, handler_call_details):
+            method = handler_call_details.method
+            if method == INGEST_METHOD:
+                wanted, streaming = ingest_token, True
+            elif method in QUERY_METHODS:
+                wanted, streaming = query_token, False
+            else:
+                return continuation(handler_call_details)
+            if not wanted:
+                return continuation(handler_call_details)
+            presented = _presented_token(handler_call_details.invocation_metadata)
+            if presented is None:
+                if on_refused:
+                    on_refused("unauthenticated")
+                return refuse(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required", streaming)
+            if not hmac.compare_digest(presented.encode(), wanted.encode()):
+                if on_refused:
+                    on_refused("permission_denied")
+                return refuse(grpc.StatusCode.PERMISSION_DENIED, "this token does not allow this call", streaming)
+            return continuation(handler_call_details)
+
+    return TokenInterceptor()

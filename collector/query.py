@@ -1,0 +1,305 @@
+"""The query engine: filters, aggregations and findings, rendered as SQL for DuckDB or ClickHouse.
+
+A ``QuerySpec`` says what the user asked (``dnstrace query`` flags or the gRPC
+``QueryRequest``); ``build_sql(spec, dialect)`` turns it into one SQL statement with
+bound parameters. Modes:
+
+- ``events``: raw rows (most recent ``limit``, printed oldest first);
+- ``top``: per group (comm, host, container, name, server, ...) count, failures,
+  p50/p99/max latency and number of hosts, ordered by p99, count or failures;
+- ``timeseries``: the same figures per time bucket (optionally per group);
+- ``findings``: which rules fired on which hosts, first and last seen (fleet view).
+
+User values never enter the SQL text: they are parameters; group keys and
+orderings come from whitelists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dnstrace.collector.codec import COLUMN_NAMES
+from dnstrace.errors import UsageError
+
+MODES = ("events", "top", "timeseries", "findings")
+DEFAULT_LIMIT = {"events": 1000, "top": 20, "timeseries": 10000, "findings": 100}
+MAX_LIMIT = 1_000_000
+
+# group key -> SQL expression over the events table
+GROUP_KEYS = {
+    "host": "host", "kind": "kind", "comm": "comm", "pid": "pid", "container": "container",
+    "pod": "pod", "namespace": "namespace", "name": "coalesce(qname, name)", "qname": "coalesce(qname, name)",
+    "server": "server", "rcode": "rcode", "error": "error", "reason": "reason", "rule": "rule",
+    "daddr": "daddr", "qtype": "qtype",
+}
+ORDERS = ("p99", "count", "failures", "max")
+
+# Event columns in the order rows are printed (agent field names; host after ts).
+EVENT_SELECT = ("kind", "ts", "host", "pid", "tid", "comm", "container", "pod", "namespace") + tuple(
+    c for c in COLUMN_NAMES if c not in ("kind", "ts", "pid", "tid", "comm", "container", "pod", "namespace"))
+
+
+@dataclass
+class QuerySpec:
+    mode: str = "events"
+    since_ns: int = 0
+    until_ns: int = 0
+    hosts: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    name_glob: str = ""
+    servers: list[str] = field(default_factory=list)
+    min_latency_ns: int = 0
+    failed_only: bool = False
+    rcodes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    limit: int = 0
+    group_by: str = ""
+    order_by: str = ""
+    bucket_ns: int = 0
+
+    LIST_FIELDS = ("hosts", "pids", "comms", "containers", "pods", "namespaces", "kinds", "servers", "rcodes",
+                   "errors", "reasons", "rules")
+    SCALAR_FIELDS = ("mode", "since_ns", "until_ns", "name_glob", "min_latency_ns", "failed_only", "limit",
+                     "group_by", "order_by", "bucket_ns")
+
+    @classmethod
+    def from_request(cls, request) -> "QuerySpec":
+        spec = cls()
+        for name in cls.SCALAR_FIELDS:
+            setattr(spec, name, getattr(request, name))
+        for name in cls.LIST_FIELDS:
+            setattr(spec, name, list(getattr(request, name)))
+        return spec
+
+    def to_request(self, message_type):
+        request = message_type()
+        for name in self.SCALAR_FIELDS:
+            setattr(request, name, getattr(self, name))
+        for name in self.LIST_FIELDS:
+            getattr(request, name).extend(getattr(self, name))
+        return request
+
+    def validate(self) -> None:
+        """Raise ``UsageError`` for anything the engine cannot answer."""
+        if self.mode not in MODES:
+            raise UsageError(f"unknown query mode {self.mode!r}", hint=f"one of {', '.join(MODES)}")
+        if self.group_by and self.group_by not in GROUP_KEYS:
+            raise UsageError(f"cannot group by {self.group_by!r}", hint=f"one of {', '.join(sorted(GROUP_KEYS))}")
+        if self.order_by and self.order_by not in ORDERS:
+            raise UsageError(f"cannot order by {self.order_by!r}", hint=f"one of {', '.join(ORDERS)}")
+        if self.mode == "timeseries" and self.bucket_ns <= 0:
+            raise UsageError("a time series needs a bucket width", hint="e.g. --bucket 1m")
+        if not 0 <= self.limit <= MAX_LIMIT:
+            raise UsageError(f"limit must be 0..{MAX_LIMIT}")
+        if self.since_ns < 0 or self.until_ns < 0 or self.min_latency_ns < 0:
+            raise UsageError("times and latencies must not be negative")
+        if len(self.name_glob) > 1024:
+            raise UsageError("name glob too long")
+
+
+class Dialect:
+    """SQL differences between the stores."""
+
+    name = "generic"
+
+    def param(self, key: str) -> str:
+        raise NotImplementedError
+
+    def quantile(self, expr: str, q: float) -> str:
+        raise NotImplementedError
+
+    def like_escaped(self, expr: str, param: str) -> str:
+        raise NotImplementedError
+
+    def bucket(self, bucket_param: str) -> str:
+        raise NotImplementedError
+
+    def sorted_distinct(self, expr: str) -> str:
+        raise NotImplementedError
+
+    def is_true(self, expr: str) -> str:
+        raise NotImplementedError
+
+
+class DuckDialect(Dialect):
+    name = "duckdb"
+
+    def param(self, key):
+        return f"${key}"
+
+    def quantile(self, expr, q):
+        return f"quantile_cont({expr}, {q})"
+
+    def like_escaped(self, expr, param):
+        return f"{expr} LIKE {param} ESCAPE '\\'"
+
+    def bucket(self, bucket_param):
+        return f"(ts // {bucket_param}) * {bucket_param}"
+
+    def sorted_distinct(self, expr):
+        return f"list_sort(list(DISTINCT {expr}))"
+
+    def is_true(self, expr):
+        return expr
+
+
+class ClickHouseDialect(Dialect):
+    name = "clickhouse"
+
+    def param(self, key):
+        return f"%({key})s"
+
+    def quantile(self, expr, q):
+        return f"quantile({q})({expr})"
+
+    def like_escaped(self, expr, param):
+        return f"{expr} LIKE {param}"  # backslash is ClickHouse's LIKE escape
+
+    def bucket(self, bucket_param):
+        return f"intDiv(ts, {bucket_param}) * {bucket_param}"
+
+    def sorted_distinct(self, expr):
+        return f"arraySort(groupUniqArray({expr}))"
+
+    def is_true(self, expr):
+        return f"{expr} = 1"
+
+
+def glob_to_like(glob: str) -> str:
+    out = []
+    for ch in glob:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class _Builder:
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+        self.params: dict = {}
+
+    def bind(self, value) -> str:
+        key = f"p{len(self.params)}"
+        self.params[key] = value
+        return self.dialect.param(key)
+
+    def where(self, spec: QuerySpec) -> str:
+        clauses = []
+        if spec.since_ns:
+            clauses.append(f"ts >= {self.bind(spec.since_ns)}")
+        if spec.until_ns:
+            clauses.append(f"ts < {self.bind(spec.until_ns)}")
+        for column, values in (("host", spec.hosts), ("pid", spec.pids), ("comm", spec.comms),
+                               ("container", spec.containers), ("pod", spec.pods),
+                               ("namespace", spec.namespaces), ("kind", spec.kinds), ("server", spec.servers),
+                               ("rcode", spec.rcodes), ("error", spec.errors), ("reason", spec.reasons),
+                               ("rule", spec.rules)):
+            if values:
+                clauses.append(f"{column} IN ({', '.join(self.bind(v) for v in values)})")
+        if spec.name_glob:
+            clauses.append(self.dialect.like_escaped("coalesce(qname, name)", self.bind(glob_to_like(spec.name_glob))))
+        if spec.min_latency_ns:
+            clauses.append(f"latency_ns >= {self.bind(spec.min_latency_ns)}")
+        if spec.failed_only:
+            clauses.append(self.dialect.is_true("failed"))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+    def figures(self) -> list[tuple[str, str]]:
+        d = self.dialect
+        return [
+            ("count", "count(*)"),
+            ("failures", f"sum(CASE WHEN {d.is_true('failed')} THEN 1 ELSE 0 END)"),
+            ("p50_ns", d.quantile("latency_ns", 0.5)),
+            ("p99_ns", d.quantile("latency_ns", 0.99)),
+            ("max_ns", "max(latency_ns)"),
+            ("hosts", "count(DISTINCT host)"),
+        ]
+
+
+def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple[str, dict, list[str]]:
+    """(sql, params, column names of the result)."""
+    spec.validate()
+    b = _Builder(dialect)
+    where = b.where(spec)
+    limit = spec.limit or DEFAULT_LIMIT[spec.mode]
+    if spec.mode == "events":
+        columns = list(EVENT_SELECT)
+        sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY ts DESC LIMIT {int(limit)}"
+        return sql, b.params, columns
+    if spec.mode == "top":
+        key = spec.group_by or "comm"
+        figures = b.figures()
+        order = {"p99": "p99_ns", "count": "count", "failures": "failures", "max": "max_ns"}[spec.order_by or "p99"]
+        select = [f"{GROUP_KEYS[key]} AS {key}"] + [f"{expr} AS {alias}" for alias, expr in figures]
+        columns = [key] + [alias for alias, _ in figures]
+        sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {GROUP_KEYS[key]} "
+               f"ORDER BY {order} DESC, count DESC LIMIT {int(limit)}")
+        return sql, b.params, columns
+    if spec.mode == "timeseries":
+        bucket = dialect.bucket(b.bind(int(spec.bucket_ns)))
+        figures = b.figures()
+        select = [f"{bucket} AS bucket_ts"]
+        columns = ["bucket_ts"]
+        group = ["bucket_ts"]
+        if spec.group_by:
+            select.append(f"{GROUP_KEYS[spec.group_by]} AS {spec.group_by}")
+            columns.append(spec.group_by)
+            group.append(spec.group_by)
+        select += [f"{expr} AS {alias}" for alias, expr in figures]
+        columns += [alias for alias, _ in figures]
+        sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {', '.join(group)} "
+               f"ORDER BY {', '.join(group)} LIMIT {int(limit)}")
+        return sql, b.params, columns
+    # findings: the fleet view of rules
+    finding_where = where + (" AND " if where else " WHERE ") + f"kind = {b.bind('finding')}"
+    columns = ["rule", "severity", "count", "hosts", "host_list", "first_ts", "last_ts", "sample"]
+    sql = (f"SELECT rule, max(severity) AS severity, count(*) AS count, count(DISTINCT host) AS hosts, "
+           f"{dialect.sorted_distinct('host')} AS host_list, min(ts) AS first_ts, max(ts) AS last_ts, "
+           f"min(attrs) AS sample FROM {table}{finding_where} GROUP BY rule "
+           f"ORDER BY hosts DESC, count DESC LIMIT {int(limit)}")
+    return sql, b.params, columns
+
+
+def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> list[dict]:
+    """Result tuples -> dicts; event rows get the agent's field names back (attrs merged)."""
+    from dnstrace.collector.codec import row_to_event
+    import json
+
+    rows = [dict(zip(columns, r)) for r in raw_rows]
+    if spec.mode == "events":
+        rows.reverse()  # most recent N, printed oldest first
+        return [row_to_event(r) for r in rows]
+    for row in rows:
+        for key in ("p50_ns", "p99_ns"):
+            if row.get(key) is not None and row[key] == row[key]:  # NaN (ClickHouse, no values) -> None
+                row[key] = int(row[key])
+            elif key in row:
+                row[key] = None
+        for key in ("count", "failures", "hosts"):
+            if key in row and row[key] is not None:
+                row[key] = int(row[key])
+        if "host_list" in row:
+            row["host_list"] = list(row["host_list"] or [])
+        if "sample" in row:
+            sample = row.pop("sample")
+            try:
+                extra = json.loads(sample) if sample else {}
+            except ValueError:
+                extra = {}
+            if isinstance(extra, dict):
+                row["summary"] = extra.get("summary")
+                row["fix"] = extra.get("fix")
+    return rows

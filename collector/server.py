@@ -1,0 +1,207 @@
+"""The collector process: gRPC ingest, queries and health over one store.
+
+``CollectorServer`` validates every batch before it touches the store (envelope,
+schema version, size, payload structure and types): a bad batch ends that stream
+with a gRPC error status and a counter, never a crash and never half a batch.
+Accepted batches go through ``Store.insert`` (exactly-once per batch key) and are
+acknowledged in order. The same object serves the embedded collector inside the
+agent (``ingest_local`` skips gRPC) and ``dnstrace collector``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent import futures
+
+import msgpack
+
+from dnstrace import log
+from dnstrace.collector import auth
+from dnstrace.collector.codec import SCHEMA_VERSION, BatchError, decode_batch
+from dnstrace.collector.query import QuerySpec
+from dnstrace.collector.store import BatchKey, Store
+from dnstrace.errors import DnstraceError, UsageError
+
+MAX_EVENTS_PER_BATCH = 1_000_000
+_ENVELOPE_SLACK = 1 << 20
+
+
+class CollectorServer:
+    def __init__(self, store: Store, listen: str, *, insecure: bool = False, tls_cert: str = "",
+                 tls_key: str = "", tls_client_ca: str = "", ingest_token: str = "", query_token: str = "",
+                 max_batch_bytes: int = 64 << 20, workers: int = 16, retention_interval_s: float = 60.0):
+        self.store = store
+        self.listen = listen
+        self.max_batch_bytes = max_batch_bytes
+        self.log = log.get("collector")
+        self.counters = {"batches_received": 0, "batches_rejected": 0, "rejected_malformed": 0,
+                         "rejected_version": 0, "rejected_oversized": 0, "rejected_auth": 0,
+                         "store_errors": 0, "queries": 0, "query_errors": 0, "streams": 0}
+        self._counter_lock = threading.Lock()
+        self._credentials = auth.server_credentials(listen, insecure, tls_cert, tls_key, tls_client_ca)
+        self._tokens = (ingest_token, query_token)
+        self._workers = workers
+        self._retention_interval_s = retention_interval_s
+        self._stop = threading.Event()
+        self._server = None
+        self.port: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+    def start(self) -> "CollectorServer":
+        import grpc
+
+        from dnstrace.collector import dnstrace_pb2_grpc
+
+        limit = self.max_batch_bytes * 2 + _ENVELOPE_SLACK
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="collector"),
+            interceptors=[auth.make_token_interceptor(*self._tokens, on_refused=self._refused)],
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 256 << 20),
+                     ("grpc.so_reuseport", 0)],
+        )
+        dnstrace_pb2_grpc.add_CollectorServicer_to_server(_Servicer(self), self._server)
+        address = self.listen
+        if auth.is_unix(address):
+            path = address[len("unix:"):]
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # a stale socket from a previous run
+        try:
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, self._credentials)
+        except RuntimeError as err:
+            raise DnstraceError(f"cannot listen on {address}: {err}",
+                                hint="is the address valid and free? (HOST:PORT or unix:PATH)") from None
+        if not auth.is_unix(address) and not self.port:
+            raise DnstraceError(f"cannot listen on {address}", hint="is the port already in use?")
+        self._server.start()
+        if auth.is_unix(address):
+            os.chmod(address[len("unix:"):], 0o660)
+        threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
+        return self
+
+    @property
+    def address(self) -> str:
+        if auth.is_unix(self.listen):
+            return self.listen
+        host = self.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def wait(self) -> None:
+        while not self._stop.wait(1.0):
+            pass
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+            self._server = None
+
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self._retention_interval_s):
+            try:
+                self.store.apply_retention()
+            except Exception as err:  # keep serving; say why retention failed
+                self.log.warning("retention failed", error=str(err))
+
+    # --- ingest ---------------------------------------------------------------
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[name] += n
+
+    def _refused(self, why: str) -> None:
+        self._count("rejected_auth")
+
+    def accept(self, batch) -> tuple[bool, int]:
+        """Validate and store one ``Batch`` message: (stored now, events). Raises BatchError."""
+        self._count("batches_received")
+        if batch.schema_version != SCHEMA_VERSION:
+            self._count("rejected_version")
+            raise BatchError(f"schema version {batch.schema_version} is not supported "
+                             f"(this collector speaks {SCHEMA_VERSION})")
+        if len(batch.events) > self.max_batch_bytes:
+            self._count("rejected_oversized")
+            raise BatchError(f"batch of {len(batch.events)} bytes exceeds the limit of {self.max_batch_bytes}")
+        if not batch.host_id or len(batch.host_id) > 255 or not batch.boot_id or len(batch.boot_id) > 64:
+            self._count("rejected_malformed")
+            raise BatchError("host_id and boot_id must be 1..255 / 1..64 characters")
+        if batch.seq == 0 or batch.instance >= 2**63 or batch.seq >= 2**63:
+            self._count("rejected_malformed")
+            raise BatchError("seq must be 1..2^63-1 and instance below 2^63")
+        try:
+            decoded = decode_batch(batch.events, expected_count=batch.event_count, max_events=MAX_EVENTS_PER_BATCH)
+        except BatchError:
+            self._count("rejected_malformed")
+            raise
+        key = BatchKey(batch.host_id, batch.boot_id, batch.instance, batch.seq)
+        try:
+            stored = self.store.insert(key, decoded)
+        except BatchError:
+            self._count("rejected_malformed")
+            raise
+        except Exception:
+            self._count("store_errors")
+            raise
+        return stored, decoded.count if stored else 0
+
+    def stats(self) -> dict:
+        with self._counter_lock:
+            counters = dict(self.counters)
+        counters["store"] = self.store.stats()
+        return counters
+
+
+class _Servicer:
+    """gRPC method handlers (generated base class is looked up lazily to keep imports light)."""
+
+    def __init__(self, server: CollectorServer):
+        self.server = server
+
+    def Ingest(self, request_iterator, context):
+        import grpc
+
+        from dnstrace.collector import dnstrace_pb2
+
+        self.server._count("streams")
+        for batch in request_iterator:
+            try:
+                stored, events = self.server.accept(batch)
+            except BatchError as err:
+                self.server._count("batches_rejected")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch seq {batch.seq} refused: {err}")
+            except Exception as err:
+                self.server.log.error("store failed", error=str(err), host=batch.host_id, seq=batch.seq)
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"store failed: {type(err).__name__}")
+            yield dnstrace_pb2.Ack(instance=batch.instance, seq=batch.seq, duplicate=not stored, stored=events)
+
+    def Query(self, request, context):
+        import grpc
+
+        from dnstrace.collector import dnstrace_pb2
+
+        started = time.perf_counter()
+        self.server._count("queries")
+        try:
+            spec = QuerySpec.from_request(request)
+            columns, rows = self.server.store.query(spec)
+        except UsageError as err:
+            self.server._count("query_errors")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message + (f" ({err.hint})" if err.hint else ""))
+        except Exception as err:
+            self.server._count("query_errors")
+            self.server.log.error("query failed", error=str(err))
+            context.abort(grpc.StatusCode.INTERNAL, f"query failed: {type(err).__name__}: {str(err)[:200]}")
+        payload = msgpack.packb(rows, use_bin_type=True, default=str)
+        return dnstrace_pb2.QueryResponse(columns=columns, rows=payload, row_count=len(rows),
+                                          elapsed_ms=(time.perf_counter() - started) * 1e3)
+
+    def Health(self, request, context):
+        from dnstrace.collector import dnstrace_pb2
+
+        return dnstrace_pb2.HealthResponse(status="serving", store=self.server.store.describe(),
+                                           schema_version=SCHEMA_VERSION,
+                                           stats=msgpack.packb(self.server.stats(), use_bin_type=True, default=str))

@@ -1,0 +1,242 @@
+"""The agent pipeline with fake signals and sinks: events flow through, failures stay contained."""
+
+import os
+import threading
+
+import pytest
+import structlog.testing
+
+from dnstrace.agent import pipeline as pipeline_mod
+from dnstrace.agent.config import load
+from dnstrace.agent.pipeline import Pipeline
+from dnstrace.agent.runtime import Sink, Source
+from dnstrace.agent.tracing import TraceTarget
+from dnstrace.errors import EnvironmentProblem, UsageError
+
+
+class PipeSource(Source):
+    """One event per byte written to a pipe (epoll wakes like on a ring buffer)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.started = False
+        self.closed = 0
+
+    def start(self):
+        self.started = True
+
+    def fds(self):
+        return [self.read_fd]
+
+    def poll(self):
+        if self.closed:
+            return []
+        try:
+            data = os.read(self.read_fd, 4096)
+        except BlockingIOError:
+            return []
+        return [{"kind": "test", "source": self.name, "n": b} for b in data]
+
+    def stats(self):
+        return {"lost": 0}
+
+    def close(self):
+        if not self.closed:
+            os.close(self.read_fd)
+            os.close(self.write_fd)
+        self.closed += 1
+
+
+class BrokenSource(Source):
+    name = "broken"
+
+    def __init__(self, exc):
+        self.exc = exc
+        self.closed = 0
+
+    def start(self):
+        raise self.exc
+
+    def close(self):
+        self.closed += 1
+
+
+class RecordingSink(Sink):
+    def __init__(self, name="recording", fail=False):
+        self.name = name
+        self.events = []
+        self.ticks = 0
+        self.closed = 0
+        self.fail = fail
+
+    def handle(self, events):
+        if self.fail:
+            raise RuntimeError("sink broken")
+        self.events.extend(events)
+
+    def tick(self, now_ns):
+        self.ticks += 1
+
+    def stats(self):
+        return {"seen": len(self.events)}
+
+    def close(self):
+        self.closed += 1
+
+
+@pytest.fixture
+def fake_signals(monkeypatch):
+    """Replaces the real trace targets with fakes; returns the sources each signal made."""
+    made: dict[str, list] = {}
+    namespaces = {}
+
+    def target(name, factory):
+        def make_sources(ns):
+            namespaces[name] = ns
+            sources = factory()
+            made[name] = sources
+            return sources
+        return TraceTarget(name=name, help="", description="", columns=(), make_sources=make_sources)
+
+    targets = {
+        "good": target("good", lambda: [PipeSource("good-a"), PipeSource("good-b")]),
+        "other": target("other", lambda: [PipeSource("other")]),
+        "nokernel": target("nokernel", lambda: [BrokenSource(EnvironmentProblem("no such tracepoint"))]),
+        "buggy": target("buggy", lambda: [BrokenSource(RuntimeError("bug"))]),
+    }
+    monkeypatch.setattr(pipeline_mod, "available_targets", lambda: targets)
+    monkeypatch.setattr(pipeline_mod, "known_signal_names", lambda: set(targets))
+    monkeypatch.setattr(pipeline_mod, "SINK_MODULES", ())
+    return made, namespaces
+
+
+def config(**values):
+    return load(path=os.devnull, environ={}, flags=values)
+
+
+def run_in_thread(pipe, **kwargs):
+    errors = []
+
+    def body():
+        try:
+            pipe.run(**kwargs)
+        except Exception as err:  # surfaced to the test
+            errors.append(err)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def test_events_reach_sinks_and_everything_closes(fake_signals):
+    made, namespaces = fake_signals
+    sink = RecordingSink()
+    pipe = Pipeline(config(**{"agent.dns_ports": "53,8600"}), extra_sinks=[sink], signals=["good", "other"])
+    thread, errors = run_in_thread(pipe)
+    assert pipe.ready.wait(10)
+    os.write(made["good"][0].write_fd, b"\x01\x02")
+    os.write(made["other"][0].write_fd, b"\x03")
+    deadline = threading.Event()
+    for _ in range(100):
+        if len(sink.events) >= 3 and sink.ticks >= 1:
+            break
+        deadline.wait(0.05)
+    pipe.stop()
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    assert sorted(e["n"] for e in sink.events) == [1, 2, 3]
+    assert sink.ticks >= 1 and sink.closed == 1
+    assert all(s.closed == 1 for sources in made.values() for s in sources)
+    # The agent passes config values to make_sources as namespace attributes.
+    ns = namespaces["good"]
+    assert ns.dns_ports == [53, 8600] and ns.pid is None and ns.json is True and ns.config is pipe.config
+    stats = pipe.stats()
+    assert stats["pipeline"]["events"] == 3
+    assert stats["sinks"]["recording"] == {"seen": 3}
+    assert set(stats["sources"]) == {"good-a", "good-b", "other"}
+    assert stats["signals"]["attached"] == ["good", "other"]
+
+
+def test_signal_that_cannot_start_is_skipped(fake_signals, capsys):
+    made, _ = fake_signals
+    sink = RecordingSink()
+    pipe = Pipeline(config(), extra_sinks=[sink], signals=["nokernel", "good", "buggy"])
+    with structlog.testing.capture_logs() as logs:
+        thread, errors = run_in_thread(pipe, duration_s=0.3)
+        thread.join(10)
+    assert not errors
+    assert pipe.stats()["signals"] == {
+        "attached": ["good"],
+        "failed": {"nokernel": "no such tracepoint", "buggy": "RuntimeError: bug"},
+    }
+    assert made["nokernel"][0].closed >= 1  # a failed start is still cleaned up
+    err = capsys.readouterr().err
+    assert "dnstrace: attached (good; not started: nokernel, buggy)" in err
+    assert {(entry.get("signal"), entry.get("reason") or entry.get("error")) for entry in logs
+            if "start" in entry["event"]} == {("nokernel", "no such tracepoint"), ("buggy", "RuntimeError: bug")}
+    assert sink.closed == 1
+
+
+def test_no_signal_can_start_is_a_clear_error(fake_signals):
+    sink = RecordingSink()
+    pipe = Pipeline(config(), extra_sinks=[sink], signals=["nokernel", "buggy"])
+    with pytest.raises(EnvironmentProblem, match="no signal could start.*nokernel: no such tracepoint"):
+        pipe.run(duration_s=0.2)
+    assert sink.closed == 1  # sinks are closed (spool flushed) even then
+    assert not pipe.ready.is_set()
+
+
+def test_failing_sink_does_not_starve_the_others(fake_signals):
+    made, _ = fake_signals
+    broken, good = RecordingSink("broken", fail=True), RecordingSink("good")
+    pipe = Pipeline(config(), extra_sinks=[broken, good], signals=["good"])
+    thread, errors = run_in_thread(pipe)
+    assert pipe.ready.wait(10)
+    os.write(made["good"][1].write_fd, b"\x07")
+    for _ in range(100):
+        if good.events:
+            break
+        threading.Event().wait(0.05)
+    pipe.stop()
+    thread.join(10)
+    assert [e["n"] for e in good.events] == [7]
+    assert pipe.stats()["pipeline"]["sink_errors"] >= 1
+    assert broken.closed == good.closed == 1
+
+
+def test_unknown_signal_names_the_key(fake_signals):
+    with pytest.raises(UsageError, match=r"agent.signals: unknown signal 'nope'"):
+        Pipeline(config(), signals=["good", "nope"])
+
+
+def test_signals_come_from_config(fake_signals):
+    pipe = Pipeline(config(**{"agent.signals": "other,good,other"}))
+    assert pipe.signals == ["other", "good"]
+
+
+def test_enricher_is_applied(fake_signals, monkeypatch, tmp_path):
+    made, _ = fake_signals
+    module = tmp_path / "fake_enrich_for_pipeline_test.py"
+    module.write_text(
+        "class Enricher:\n"
+        "    def __init__(self, config):\n"
+        "        self.host = config['agent.host_id']\n"
+        "    def enrich(self, events):\n"
+        "        return [dict(e, host=self.host) for e in events]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pipeline_mod, "ENRICH_MODULE", "fake_enrich_for_pipeline_test")
+    sink = RecordingSink()
+    pipe = Pipeline(config(**{"agent.host_id": "node-7"}), extra_sinks=[sink], signals=["other"])
+    thread, _ = run_in_thread(pipe)
+    assert pipe.ready.wait(10)
+    os.write(made["other"][0].write_fd, b"\x01")
+    for _ in range(100):
+        if sink.events:
+            break
+        threading.Event().wait(0.05)
+    pipe.stop()
+    thread.join(10)
+    assert sink.events and sink.events[0]["host"] == "node-7"
