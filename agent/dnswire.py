@@ -173,10 +173,8 @@ class DnsTracker:
         key = (pkt.cookie, pkt.direction)
         state = self.tcp_streams.get(key)
         if state is not None and pkt.seq != state[0]:
-            if pkt.seq in state[1]:
-                self.counters["tcp_continuations"] += 1  # a segment sent again: seen already
-            else:
-                self.counters["tcp_continuations"] += 1
+            # the rest of a message begun earlier, or a segment sent again (its seq in state[1])
+            self.counters["tcp_continuations"] += 1
             return []
         messages = split_tcp_stream(pkt.data, pkt.payload_len)
         if not messages:

@@ -65,10 +65,12 @@ def pick_lookups(fibs: list[dict], drop_ts: int, rx_ts: int | None) -> tuple[dic
     """
     if rx_ts:
         recent = [f for f in fibs if rx_ts <= f["ts"] <= drop_ts]
-        if not recent:
+        # Input route lookups carry the ingress ifindex; iif 1 (lo) marks output lookups of other packets.
+        inputs = [i for i, f in enumerate(recent) if f["iif"] > 1]
+        if not inputs:
             return None, None
-        forward = recent[0]
-        reverse = next((f for f in recent[1:] if f["dst"] == forward["src"]), None)
+        forward = recent[inputs[0]]
+        reverse = next((f for f in recent[inputs[0] + 1:] if f["dst"] == forward["src"]), None)
         return forward, reverse
     recent = [f for f in fibs if drop_ts - OUTPUT_PATH_WINDOW_NS <= f["ts"] <= drop_ts]
     return (recent[-1] if recent else None), None

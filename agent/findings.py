@@ -166,6 +166,13 @@ class Window:
         """nameservers / options / search of a process, from any resolution event that carries them."""
         for kind in ("lookup", "gai", "dns"):
             for e in self.kind(kind):
+                rc = e.get("resolv_conf")
+                if e.get("pid") == pid and not e.get("nameservers") and isinstance(rc, dict) and rc.get("nameservers"):
+                    options = [f"{k}:{rc[k]}" for k in ("ndots", "timeout", "attempts") if rc.get(k) is not None]
+                    options += [k.replace("_", "-") for k in ("rotate", "single_request", "single_request_reopen",
+                                                              "use_vc", "edns0") if rc.get(k)]
+                    return {"nameservers": list(rc["nameservers"]), "resolv_options": options,
+                            "search": list(rc.get("search") or [])}
                 if e.get("pid") == pid and e.get("nameservers"):
                     return {"nameservers": list(e["nameservers"]), "resolv_options": list(e.get("resolv_options") or []),
                             "search": list(e.get("search") or [])}

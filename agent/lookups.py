@@ -271,6 +271,11 @@ class LookupsSource(Source):
             events.extend(source.tick(now_ns))
         return self._feed(events, now_ns)
 
+    def flush(self) -> list[dict]:
+        """Shutdown: complete every lookup still waiting for late wire events."""
+        far_future_ns = time.time_ns() + 3600 * 10**9
+        return self.joiner.flush(far_future_ns, self.dns.pending())
+
     def stats(self) -> dict:
         stats = {f"dns_{k}": v for k, v in self.dns.stats().items()}
         for source in self.active_gai:

@@ -40,6 +40,10 @@ class Source:
         """Called about once a second: time-driven events (timeouts, counter deltas)."""
         return []
 
+    def flush(self) -> list[dict]:
+        """At shutdown, after the last poll: events held back waiting for more (e.g. joins)."""
+        return []
+
     def stats(self) -> dict:
         """Counters about the source itself: lost events, malformed packets, evictions..."""
         return {}
@@ -167,6 +171,7 @@ class Runner:
         events = []
         for source in self.started:
             events.extend(source.poll())
+            events.extend(source.flush())
         if events:
             on_events(events)
 

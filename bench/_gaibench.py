@@ -11,6 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DNSTRACE = [sys.executable, "-m", "dnstrace"]
+BENCH_AGENT = [sys.executable, str(HERE / "_gai_agent.py")]
 
 
 def build_loop() -> str:
@@ -56,6 +57,12 @@ class Tracer:
     def lines(self) -> int:
         with open(self.out.name, "rb") as f:
             return sum(1 for _ in f)
+
+    def last_count(self) -> int:
+        """For the bench agent: the last "events=N" line it printed."""
+        with open(self.out.name) as f:
+            counts = [int(line.split("=")[1]) for line in f if line.startswith("events=")]
+        return counts[-1] if counts else 0
 
     def stop(self) -> str:
         if self.proc.poll() is None:

@@ -146,7 +146,10 @@ class SnatCollision:
                 f"for sport in {sports!r}:\n"
                 "    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
                 f"    s.bind(({self.client_addr!r},sport))\n"
-                f"    s.sendto(b'q',({self.server_addr!r},{self.port}))\n"
+                "    try:\n"
+                f"        s.sendto(b'q',({self.server_addr!r},{self.port}))\n"
+                "    except OSError as err:\n"  # EPERM: netfilter dropped it (the point)
+                "        print(sport, err.errno)\n"
                 "    s.close()\n")
         return self.client.cmd(["python3", "-c", code])
 

@@ -33,6 +33,9 @@ class PipeSource(Source):
         self.ticks += 1
         return [{"kind": "tick", "ts": now_ns}]
 
+    def flush(self):
+        return [{"kind": "held-back"}]
+
     def close(self):
         self.closed += 1
         os.close(self.read_fd)
@@ -62,6 +65,7 @@ def test_events_ticks_and_close():
     assert [e["n"] for e in seen if e["kind"] == "test"] == [1, 2, 3]
     assert source.ticks >= 1 and any(e["kind"] == "tick" for e in seen)
     assert source.closed == 1
+    assert seen[-1] == {"kind": "held-back"}, "events held back by a source are flushed before close"
 
 
 def test_duration_ends_run_and_failed_start_still_closes_started_sources():
