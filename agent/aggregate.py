@@ -259,7 +259,7 @@ class Aggregator(Sink):
 
     name = "aggregate"
 
-    def __init__(self, max_processes: int = 1000, max_containers: int = 500, max_servers: int = 64):
+    def __init__(self, max_processes: int = 4096, max_containers: int = 1024, max_servers: int = 256):
         self.processes = Table("process", max_processes)
         self.containers = Table("container", max_containers)
         self.servers = Table("server", max_servers)

@@ -255,7 +255,11 @@ def _probe_fentry(bcc) -> tuple[bool, str]:
         bpf.cleanup()
         return True, "fentry program loaded and attached (do_nanosleep)"
     except Exception as err:
-        return False, f"program type tracing (fentry) not loadable or attachable: {_one_line(str(err))}"
+        detail = _one_line(str(err))
+        if "super-user" in detail and os.geteuid() == 0:
+            # bcc words every load refusal this way; as root it means the kernel said no.
+            detail = "the kernel refused a BPF_PROG_TYPE_TRACING program even as root"
+        return False, f"program type tracing (fentry) not loadable or attachable: {detail}"
 
 
 class _quiet_stderr:

@@ -16,6 +16,7 @@ import socket
 import struct
 import time
 
+from dnstrace.agent.proc import read_comm
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -25,13 +26,13 @@ FIB = struct.Struct("<QIiii4s4sHHB3x16s")
 EVENT_HEAD = struct.Struct("<5QIHBB16s16s")
 NFIB = 4
 EVENT_SIZE = EVENT_HEAD.size + NFIB * FIB.size
-KEY = struct.Struct("<I16s")
+KEY = struct.Struct("<II16s")
 VALUE = struct.Struct("<4Q")
 STAT_NAMES = ("drops_seen", "events", "sampled_out", "ringbuf_full", "key_table_full")
 
 DEFAULT_REASONS = ("IP_RPFILTER", "IP_INVALID_SOURCE", "IP_LOCAL_SOURCE", "IP_INVALID_DEST", "IP_INNOROUTES",
                    "IP_LOCALNET", "IP_INADDRERRORS", "IP_OUTNOROUTES", "NETFILTER_DROP")
-DEFAULT_EVENT_BUDGET = 20  # events per (reason, ingress device) and second
+DEFAULT_EVENT_BUDGET = 20  # events per (reason, sending process, ingress device) and second
 KEY_MAX = 4096
 RINGBUF_PAGES = 128
 KEY_IDLE_S = 60.0
@@ -226,12 +227,14 @@ class DropsSource(Source):
             delta = sampled - self.sampled_seen.get(raw_key, 0)
             self.sampled_seen[raw_key] = sampled
             if delta > 0:
-                reason, ifname = KEY.unpack(raw_key)
+                reason, pid, ifname = KEY.unpack(raw_key)
+                comm = read_comm(pid) if pid else None
                 events.append({
                     "kind": "drop", "ts": now_ns, "reason": self.all_reasons.get(reason, f"reason{reason}"),
                     "location": None, "protocol": None, "saddr": None, "daddr": None, "sport": None,
                     "dport": None, "iif": None, "iif_name": _cstr(ifname) or None, "return_dev": None,
-                    "why": None, "pid": None, "tid": None, "comm": None, "attribution": "none",
+                    "why": None, "pid": pid or None, "tid": None, "comm": comm,
+                    "attribution": "exact" if pid else "none",
                     "count": delta, "sampled": True,
                 })
             last_total, since = self.key_changed.get(raw_key, (-1, now))
@@ -280,7 +283,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop reason to trace, as the kernel names it (repeatable; default: "
                              + ", ".join(DEFAULT_REASONS) + ")")
     parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (reason, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
+                        help=f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
     parser.add_argument("--no-explain", action="store_true",
                         help="do not look up devices (addresses, rp_filter) to explain rp_filter drops")
     parser.add_argument("--iif", action="append", default=None, metavar="DEV",
@@ -308,7 +311,7 @@ TRACE = TraceTarget(
         "this kernel's tracefs), addresses, ingress device and, for reverse-path-filter drops, where the\n"
         "return route points and why (e.g. loose rp_filter acting as strict on a device without IPv4\n"
         "address). Addresses come from the fib:fib_table_lookup and net:netif_receive_skb tracepoints.\n"
-        "Under storms each (reason, device) gets --event-budget events per second; the rest is reported\n"
+        "Under storms each (reason, process, device) gets --event-budget events per second; the rest is reported\n"
         "once a second as aggregated events (count, sampled = yes)."
     ),
     columns=(

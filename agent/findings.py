@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -134,6 +135,8 @@ class Window:
         self.window_ns = window_ns
         self.gai_traced = bool(events_by_kind.get("gai")) if gai_traced is None else gai_traced
         self._queries: list[dict] | None = None
+        self._resolv_by_pid: dict | None = None
+        self._latencies_by_pid: dict | None = None
 
     def kind(self, name: str) -> list[dict]:
         return self.by_kind.get(name, [])
@@ -164,22 +167,36 @@ class Window:
 
     def process_resolv(self, pid) -> dict:
         """nameservers / options / search of a process, from any resolution event that carries them."""
-        for kind in ("lookup", "gai", "dns"):
-            for e in self.kind(kind):
-                rc = e.get("resolv_conf")
-                if e.get("pid") == pid and not e.get("nameservers") and isinstance(rc, dict) and rc.get("nameservers"):
-                    options = [f"{k}:{rc[k]}" for k in ("ndots", "timeout", "attempts") if rc.get(k) is not None]
-                    options += [k.replace("_", "-") for k in ("rotate", "single_request", "single_request_reopen",
-                                                              "use_vc", "edns0") if rc.get(k)]
-                    return {"nameservers": list(rc["nameservers"]), "resolv_options": options,
-                            "search": list(rc.get("search") or [])}
-                if e.get("pid") == pid and e.get("nameservers"):
-                    return {"nameservers": list(e["nameservers"]), "resolv_options": list(e.get("resolv_options") or []),
-                            "search": list(e.get("search") or [])}
-        return {"nameservers": [], "resolv_options": [], "search": []}
+        if self._resolv_by_pid is None:
+            self._resolv_by_pid = {}
+            for kind in ("dns", "gai", "lookup"):  # later kinds win: lookup events are the richest
+                for e in self.kind(kind):
+                    if e.get("nameservers") or isinstance(e.get("resolv_conf"), dict):
+                        self._resolv_by_pid[e.get("pid")] = e
+        event = self._resolv_by_pid.get(pid)
+        return self._resolv_of(event) if event is not None else {"nameservers": [], "resolv_options": [],
+                                                                  "search": []}
+
+    @staticmethod
+    def _resolv_of(e: dict) -> dict:
+        """From the enricher's fields, or from the lookups signal's ``resolv_conf`` dict."""
+        if e.get("nameservers"):
+            return {"nameservers": list(e["nameservers"]), "resolv_options": list(e.get("resolv_options") or []),
+                    "search": list(e.get("search") or [])}
+        rc = e.get("resolv_conf") or {}
+        options = [f"{k}:{rc[k]}" for k in ("ndots", "timeout", "attempts") if rc.get(k) is not None]
+        options += [k.replace("_", "-") for k in ("rotate", "single_request", "single_request_reopen", "use_vc",
+                                                  "edns0") if rc.get(k)]
+        return {"nameservers": list(rc.get("nameservers") or []), "resolv_options": options,
+                "search": list(rc.get("search") or [])}
 
     def slow_lookups_of(self, pid) -> list[int]:
-        return sorted(int(e["latency_ns"]) for e in self.lookups() if e.get("pid") == pid and e.get("latency_ns"))
+        if self._latencies_by_pid is None:
+            self._latencies_by_pid = defaultdict(list)
+            for e in self.lookups():
+                if e.get("latency_ns"):
+                    self._latencies_by_pid[e.get("pid")].append(int(e["latency_ns"]))
+        return sorted(self._latencies_by_pid.get(pid, ()))
 
     def conntrack_totals(self) -> dict[str, int]:
         totals: Counter = Counter()
@@ -456,6 +473,25 @@ def rule_conntrack(w: Window) -> list[Finding]:
     clash = totals.get("clash_resolve", 0)
     netns = sorted({str(e.get("netns")) for e in w.kind("conntrack")
                     if e.get("insert_failed") or e.get("drop") or e.get("early_drop")})
+    # A packet that conntrack/NAT refused to confirm is freed in nf_hook_slow (a firewall rule's
+    # DROP shows up in the table's chain function instead): DNS queries lost that way, per process.
+    refused = [e for e in w.kind("drop") if e.get("reason") == "NETFILTER_DROP" and e.get("location") == "nf_hook_slow"
+               and e.get("dport") in DNS_PORTS and e.get("pid")]
+    if refused and not insert_failed:
+        top = _top_process(refused)
+        pids, comms, containers = _affected(refused)
+        dests = Counter(f"{e.get('daddr')}:{e.get('dport')}" for e in refused)
+        count = sum(int(e.get("count") or 1) for e in refused)
+        summary = (f"{count} DNS queries by {proc_label(top['pid'], top['comm'], top['container'])} to "
+                   f"{dests.most_common(1)[0][0]} were dropped by netfilter as they were sent (conntrack/NAT could "
+                   f"not insert their entry) in {w.window_s:g} s: lookups fail or wait for the resolver timeout")
+        evidence = {"dropped_queries": count, "destinations": dict(dests.most_common(5)),
+                    "location": "nf_hook_slow", "source_ports": len({e.get("sport") for e in refused}), **totals}
+        fix = ("Look for a NAT rule mapping many flows onto one tuple (SNAT to a single port) or a full table; "
+               "use 'options single-request-reopen' for the A/AAAA race, MASQUERADE --random-fully for SNAT "
+               "port collisions; gRPC's c-ares resolver needs GRPC_DNS_RESOLVER=native.")
+        findings.append(Finding("conntrack-insert-failed", "critical", summary, evidence, fix,
+                                key=f"refused/{top['pid']}", pids=pids, comms=comms, containers=containers))
     if insert_failed:
         losses = _same_port_losses(w)
         pids, comms, containers = _affected(losses)
@@ -676,7 +712,10 @@ class FindingsEngine(Sink):
         self._emitted_at: dict[tuple, int] = {}
         self.pending: list[dict] = []  # finding events not yet taken by ``take_new()``
         self.now_ns = 0
-        self.counters = {"events": 0, "evicted_over_bound": 0, "evaluations": 0, "findings_emitted": 0}
+        self.counters = {"events": 0, "evicted_over_bound": 0, "evaluations": 0, "evaluations_deferred": 0,
+                         "findings_emitted": 0}
+        self._last_cost_s = 0.0
+        self._last_eval_monotonic = -1e9
 
     def handle(self, events: list[dict]) -> None:
         for e in events:
@@ -692,7 +731,16 @@ class FindingsEngine(Sink):
                 self.now_ns = ts
 
     def tick(self, now_ns: int) -> None:
+        # Evaluation cost grows with the window's events: keep it under ~10 % of one core by
+        # evaluating less often when it is expensive (every 1 s when cheap, at most every 10 s).
+        interval_s = min(10.0, max(1.0, self._last_cost_s * 10))
+        if time.monotonic() - self._last_eval_monotonic < interval_s - 0.05:
+            self.counters["evaluations_deferred"] += 1
+            return
+        started = time.process_time()
         self.evaluate(now_ns)
+        self._last_cost_s = time.process_time() - started
+        self._last_eval_monotonic = time.monotonic()
 
     def evaluate(self, now_ns: int | None = None) -> list[Finding]:
         now_ns = max(now_ns or 0, self.now_ns)

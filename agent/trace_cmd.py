@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         for event in events:
             if keep(event):
                 writer.write(event)
+        writer.flush()
 
     runner.run(on_events, duration_s=duration_s)
     for name, counters in runner.stats().items():

@@ -5,12 +5,15 @@
  * (ingress device by skbaddr) and fib:fib_table_lookup calls (the forward lookup
  * holds src/dst/iif, the reverse lookup of rp_filter shows where the return route
  * points). Reason numbers differ between kernels: the agent fills `wanted` from the
- * running kernel's tracefs. Every wanted drop is counted per (reason, ingress
- * device); at most DROP_EVENT_BUDGET events per key and second are sent.
+ * running kernel's tracefs. Every wanted drop is counted per (reason, sending
+ * process, ingress device); at most DROP_EVENT_BUDGET events per key and second are sent.
  *
  * Compile-time knobs (agent/drops.py): DROP_EVENT_BUDGET, KEY_MAX, RINGBUF_PAGES.
  */
 #include "drops.h"
+
+/* A received packet is dropped within its softirq: older matches are recycled addresses. */
+#define RX_MATCH_WINDOW_NS 5000000ULL
 
 /* The tracepoint's field type is an enum this program has no definition of;
  * its values come from tracefs, the layout is a 4-byte unsigned enum. */
@@ -76,37 +79,64 @@ TRACEPOINT_PROBE(fib, fib_table_lookup)
 	return 0;
 }
 
+/* skb memory is recycled at once: forget a received skb when it is freed, so a
+ * later packet at the same address is not taken for it. */
+static __always_inline void forget_rx(struct cpu_ctx *c, u64 skbaddr)
+{
+#pragma unroll
+	for (int i = 0; i < DROPS_NRX; i++) {
+		if (c->rx_skb[i] == skbaddr)
+			c->rx_skb[i] = 0;
+	}
+}
+
+TRACEPOINT_PROBE(skb, consume_skb)
+{
+	int zero = 0;
+	struct cpu_ctx *c = ctx_of_cpu.lookup(&zero);
+	if (c)
+		forget_rx(c, (u64)args->skbaddr);
+	return 0;
+}
+
 TRACEPOINT_PROBE(skb, kfree_skb)
 {
+	int zero = 0;
+	struct cpu_ctx *c = ctx_of_cpu.lookup(&zero);
+	if (!c)
+		return 0;
+	u64 skbaddr = (u64)args->skbaddr;
 	u32 reason = args->reason;
 	u32 index = reason & 1023;
 	u8 *want = wanted.lookup(&index);
-	if (!want || !*want || reason > 1023)
+	if (!want || !*want || reason > 1023) {
+		forget_rx(c, skbaddr);
 		return 0;
+	}
 	stat_add(DROPS_STAT_SEEN);
 
-	int zero = 0;
-	struct cpu_ctx *c = ctx_of_cpu.lookup(&zero);
 	struct drops_event *ev = scratch.lookup(&zero);
-	if (!c || !ev)
+	if (!ev)
 		return 0;
 	u64 now = bpf_ktime_get_ns();
-	u64 skbaddr = (u64)args->skbaddr;
 
 	__builtin_memset(ev->ifname, 0, sizeof(ev->ifname));
 	ev->rx_match = 0;
 	ev->rx_ts_ns = 0;
 #pragma unroll
 	for (int i = 0; i < DROPS_NRX; i++) {
-		if (c->rx_skb[i] == skbaddr && c->rx_ts[i] > ev->rx_ts_ns) {
+		if (c->rx_skb[i] == skbaddr && c->rx_ts[i] > ev->rx_ts_ns && now - c->rx_ts[i] < RX_MATCH_WINDOW_NS) {
 			ev->rx_match = 1;
 			ev->rx_ts_ns = c->rx_ts[i];
 			__builtin_memcpy(ev->ifname, c->rx_name[i], 16);
 		}
 	}
+	forget_rx(c, skbaddr);
 
 	struct drops_key key = {};
 	key.reason = reason;
+	if (!ev->rx_match)
+		key.pid = bpf_get_current_pid_tgid() >> 32;
 	__builtin_memcpy(key.ifname, ev->ifname, 16);
 	struct drops_value *value = counts.lookup(&key);
 	if (!value) {

@@ -16,7 +16,7 @@
 #define DROPS_STAT_EVENTS 1      /* sent as events */
 #define DROPS_STAT_SAMPLED 2     /* over the budget: only counted */
 #define DROPS_STAT_RINGBUF_FULL 3
-#define DROPS_STAT_KEY_FULL 4    /* not counted per (reason, device): map full */
+#define DROPS_STAT_KEY_FULL 4    /* not counted per (reason, pid, device): map full */
 #define DROPS_NSTATS 5
 
 /* One fib:fib_table_lookup call (IPv4). */
@@ -52,8 +52,9 @@ struct drops_event {
 
 struct drops_key {
 	__u32 reason;
+	__u32 pid;       /* sender's tgid for drops in process context, else 0 */
 	char ifname[16];
-}; /* 20 bytes */
+}; /* 24 bytes */
 
 struct drops_value {
 	__u64 total;

@@ -67,14 +67,16 @@ class EventWriter:
         self._header_done = False
 
     def write(self, event: dict) -> None:
+        """Buffered: call ``flush()`` after each batch (one flush per batch, not per event)."""
         if self.json_lines:
             self.out.write(to_json(event) + "\n")
-            self.out.flush()
             return
         if not self._header_done:
             self.out.write(self._row({c.field: c.header for c in self.columns}, header=True) + "\n")
             self._header_done = True
         self.out.write(self._row(event) + "\n")
+
+    def flush(self) -> None:
         self.out.flush()
 
     def _row(self, event: dict, header: bool = False) -> str:

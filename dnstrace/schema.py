@@ -17,8 +17,11 @@ KINDS: dict[str, dict[str, str]] = {
         "func": "getaddrinfo, gethostbyname or gethostbyname2",
         "name": "the host name asked for",
         "latency_ns": "call duration",
-        "error": "EAI_* / h_errno name, or null on success",
-        "libc": "path of the libc the call went through (as seen from the host)",
+        "error": "getaddrinfo: EAI_* name from its return, null on success; gethostbyname*: \"NULL\" when it "
+                 "returned NULL (the h_errno reason is thread-local storage, unreadable through any stable ABI)",
+        "libc": "path of the libc the call went through (as seen from the host; /proc/PID/root/... for "
+                "a libc only a container's mount namespace can see)",
+        # ts of a gai event is when the call started; it ended at ts + latency_ns.
     },
     "dns": {
         "qname": "question name",
@@ -60,7 +63,11 @@ KINDS: dict[str, dict[str, str]] = {
         "sport": "source port",
         "daddr": "destination address",
         "dport": "destination port",
-        "retry": "retransmission number, 1-based",
+        "retry": "retransmission number, 1-based (null on aggregated events)",
+        "family": "ipv4 or ipv6",
+        "elapsed_ns": "time since connect() started",
+        "count": "retransmits this event stands for (1, or more when sampled under storms)",
+        "sampled": "true on aggregated events standing for retransmits that got no event of their own",
     },
     "connect": {
         "saddr": "source address",
@@ -69,7 +76,11 @@ KINDS: dict[str, dict[str, str]] = {
         "dport": "destination port",
         "latency_ns": "connect() start to outcome",
         "retries": "SYN retransmissions",
-        "result": "established, refused, timeout, reset or closed",
+        "result": "established, refused, timeout, reset, closed (by its owner) or unreachable (ICMP error)",
+        "family": "ipv4 or ipv6",
+        "error": "errno name the socket reported (ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH...), null if none",
+        "count": "connects this event stands for (1, or more when sampled under storms)",
+        "sampled": "true on aggregated events standing for outcomes that got no event of their own",
     },
     "drop": {
         "reason": "kernel drop reason name (from the running kernel's tracefs)",
@@ -85,9 +96,12 @@ KINDS: dict[str, dict[str, str]] = {
         "why": "the cause in words, when the agent can tell",
         "attribution": "how pid/comm were found (exact, flow, none)",
         "count": "drops this event stands for (sampling under storms)",
+        "sampled": "true on aggregated events standing for drops that got no event of their own",
+        "netns": "network namespace of the ingress device (rp_filter drops, where found)",
     },
     "conntrack": {
         "netns": "network namespace (inode, and name where known)",
+        "netns_inode": "network namespace inode",
         "insert_failed": "delta per interval",
         "drop": "delta per interval",
         "early_drop": "delta per interval",

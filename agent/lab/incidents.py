@@ -182,7 +182,7 @@ INCIDENTS: tuple[Incident, ...] = (
              ("rp-filter-no-address",), ("drops", "tcp"), build_rp_filter),
     Incident("conntrack-race", "004", "conntrack insert failures, A and AAAA from one port",
              "insert_failed, the lost same-port queries, lookups at the timeout",
-             ("aaaa-same-port-race", "conntrack-insert-failed"), ("gai", "dns", "conntrack"),
+             ("conntrack-insert-failed", "aaaa-same-port-race"), ("gai", "dns", "drops"),
              build_conntrack_race),
     Incident("ndots", "-", "search-list expansion: NXDOMAIN storm from ndots:5",
              "NXDOMAIN answers for name + search domain",

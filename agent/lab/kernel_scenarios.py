@@ -170,3 +170,88 @@ def conntrack_stat_line_count(ns: Netns) -> int:
     proc = ns.exec(["cat", "/proc/net/stat/nf_conntrack"], check=False)
     return max(0, len(proc.stdout.splitlines()) - 1)
 
+
+
+# --- SYN storm (seed 003's client reconnecting to a dead IP, times thousands) -------------
+
+SYN_STORM_C = r"""
+/* Nonblocking connects to ADDR:PORT as fast as possible for SECONDS; keeps the last
+ * HOLD sockets open (they retransmit), closes older ones at once. Prints the count. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+
+int main(int argc, char **argv) {
+	if (argc != 5) { fprintf(stderr, "usage: %s ADDR PORT SECONDS HOLD\n", argv[0]); return 2; }
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
+	if (inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) return 2;
+	double end = now() + atof(argv[3]);
+	int hold = atoi(argv[4]);
+	int *held = calloc(hold > 0 ? hold : 1, sizeof(int));
+	long attempts = 0, failed = 0;
+	double start = now();
+	while (now() < end) {
+		for (int burst = 0; burst < 64; burst++) {
+			int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			if (fd < 0) { failed++; continue; }
+			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EINPROGRESS) attempts++;
+			else failed++;
+			if (hold > 0) {
+				int slot = attempts % hold;
+				if (held[slot] > 0) close(held[slot]);
+				held[slot] = fd;
+			} else {
+				close(fd);
+			}
+		}
+	}
+	double took = now() - start;
+	for (int i = 0; i < hold; i++) if (held[i] > 0) close(held[i]);
+	printf("%ld %ld %.3f\n", attempts, failed, took);
+	return 0;
+}
+"""
+
+
+def build_syn_storm_client(workdir: str) -> str:
+    """Compile the storm client (needs gcc + libc6-dev) into ``workdir``; returns its path."""
+    import os  # noqa: PLC0415
+
+    gcc = require_tool("gcc", "gcc")
+    source, binary = os.path.join(workdir, "syn_storm.c"), os.path.join(workdir, "syn_storm")
+    with open(source, "w") as f:
+        f.write(SYN_STORM_C)
+    subprocess.run([gcc, "-O2", "-o", binary, source], check=True, capture_output=True)
+    return binary
+
+
+@dataclass
+class StormResult:
+    pid: int
+    attempts: int  # connects that left a SYN (EINPROGRESS)
+    failed: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.attempts / self.seconds if self.seconds else 0.0
+
+
+def run_syn_storm(scenario: SynDropPeer, binary: str, seconds: float, hold: int = 0,
+                  on_start=None) -> StormResult:
+    """Run the storm client in the scenario's client namespace against the dropping peer."""
+    proc = scenario.client.popen([binary, scenario.peer_addr, str(scenario.port), str(seconds), str(hold)],
+                                 stdout=subprocess.PIPE, text=True)
+    if on_start:
+        on_start(proc)
+    out, _ = proc.communicate(timeout=seconds + 30)
+    attempts, failed, took = out.split()
+    return StormResult(proc.pid, int(attempts), int(failed), float(took))

@@ -247,3 +247,14 @@ def test_engine_emits_each_finding_once_per_minute_and_bounds_events():
 
 def test_rule_ids_are_stable():
     assert len(set(RULE_IDS)) == len(RULE_IDS) == 14
+
+
+def test_dns_queries_refused_by_conntrack_vs_firewall_drop():
+    refused = [ev("drop", i * 0.3, pid=19, comm="grpc-app", reason="NETFILTER_DROP", location="nf_hook_slow",
+                  protocol="udp", saddr="10.97.0.2", daddr="10.97.0.1", sport=40000 + i, dport=53, count=1)
+               for i in range(4)]
+    f = [x for x in evaluate(refused) if x.rule == "conntrack-insert-failed"]
+    assert f and "pid 19 (grpc-app)" in f[0].summary and "10.97.0.1:53" in f[0].summary
+    # a firewall rule dropping DNS (nft/iptables chain) is not a conntrack insert failure
+    firewall = [dict(e, location="nft_do_chain") for e in refused]
+    assert "conntrack-insert-failed" not in rules_of(evaluate(firewall))
