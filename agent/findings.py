@@ -477,7 +477,7 @@ def rule_conntrack(w: Window) -> list[Finding]:
     # DROP shows up in the table's chain function instead): DNS queries lost that way, per process.
     refused = [e for e in w.kind("drop") if e.get("reason") == "NETFILTER_DROP" and e.get("location") == "nf_hook_slow"
                and e.get("dport") in DNS_PORTS and e.get("pid")]
-    if refused and not insert_failed:
+    if refused:
         top = _top_process(refused)
         pids, comms, containers = _affected(refused)
         dests = Counter(f"{e.get('daddr')}:{e.get('dport')}" for e in refused)
@@ -494,7 +494,7 @@ def rule_conntrack(w: Window) -> list[Finding]:
                                 key=f"refused/{top['pid']}", pids=pids, comms=comms, containers=containers))
     if insert_failed:
         losses = _same_port_losses(w)
-        pids, comms, containers = _affected(losses)
+        pids, comms, containers = _affected(losses or refused)
         summary = (f"conntrack refused {insert_failed} new entries (insert_failed) in {w.window_s:g} s"
                    + (f" in netns {', '.join(netns)}" if netns else "")
                    + f": the first packet of those flows was dropped ({clash} other clashes were resolved "
@@ -508,7 +508,8 @@ def rule_conntrack(w: Window) -> list[Finding]:
                "collisions: enable random port allocation (iptables MASQUERADE --random-fully).")
         findings.append(Finding("conntrack-insert-failed", "critical" if losses else "warning", summary, evidence,
                                 fix, key="insert_failed", pids=pids, comms=comms, containers=containers))
-    full_drops = totals.get("drop", 0) + totals.get("early_drop", 0)
+    # The drop counter also counts packets lost to insert failures: only the excess means "no room".
+    full_drops = max(0, totals.get("drop", 0) - insert_failed) + totals.get("early_drop", 0)
     nearly_full = [e for e in w.kind("conntrack") if e.get("count") and e.get("max")
                    and int(e["count"]) >= 0.9 * int(e["max"])]
     if full_drops or nearly_full:
