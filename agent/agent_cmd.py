@@ -3,7 +3,9 @@
 Loads the configuration (file < DNSTRACE_* environment < flags; ``--print-config``
 shows the result and where each value came from), takes the node's single-agent
 lock, serves /healthz and /readyz if asked, runs the ``Pipeline`` (every configured
-signal -> enrichment -> shipper and metrics sinks) until SIGTERM/SIGINT, then
+signal -> enrichment -> the findings engine as a stage -> shipper and metrics sinks:
+finding events are shipped like any other, and the metrics sink shows the active
+set as ``dnstrace_findings_active``) until SIGTERM/SIGINT, then
 detaches every probe and flushes the spool. Every ``agent.*`` config key has a flag
 of the same name (``agent.spool_dir`` -> ``--spool-dir``), generated from ``KEYS``.
 """
@@ -88,6 +90,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dnstrace.agent.bpfload import require_privileges  # noqa: PLC0415
+    from dnstrace.agent.findings import FindingsEngine  # noqa: PLC0415
     from dnstrace.agent.health import HealthServer, notify_systemd  # noqa: PLC0415
     from dnstrace.agent.lock import InstanceLock  # noqa: PLC0415
     from dnstrace.agent.pipeline import Pipeline  # noqa: PLC0415
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     duration_s = parse_duration_s(args.duration) if args.duration else None
     logger = log.get("agent")
-    pipeline = Pipeline(config)  # validates agent.signals before anything is attached
+    findings = FindingsEngine(host=config["agent.host_id"])
+    pipeline = Pipeline(config, stages=[findings])  # validates agent.signals before anything is attached
     require_privileges()
     lock = InstanceLock(config["agent.lock_file"]).acquire()
     health = None
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                     health=config["agent.health_addr"] or None)
 
         def on_ready() -> None:
+            findings.gai_traced = any(name in pipeline.attached_signals for name in ("gai", "lookups"))
             notify_systemd("READY=1")
             logger.info("agent ready", attached=pipeline.attached_signals,
                         not_started=pipeline.failed_signals or None)
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             pipeline.run(duration_s=duration_s, on_ready=on_ready)
         finally:
             notify_systemd("STOPPING=1")
-        for group in ("sources", "sinks"):
+        for group in ("sources", "sinks"):  # sinks include the findings stage
             for name, counters in pipeline.stats()[group].items():
                 if counters:
                     logger.info("final counters", **{group[:-1]: name}, **counters)

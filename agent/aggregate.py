@@ -43,19 +43,26 @@ def bucket_upper_ns(index: int) -> float:
     return MIN_LATENCY_NS * 2 ** (index / BUCKETS_PER_OCTAVE)
 
 
+# Most slots never see most breakdowns: they all share this empty dict until their first
+# count (``_bump`` gives the slot its own). Never written to.
+_EMPTY: dict = {}
+
+
 class Histogram:
     """Sparse log-bucket histogram with exact count, sum and max."""
 
     __slots__ = ("buckets", "count", "sum", "max")
 
     def __init__(self):
-        self.buckets: dict[int, int] = {}
+        self.buckets: dict[int, int] = _EMPTY  # its own dict from the first value on
         self.count = 0
         self.sum = 0
         self.max = 0
 
     def add(self, ns: int) -> None:
         index = bucket_index(ns)
+        if self.buckets is _EMPTY:
+            self.buckets = {}
         self.buckets[index] = self.buckets.get(index, 0) + 1
         self.count += 1
         self.sum += ns
@@ -63,6 +70,10 @@ class Histogram:
             self.max = ns
 
     def merge(self, other: "Histogram") -> None:
+        if not other.count:
+            return
+        if self.buckets is _EMPTY:
+            self.buckets = {}
         for index, n in other.buckets.items():
             self.buckets[index] = self.buckets.get(index, 0) + n
         self.count += other.count
@@ -70,28 +81,38 @@ class Histogram:
         self.max = max(self.max, other.max)
 
     def quantile(self, q: float) -> float | None:
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Several quantiles (ascending ``qs``) in one walk over the buckets."""
         if not self.count:
-            return None
-        rank = max(1, math.ceil(q * self.count))
+            return [None] * len(qs)
+        ranks = [max(1, math.ceil(q * self.count)) for q in qs]
+        out: list[float | None] = []
         seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                return min(bucket_upper_ns(index), float(self.max))
-        return float(self.max)
+        buckets = self.buckets
+        for index in sorted(buckets):
+            seen += buckets[index]
+            while len(out) < len(ranks) and seen >= ranks[len(out)]:
+                out.append(min(bucket_upper_ns(index), float(self.max)))
+            if len(out) == len(ranks):
+                break
+        return out + [float(self.max)] * (len(ranks) - len(out))
 
 
-def _bump(counts: dict, key, n: int = 1) -> None:
-    """counts[key] += n, with at most MAX_BREAKDOWN keys plus OTHER."""
+def _bump(slot: "Slot", name: str, key, n: int = 1) -> None:
+    """slot.<name>[key] += n, with at most MAX_BREAKDOWN keys plus OTHER."""
+    counts = getattr(slot, name)
+    if counts is _EMPTY:
+        counts = {}
+        setattr(slot, name, counts)
     if key in counts or len(counts) < MAX_BREAKDOWN:
         counts[key] = counts.get(key, 0) + n
     else:
         counts[OTHER] = counts.get(OTHER, 0) + n
 
 
-def _merge_counts(into: dict, other: dict) -> None:
-    for key, n in other.items():
-        _bump(into, key, n)
+BREAKDOWNS = ("failures", "rcodes", "unanswered", "answered", "tc", "syn_retries", "drops", "conntrack")
 
 
 class Slot:
@@ -103,18 +124,18 @@ class Slot:
     def __init__(self):
         self.latency = Histogram()  # lookups (or gai calls), or answer latency for server series
         self.lookups = 0
-        self.failures: dict[str, int] = {}
+        self.failures: dict[str, int] = _EMPTY  # error -> lookups (every dict: _EMPTY until counted)
         self.queries = 0
-        self.rcodes: dict[str, int] = {}
-        self.unanswered: dict[str, int] = {}  # server -> queries never answered
-        self.answered: dict[str, int] = {}  # server -> queries answered
-        self.tc: dict[str, int] = {}  # server -> truncated answers
+        self.rcodes: dict[str, int] = _EMPTY
+        self.unanswered: dict[str, int] = _EMPTY  # server -> queries never answered
+        self.answered: dict[str, int] = _EMPTY  # server -> queries answered
+        self.tc: dict[str, int] = _EMPTY  # server -> truncated answers
         self.tcp_fallback = 0
         self.same_port = 0
-        self.syn_retries: dict[str, int] = {}  # "addr:port" -> retransmitted SYNs
+        self.syn_retries: dict[str, int] = _EMPTY  # "addr:port" -> retransmitted SYNs
         self.connects = 0
-        self.drops: dict[str, int] = {}  # reason -> packets
-        self.conntrack: dict[str, int] = {}  # counter -> delta
+        self.drops: dict[str, int] = _EMPTY  # reason -> packets
+        self.conntrack: dict[str, int] = _EMPTY  # counter -> delta
 
     def merge(self, other: "Slot") -> None:
         self.latency.merge(other.latency)
@@ -123,8 +144,11 @@ class Slot:
         self.tcp_fallback += other.tcp_fallback
         self.same_port += other.same_port
         self.connects += other.connects
-        for name in ("failures", "rcodes", "unanswered", "answered", "tc", "syn_retries", "drops", "conntrack"):
-            _merge_counts(getattr(self, name), getattr(other, name))
+        for name in BREAKDOWNS:
+            counts = getattr(other, name)
+            if counts:  # most are empty: skip them without a call
+                for key, n in counts.items():
+                    _bump(self, name, key, n)
 
 
 class Series:
@@ -231,12 +255,12 @@ def _is_failure(error) -> bool:
 
 def row_from(series: Series, slot: Slot, window_s: int) -> dict:
     """One display / export row: the figures ``top`` and ``--once --json`` show."""
-    p = slot.latency.quantile
+    p50, p90, p99 = slot.latency.quantiles((0.50, 0.90, 0.99))
     return {
         **{k: series.info.get(k) for k in ("pid", "comm", "container", "pod", "namespace")},
         "lookups": slot.lookups,
         "lookups_per_s": round(slot.lookups / window_s, 2),
-        "p50_ns": p(0.50), "p90_ns": p(0.90), "p99_ns": p(0.99),
+        "p50_ns": p50, "p90_ns": p90, "p99_ns": p99,
         "max_ns": slot.latency.max or None,
         "failures": sum(slot.failures.values()),
         "failures_by_error": dict(slot.failures),
@@ -329,7 +353,7 @@ class Aggregator(Sink):
             if latency is not None:
                 slot.latency.add(int(latency))
             if _is_failure(event.get("error")):
-                _bump(slot.failures, str(event["error"]))
+                _bump(slot, "failures", str(event["error"]))
         elif kind == "dns":
             if event.get("proto") == "tcp" and event.get("tcp_fallback"):
                 slot.tcp_fallback += 1
@@ -338,21 +362,21 @@ class Aggregator(Sink):
             slot.queries += 1
             server = str(event.get("server"))
             if event.get("answered") is False:
-                _bump(slot.unanswered, server)
+                _bump(slot, "unanswered", server)
             else:
                 rcode = event.get("rcode")
                 if rcode:
-                    _bump(slot.rcodes, str(rcode))
+                    _bump(slot, "rcodes", str(rcode))
                 if event.get("tc"):
-                    _bump(slot.tc, server)
+                    _bump(slot, "tc", server)
             if event.get("same_port_pair"):
                 slot.same_port += 1
         elif kind == "syn_retry":
-            _bump(slot.syn_retries, f"{event.get('daddr')}:{event.get('dport')}")
+            _bump(slot, "syn_retries", f"{event.get('daddr')}:{event.get('dport')}")
         elif kind == "connect":
             slot.connects += 1
         elif kind == "drop":
-            _bump(slot.drops, str(event.get("reason")), int(event.get("count") or 1))
+            _bump(slot, "drops", str(event.get("reason")), int(event.get("count") or 1))
 
     def _count_server(self, slot: Slot, event: dict) -> None:
         if event.get("retransmit"):
@@ -360,22 +384,22 @@ class Aggregator(Sink):
         slot.queries += 1
         server = str(event.get("server"))
         if event.get("answered") is False:
-            _bump(slot.unanswered, server)
+            _bump(slot, "unanswered", server)
             return
-        _bump(slot.answered, server)
+        _bump(slot, "answered", server)
         if event.get("latency_ns") is not None:
             slot.latency.add(int(event["latency_ns"]))
         if event.get("rcode"):
-            _bump(slot.rcodes, str(event["rcode"]))
+            _bump(slot, "rcodes", str(event["rcode"]))
         if event.get("tc"):
-            _bump(slot.tc, server)
+            _bump(slot, "tc", server)
 
     def _add_conntrack(self, event: dict, second: int) -> None:
         slot = self.node.slot(second)
         for name in ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve", "search_restart"):
             value = event.get(name)
             if value:
-                _bump(slot.conntrack, name, int(value))
+                _bump(slot, "conntrack", name, int(value))
         netns = str(event.get("netns", ""))
         if event.get("count") is not None and (netns in self.conntrack_latest or len(self.conntrack_latest) < 64):
             self.conntrack_latest[netns] = {"count": event.get("count"), "max": event.get("max")}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from dnstrace.agent import bpfload
 from dnstrace.agent.dnsparse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
 from dnstrace.agent.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConfCache
+from dnstrace.agent.ringbuf import RingBufReader
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -37,6 +38,7 @@ from dnstrace.output import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 
 # struct dns_event_hdr in bpf/dns.h (88 bytes, little endian, no padding).
 EVENT_HDR = struct.Struct("<QQIII16s16sHHHHBBBB16s")
+EVENT_HDR_SIZE = EVENT_HDR.size
 DIR_EGRESS, DIR_INGRESS = 0, 1
 PROTO_TCP, PROTO_UDP = 6, 17
 # Kernel counter indexes (DNS_CNT_* in bpf/dns.h).
@@ -49,6 +51,9 @@ KERNEL_COUNTERS = ("kernel_events", "ringbuf_lost", "kernel_malformed", "no_owne
 SAME_PORT_WINDOW_NS = 100_000_000
 TCP_FALLBACK_WINDOW_NS = 10_000_000_000  # a TCP query up to 10 s after a truncated UDP answer
 RETRANSMIT_WINDOW_NS = 60_000_000_000
+FLUSH_MAX_DRAINS = 16  # at shutdown, up to 16 x 65536 records
+PARSE_CACHE_SIZE = 2048  # parsed messages kept (emptied when full): bounded, ~1 MiB at most
+_MALFORMED = object()  # cached "this message did not parse"
 
 
 @dataclass(slots=True)
@@ -93,6 +98,7 @@ class Query:
     tcp_fallback: bool = False
     fallback_of: dict | None = None
     pair_of: dict | None = None
+    qname_key: str = ""  # qname lower-cased: names match case-insensitively
 
     def event(self) -> dict:
         return {
@@ -134,7 +140,8 @@ class DnsTracker:
         self.recent_pair: BoundedDict = BoundedDict(4096)  # (cookie, sport, qname, qtype) -> Query
         self.recent_tc: BoundedDict = BoundedDict(4096)  # (pid, qname, qtype) -> UDP query with TC answer
         self.tcp_streams: BoundedDict = BoundedDict(4096)  # (cookie, dir) -> [next seq, {starts}]
-        self.servers: BoundedDict = BoundedDict(max_servers)  # "addr:port" -> [answered, unanswered]
+        self.servers: BoundedDict = BoundedDict(max_servers)  # (addr, port) -> [answered, unanswered]
+        self._parsed: dict = {}  # (message minus id, length, direction) -> DnsMessage | _MALFORMED
         self._resolv_by_pid: BoundedDict = BoundedDict(4096)  # pid -> (checked_ts, ResolvConf | None)
         self.counters = dict(packets=0, queries=0, answers=0, unanswered=0, malformed=0,
                              unmatched_answers=0, ignored=0, tcp_continuations=0)
@@ -142,31 +149,47 @@ class DnsTracker:
     # --- input ---------------------------------------------------------------------------
 
     def packet(self, pkt: Packet) -> list[dict]:
+        """Events completed by this packet (an answer matching a query), usually none or one."""
         self.counters["packets"] += 1
-        if pkt.proto == PROTO_TCP:
-            messages = self._tcp_messages(pkt)
-        else:
-            messages = [(pkt.data, pkt.payload_len)]
+        if pkt.proto != PROTO_TCP:
+            event = self._message(pkt, pkt.data, pkt.payload_len)
+            return [event] if event is not None else []
         events = []
-        for data, total in messages:
-            try:
-                msg = parse_message(data, total, want_answers=pkt.direction == DIR_INGRESS)
-            except MalformedDns:
-                self.counters["malformed"] += 1
-                continue
-            if pkt.direction == DIR_EGRESS:
-                if msg.qr or msg.qname is None:
-                    self.counters["ignored"] += 1  # e.g. a server answering from a DNS port
-                    continue
-                self._query(pkt, msg)
-            else:
-                if not msg.qr:
-                    self.counters["ignored"] += 1
-                    continue
-                event = self._answer(pkt, msg)
-                if event:
-                    events.append(event)
+        for data, total in self._tcp_messages(pkt):
+            event = self._message(pkt, data, total)
+            if event is not None:
+                events.append(event)
         return events
+
+    def _message(self, pkt: Packet, data: bytes, total: int) -> dict | None:
+        ingress = pkt.direction == DIR_INGRESS
+        # parse_message through a cache keyed by everything but the id: floods repeat questions.
+        key = (data[2:], total, ingress)
+        parsed = self._parsed.get(key)
+        if parsed is None:
+            try:
+                msg = parse_message(data, total, want_answers=ingress)
+                parsed = (msg, msg.qname.lower() if msg.qname is not None else None)
+            except MalformedDns:
+                parsed = _MALFORMED
+            if len(self._parsed) >= PARSE_CACHE_SIZE:
+                self._parsed.clear()
+            self._parsed[key] = parsed
+        if parsed is _MALFORMED:
+            self.counters["malformed"] += 1
+            return None
+        msg, qname_key = parsed
+        msg_id = (data[0] << 8) | data[1]
+        if not ingress:
+            if msg.qr or qname_key is None:
+                self.counters["ignored"] += 1  # e.g. a server answering from a DNS port
+                return None
+            self._query(pkt, msg, msg_id, qname_key)
+            return None
+        if not msg.qr:
+            self.counters["ignored"] += 1
+            return None
+        return self._answer(pkt, msg, msg_id, qname_key)
 
     def _tcp_messages(self, pkt: Packet) -> list[tuple[bytes, int]]:
         """Messages starting in this segment; continuation and re-sent segments are skipped."""
@@ -202,18 +225,17 @@ class DnsTracker:
             return cached[1]
         return self.resolv_for_pid(pid) if pid else None
 
-    def _query(self, pkt: Packet, msg) -> None:
+    def _query(self, pkt: Packet, msg, msg_id: int, qname_key: str) -> None:
         self.counters["queries"] += 1
         conf = self._resolv(pkt.pid, pkt.ts)
-        qname_key = msg.qname.lower()
         query = Query(
-            ts=pkt.ts, cookie=pkt.cookie, pid=pkt.pid, tid=pkt.tid, comm=pkt.comm, server=pkt.daddr,
-            dport=pkt.dport, sport=pkt.sport, proto="tcp" if pkt.proto == PROTO_TCP else "udp",
-            id=msg.id, qname=msg.qname, qtype=msg.qtype,
-            timeout_ns=int(conf.timeout_s * 1e9) if conf else self.default_timeout_ns,
-            ns_index=conf.server_index(pkt.daddr) if conf else None,
+            pkt.ts, pkt.cookie, pkt.pid, pkt.tid, pkt.comm, pkt.daddr, pkt.dport, pkt.sport,
+            "tcp" if pkt.proto == PROTO_TCP else "udp", msg_id, msg.qname, msg.qtype,
+            int(conf.timeout_s * 1e9) if conf else self.default_timeout_ns,
+            conf.server_index(pkt.daddr) if conf else None,
+            qname_key=qname_key,
         )
-        sent_key = (pkt.pid, msg.id, qname_key, msg.qtype)
+        sent_key = (pkt.pid, msg_id, qname_key, msg.qtype)
         previous = self.recent_sent.get(sent_key)
         if previous is not None and pkt.ts - previous < RETRANSMIT_WINDOW_NS:
             query.retransmit = True
@@ -226,7 +248,7 @@ class DnsTracker:
                                      "sport": tc_query.sport}
         elif msg.qtype in (1, 28) and not (conf and conf.single_request):
             self._pair_check(query, qname_key)
-        key = (pkt.cookie, msg.id)
+        key = (pkt.cookie, msg_id)
         pending = self.inflight.get(key)
         if pending is None:
             self.inflight.put(key, [query])
@@ -243,14 +265,13 @@ class DnsTracker:
             query.pair_of = {"ts": partner.ts, "id": partner.id, "qtype": qtype_name(partner.qtype)}
         self.recent_pair.put((query.cookie, query.sport, qname_key, query.qtype), query)
 
-    def _answer(self, pkt: Packet, msg) -> dict | None:
-        key = (pkt.cookie, msg.id)
+    def _answer(self, pkt: Packet, msg, msg_id: int, wanted: str | None) -> dict | None:
+        key = (pkt.cookie, msg_id)
         pending = self.inflight.get(key)
         query = None
         if pending:
-            wanted = msg.qname.lower() if msg.qname else None
             for index, candidate in enumerate(pending):
-                if wanted is None or (candidate.qname.lower() == wanted and candidate.qtype == msg.qtype):
+                if wanted is None or (candidate.qname_key == wanted and candidate.qtype == msg.qtype):
                     query = pending.pop(index)
                     break
             if not pending:
@@ -261,18 +282,26 @@ class DnsTracker:
         self.counters["answers"] += 1
         self._server_count(query, answered=True)
         if msg.tc and query.proto == "udp":
-            self.recent_tc.put((query.pid, query.qname.lower(), query.qtype), query)
-        event = query.event()
-        event.update(rcode=rcode_name(msg.rcode), tc=msg.tc, ancount=msg.ancount,
-                     latency_ns=max(0, pkt.ts - query.ts), answered=True, answers=msg.answers)
-        return event
+            self.recent_tc.put((query.pid, query.qname_key, query.qtype), query)
+        q = query
+        return {
+            "kind": "dns", "ts": q.ts, "pid": q.pid, "tid": q.tid, "comm": q.comm,
+            "qname": q.qname, "qtype": qtype_name(q.qtype), "server": q.server,
+            "dport": q.dport, "sport": q.sport, "proto": q.proto, "id": q.id,
+            "ns_index": q.ns_index, "retransmit": q.retransmit,
+            "same_port_pair": q.same_port_pair, "tcp_fallback": q.tcp_fallback,
+            "fallback_of": q.fallback_of, "pair_of": q.pair_of,
+            "rcode": rcode_name(msg.rcode), "tc": msg.tc, "ancount": msg.ancount,
+            "latency_ns": max(0, pkt.ts - q.ts), "answered": True,
+            "answers": list(msg.answers) if msg.answers else [],  # parsed messages are cached: copy
+        }
 
     def _server_count(self, query: Query, answered: bool) -> None:
-        name = f"[{query.server}]:{query.dport}" if ":" in query.server else f"{query.server}:{query.dport}"
-        counts = self.servers.get(name)
+        key = (query.server, query.dport)
+        counts = self.servers.get(key)
         if counts is None:
             counts = [0, 0]
-            self.servers.put(name, counts)
+            self.servers.put(key, counts)
         counts[0 if answered else 1] += 1
 
     # --- time ------------------------------------------------------------------------------
@@ -318,37 +347,46 @@ class DnsTracker:
         stats = dict(self.counters)
         stats["inflight"] = sum(len(p) for p in self.inflight.values())
         stats["inflight_evicted"] = self.inflight.evicted
-        stats["servers"] = {name: {"answered": c[0], "unanswered": c[1]} for name, c in self.servers.items()}
+        stats["servers"] = {_server_name(server, port): {"answered": c[0], "unanswered": c[1]}
+                            for (server, port), c in self.servers.items()}
         return stats
+
+
+def _server_name(server: str, port: int) -> str:
+    return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
 
 
 # --- kernel plumbing ---------------------------------------------------------------------------
 
 
-def _ringbuf_epoll_fd(bpf) -> int | None:
-    """The epoll fd of bcc's libbpf ring_buffer manager (libbcc links the system libbpf)."""
-    manager = getattr(bpf, "_ringbuf_manager", None)
-    if not manager:
-        return None
-    libbpf = bpfload._libbpf_handle()
-    libbpf.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
-    libbpf.ring_buffer__epoll_fd.restype = ctypes.c_int
-    fd = libbpf.ring_buffer__epoll_fd(manager)
-    return fd if fd >= 0 else None
+class TextCache(dict):
+    """Raw bytes -> text (addresses, comms), bounded: they repeat (nameservers, clients, programs).
 
+    ``convert`` runs only on a miss; the cache empties itself when full."""
 
-class AddressCache(dict):
-    """Raw 16-byte address -> text, bounded (addresses repeat: nameservers, clients)."""
+    def __init__(self, convert, limit: int = 4096):
+        super().__init__()
+        self.convert = convert
+        self.limit = limit
 
-    def text(self, family: int, raw: bytes) -> str:
-        key = (family, raw)
-        text = self.get(key)
-        if text is None:
-            text = socket.inet_ntop(socket.AF_INET, raw[:4]) if family == 4 else socket.inet_ntop(socket.AF_INET6, raw)
-            if len(self) > 4096:
-                self.clear()
-            self[key] = text
+    def __missing__(self, raw: bytes) -> str:
+        text = self.convert(raw)
+        if len(self) >= self.limit:
+            self.clear()
+        self[raw] = text
         return text
+
+
+def _ipv4_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, raw[:4])
+
+
+def _ipv6_text(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _comm_text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 class DnsWireSource(Source):
@@ -366,12 +404,14 @@ class DnsWireSource(Source):
         self.resolv_cache = ResolvConfCache()
         self.tracker = DnsTracker(resolv_for_pid=self.resolv_cache.for_pid, max_inflight=max_inflight)
         self.bpf = None
+        self.reader = None
         self.links: list[bpfload.CgroupLink] = []
-        self._raw: list[bytes] = []
         self._offset_ns = 0
-        self._epoll_fd = None
-        self._addresses = AddressCache()
-        self.records = 0
+        self._ipv4 = TextCache(_ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
+        self._ipv6 = TextCache(_ipv6_text)
+        self._comms = TextCache(_comm_text)
+        self.records = 0  # ring buffer records decoded (kept after close)
+        self.records_malformed = 0
 
     def start(self) -> None:
         defines = f"#define RINGBUF_PAGES {self.ringbuf_pages}\n"
@@ -382,45 +422,47 @@ class DnsWireSource(Source):
         root = bpfload.find_cgroup2_root()
         egress = self.bpf.load_func("dns_egress", self.bpf.CGROUP_SKB)
         ingress = self.bpf.load_func("dns_ingress", self.bpf.CGROUP_SKB)
-        self.bpf["events"].open_ring_buffer(self._on_record)
+        self.reader = RingBufReader(self.bpf["events"].map_fd)
         self._offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
-        self._epoll_fd = _ringbuf_epoll_fd(self.bpf)
-
-    def _on_record(self, _ctx, data, size) -> int:
-        self._raw.append(ctypes.string_at(data, size))
-        return 0
 
     def fds(self) -> list[int]:
-        return [self._epoll_fd] if self._epoll_fd is not None else []
+        return [self.reader.fd] if self.reader is not None else []
 
-    def decode(self, raw: bytes) -> Packet | None:
-        if len(raw) < EVENT_HDR.size:
+    def decode(self, area, offset: int, length: int) -> Packet | None:
+        """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet; None if too short."""
+        if length < EVENT_HDR_SIZE:
             return None
         (ts, cookie, pid, tid, seq, saddr, daddr, sport, dport, payload_len, cap_len,
-         family, proto, direction, _pad, comm) = EVENT_HDR.unpack_from(raw, 0)
-        text = self._addresses.text
-        return Packet(
-            ts=ts + self._offset_ns, cookie=cookie, pid=pid, tid=tid,
-            comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"), family=family, proto=proto,
-            direction=direction, saddr=text(family, saddr), daddr=text(family, daddr), sport=sport,
-            dport=dport, payload_len=payload_len, seq=seq,
-            data=raw[EVENT_HDR.size:EVENT_HDR.size + cap_len],
-        )
+         family, proto, direction, _pad, comm) = EVENT_HDR.unpack_from(area, offset)
+        addresses = self._ipv4 if family == 4 else self._ipv6
+        data_start = offset + EVENT_HDR_SIZE
+        if cap_len > length - EVENT_HDR_SIZE:
+            cap_len = length - EVENT_HDR_SIZE
+        return Packet(ts + self._offset_ns, cookie, pid, tid, self._comms[comm], family, proto, direction,
+                      addresses[saddr], addresses[daddr], sport, dport, payload_len, seq,
+                      area[data_start:data_start + cap_len])
 
     def poll(self) -> list[dict]:
-        if self.bpf is None:
+        if self.reader is None:
             return []
-        self.bpf.ring_buffer_consume()
-        raw, self._raw = self._raw, []
         events = []
         packet = self.tracker.packet
-        for record in raw:
-            pkt = self.decode(record)
-            if pkt is not None:
-                self.records += 1
-                events.extend(packet(pkt))
+        for pkt in self.reader.drain_with(self.decode):
+            events.extend(packet(pkt))
+        return events
+
+    def flush(self) -> list[dict]:
+        """At shutdown: the rest of the ring buffer (one poll stops after DEFAULT_DRAIN_LIMIT records)."""
+        events: list[dict] = []
+        for _ in range(FLUSH_MAX_DRAINS):  # bounded: the kernel keeps writing while we read
+            if self.reader is None:
+                break
+            read_before = self.reader.records + self.reader.malformed
+            events.extend(self.poll())
+            if self.reader.records + self.reader.malformed == read_before:
+                break
         return events
 
     def tick(self, now_ns: int) -> list[dict]:
@@ -444,7 +486,11 @@ class DnsWireSource(Source):
         if kernel:
             stats["malformed"] += kernel.pop("kernel_malformed")
             stats.update(kernel)
+        if self.reader is not None:
+            self.records = self.reader.records
+            self.records_malformed = self.reader.malformed
         stats["records"] = self.records
+        stats["malformed"] += self.records_malformed
         stats["resolv_conf_reads"] = self.resolv_cache.reads
         return stats
 
@@ -452,6 +498,10 @@ class DnsWireSource(Source):
         for link in self.links:
             link.close()
         self.links = []
+        if self.reader is not None:
+            self.records, self.records_malformed = self.reader.records, self.reader.malformed
+            self.reader.close()
+            self.reader = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

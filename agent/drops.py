@@ -139,13 +139,12 @@ class DropsSource(Source):
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.pending: list[dict] = []
+        self.reader = None
         self.offset_ns = 0
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
         self.key_changed: dict[bytes, tuple[int, float]] = {}
         self.key_evictions = 0
-        self.decode_errors = 0
         self.explain_errors = 0
         self.facts = None
         self._final: dict | None = None
@@ -167,7 +166,9 @@ class DropsSource(Source):
             wanted[ctypes.c_int(number)] = ctypes.c_ubyte(1)
         self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.facts = DeviceFactsCache()
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        from dnstrace.agent.ringbuf import RingBufReader  # noqa: PLC0415
+
+        self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def _ksym(self, address: int) -> str:
         name = self.ksyms.get(address)
@@ -180,13 +181,10 @@ class DropsSource(Source):
                 self.ksyms[address] = name
         return name
 
-    def _on_event(self, _ctx, data, size) -> int:
-        try:
-            raw = ctypes.string_at(data, min(size, EVENT_SIZE))
-            self.pending.append(decode_event(raw, self.all_reasons, self.offset_ns, self._ksym))
-        except (struct.error, ValueError):
-            self.decode_errors += 1
-        return 0
+    def _decode_record(self, area, offset: int, length: int) -> dict | None:
+        if length != EVENT_SIZE:
+            return None  # counted as malformed by the reader
+        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.offset_ns, self._ksym)
 
     def _explain(self, event: dict) -> None:
         if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None:
@@ -203,18 +201,24 @@ class DropsSource(Source):
             event["netns"] = facts[0].netns.label
 
     def fds(self) -> list[int]:
-        return [self.bpf["events"].map_fd] if self.bpf else []
+        return [self.reader.fd] if self.reader else []
 
     def poll(self) -> list[dict]:
-        if not self.bpf:
+        if not self.reader:
             return []
-        self.bpf.ring_buffer_consume()
-        events, self.pending = self.pending, []
+        events = self.reader.drain_with(self._decode_record)
         for event in events:
             self._explain(event)
         return events
 
     def tick(self, now_ns: int) -> list[dict]:
+        return self._collect(now_ns, evict_idle=True)
+
+    def flush(self) -> list[dict]:
+        """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
+        return self._collect(time.time_ns(), evict_idle=False)
+
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
         if not self.bpf:
             return []
         events = self.poll()
@@ -240,7 +244,7 @@ class DropsSource(Source):
             last_total, since = self.key_changed.get(raw_key, (-1, now))
             if total != last_total:
                 self.key_changed[raw_key] = (total, now)
-            elif now - since > KEY_IDLE_S:
+            elif evict_idle and now - since > KEY_IDLE_S:
                 idle.append((key, raw_key))
         for key, raw_key in idle:
             try:
@@ -257,7 +261,7 @@ class DropsSource(Source):
             return dict(self._final or {})
         per_cpu = self.bpf["stats"]
         stats = {name: sum(per_cpu[ctypes.c_int(i)]) for i, name in enumerate(STAT_NAMES)}
-        stats.update(key_evictions=self.key_evictions, decode_errors=self.decode_errors,
+        stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)
         if self.facts:
             stats["device_lookups"] = self.facts.lookups
@@ -268,6 +272,9 @@ class DropsSource(Source):
     def close(self) -> None:
         if self.bpf is not None:
             self._final = self.stats()
+            if self.reader is not None:
+                self.reader.close()
+                self.reader = None
             self.bpf.cleanup()
             self.bpf = None
 

@@ -1,7 +1,10 @@
 """Findings: rules that turn the last minute of events into a named cause, its evidence and a fix.
 
-``FindingsEngine`` is a Sink: it keeps the recent events it needs (per kind, bounded,
-drops counted) and ``evaluate(now_ns)`` runs every rule over that window. A rule is
+``FindingsEngine`` is a pipeline ``Stage``: it keeps the recent events it needs (per
+kind, bounded, drops counted), ``evaluate(now_ns)`` runs every rule over that window,
+and ``tick()`` returns the finding events that are new (or due again) so the
+pipeline hands them to every sink (shipper, metrics); sinks with ``set_findings``
+(metrics) also get the active set after each evaluation. A rule is
 a function ``(Window) -> list[Finding]``; each finding has a stable ``rule`` id, a
 ``severity``, a one-sentence ``summary`` that names the cause with the processes and
 addresses involved, the ``evidence`` (counts, addresses, pids, the resolv.conf line)
@@ -23,12 +26,13 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from dnstrace.agent.runtime import Sink
+from dnstrace.agent.pipeline import Stage
 from dnstrace.units import format_duration_ns
 
 WINDOW_NS = 60 * 1_000_000_000
 MAX_EVENTS_PER_KIND = 20_000
 REEMIT_NS = 60 * 1_000_000_000  # an active finding is shipped again at most this often
+REEMIT_CHANGED_NS = 5 * 1_000_000_000  # ... or this often when the processes it names change
 DEFAULT_TIMEOUT_S = 5.0  # glibc's resolver timeout when resolv.conf says nothing
 DNS_PORTS = frozenset((53, 853, 8600))
 # Programs that answer or forward DNS for others: their upstream traffic is not "an app's lookups".
@@ -146,18 +150,23 @@ class Window:
         return self.window_ns / 1e9
 
     def queries(self) -> list[dict]:
-        """Wire queries: dns events, or when there are none, the attempts inside lookup events."""
+        """Wire queries: dns events plus the attempts inside lookup events that no dns event repeats.
+
+        (The lookups signal puts libc lookups' queries inside ``lookup`` events and emits
+        only the others, e.g. a Go program's, as ``dns`` events: both are needed.)"""
         if self._queries is None:
             queries = list(self.kind("dns"))
-            if not queries:
-                for lookup in self.kind("lookup"):
-                    for attempt in lookup.get("attempts") or ():
-                        if isinstance(attempt, dict):
-                            q = dict(attempt)
-                            for name in ("pid", "comm", "container", "nameservers", "resolv_options", "search"):
-                                q.setdefault(name, lookup.get(name))
-                            q.setdefault("qname", lookup.get("name"))
-                            queries.append(q)
+            seen = {(q.get("pid"), q.get("ts"), q.get("id"), q.get("sport")) for q in queries}
+            for lookup in self.kind("lookup"):
+                for attempt in lookup.get("attempts") or ():
+                    if isinstance(attempt, dict) and (lookup.get("pid"), attempt.get("ts"), attempt.get("id"),
+                                                      attempt.get("sport")) not in seen:
+                        q = dict(attempt)
+                        for name in ("pid", "comm", "container", "nameservers", "resolv_options", "search",
+                                     "resolv_conf"):
+                            q.setdefault(name, lookup.get(name))
+                        q.setdefault("qname", lookup.get("name"))
+                        queries.append(q)
             self._queries = queries
         return self._queries
 
@@ -461,9 +470,73 @@ def rule_rp_filter(w: Window) -> list[Finding]:
     return findings
 
 
+def _same_port_groups(w: Window) -> tuple[list[dict], list[dict]]:
+    """Unanswered DNS queries of A+AAAA pairs sent from one port: (one of the pair lost, both lost).
+
+    The seed-004 race loses *one* query of the pair (its conntrack entry clashed with its
+    partner's) while the other is answered. When both are lost, the port pair is not the
+    cause: every new flow is refused (an SNAT port collision, a full table), and
+    single-request-reopen would not help. Queries are grouped by (pid, source port, name).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    flagged = set()
+    for q in w.queries():
+        if q.get("qtype") not in ("A", "AAAA"):
+            continue
+        key = (q.get("pid"), q.get("sport"), str(q.get("qname") or "").lower())
+        groups[key].append(q)
+        if q.get("same_port_pair"):
+            flagged.add(key)
+    one_lost, both_lost = [], []
+    for key in flagged:
+        queries = groups[key]
+        lost = [q for q in queries if q.get("answered") is False]
+        if not lost:
+            continue
+        answered_types = {q.get("qtype") for q in queries if q.get("answered") is not False}
+        if answered_types - {q.get("qtype") for q in lost}:
+            one_lost.extend(lost)
+        elif not answered_types:
+            both_lost.extend(lost)
+    return one_lost, both_lost
+
+
 def _same_port_losses(w: Window) -> list[dict]:
-    """Queries sent as half of a parallel A+AAAA pair on one port that went unanswered."""
-    return [q for q in w.queries() if q.get("same_port_pair") and q.get("answered") is False]
+    """Queries lost as one half of a parallel A+AAAA pair on one port (the race's signature)."""
+    return _same_port_groups(w)[0]
+
+
+def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int, netns: list[str],
+                            totals: dict) -> list[Finding]:
+    """Per process: both queries of its same-port pairs lost while conntrack refused inserts.
+
+    Not the A/AAAA race (that loses one of the pair): whole new flows are refused, typically
+    an SNAT rule with too few source ports; single-request-reopen would not help.
+    """
+    findings = []
+    for (pid, comm), lost in _by_process(both_lost).items():
+        container = next((q.get("container") for q in lost if q.get("container")), "")
+        servers = Counter(str(q.get("server")) for q in lost)
+        resolv = w.process_resolv(pid)
+        timeout = _timeout_s(resolv["resolv_options"])
+        slow = [lat for lat in w.slow_lookups_of(pid) if lat >= 0.8 * timeout * 1e9]
+        pairs = len({(q.get("sport"), str(q.get("qname") or "").lower()) for q in lost})
+        summary = (f"DNS queries by {proc_label(pid, comm, container)} to {servers.most_common(1)[0][0]} vanish: "
+                   f"both the A and the AAAA query of {pairs} lookups were lost while conntrack refused "
+                   f"{insert_failed} new entries (insert_failed" + (f" in netns {', '.join(netns)}" if netns else "")
+                   + f") in {w.window_s:g} s, so the resolver waits its {timeout:g} s timeout"
+                   + (f" ({len(slow)} lookups took ≥ {timeout:g} s)" if slow else "")
+                   + ". Both halves of each pair are lost, so this is not the A/AAAA race: new flows collide "
+                     "on their NAT mapping (an SNAT rule with too few source ports)")
+        fix = ("Give the SNAT/MASQUERADE rule on the path to the DNS server a port range with random allocation "
+               "(--random-fully) instead of a single port, or send DNS to the server without SNAT; "
+               "single-request-reopen will not help, since every new flow collides.")
+        evidence = {**totals, "netns": netns, "both_of_pair_lost": len(lost), "pairs": pairs,
+                    "servers": dict(servers.most_common(5)), "resolv_options": resolv["resolv_options"]}
+        findings.append(Finding("conntrack-insert-failed", "critical", summary, evidence, fix,
+                                key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
+                                containers=[container] if container else []))
+    return findings
 
 
 def rule_conntrack(w: Window) -> list[Finding]:
@@ -493,21 +566,25 @@ def rule_conntrack(w: Window) -> list[Finding]:
         findings.append(Finding("conntrack-insert-failed", "critical", summary, evidence, fix,
                                 key=f"refused/{top['pid']}", pids=pids, comms=comms, containers=containers))
     if insert_failed:
-        losses = _same_port_losses(w)
-        pids, comms, containers = _affected(losses or refused)
-        summary = (f"conntrack refused {insert_failed} new entries (insert_failed) in {w.window_s:g} s"
-                   + (f" in netns {', '.join(netns)}" if netns else "")
-                   + f": the first packet of those flows was dropped ({clash} other clashes were resolved "
-                     f"without loss)")
-        if losses:
-            summary += (f"; {len(losses)} DNS queries sent as A+AAAA on one port went unanswered "
-                        f"(by {', '.join(comms[:3])})")
-        evidence = {**totals, "netns": netns, "same_port_losses": len(losses)}
-        fix = ("If DNS is affected: 'options single-request-reopen' (or use-vc) in resolv.conf so A and AAAA leave "
-               "from different ports; for gRPC's c-ares resolver set GRPC_DNS_RESOLVER=native. For SNAT port "
-               "collisions: enable random port allocation (iptables MASQUERADE --random-fully).")
-        findings.append(Finding("conntrack-insert-failed", "critical" if losses else "warning", summary, evidence,
-                                fix, key="insert_failed", pids=pids, comms=comms, containers=containers))
+        losses, both_lost = _same_port_groups(w)
+        if both_lost:
+            findings += _nat_collision_findings(w, both_lost, insert_failed, netns, totals)
+        if losses or not both_lost:
+            pids, comms, containers = _affected(losses or refused)
+            summary = (f"conntrack refused {insert_failed} new entries (insert_failed) in {w.window_s:g} s"
+                       + (f" in netns {', '.join(netns)}" if netns else "")
+                       + f": the first packet of those flows was dropped ({clash} other clashes were resolved "
+                         f"without loss)")
+            if losses:
+                summary += (f"; {len(losses)} DNS queries sent as A+AAAA on one port went unanswered "
+                            f"(by {', '.join(comms[:3])})")
+            evidence = {**totals, "netns": netns, "same_port_losses": len(losses)}
+            fix = ("If DNS is affected: 'options single-request-reopen' (or use-vc) in resolv.conf so A and AAAA "
+                   "leave from different ports; for gRPC's c-ares resolver set GRPC_DNS_RESOLVER=native. For SNAT "
+                   "port collisions: enable random port allocation (iptables MASQUERADE --random-fully).")
+            findings.append(Finding("conntrack-insert-failed", "critical" if losses else "warning", summary,
+                                    evidence, fix, key="insert_failed", pids=pids, comms=comms,
+                                    containers=containers))
     # The drop counter also counts packets lost to insert failures: only the excess means "no room".
     full_drops = max(0, totals.get("drop", 0) - insert_failed) + totals.get("early_drop", 0)
     nearly_full = [e for e in w.kind("conntrack") if e.get("count") and e.get("max")
@@ -526,8 +603,15 @@ def rule_conntrack(w: Window) -> list[Finding]:
 
 
 def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
+    """Seed 004: one query of a same-port A+AAAA pair lost (its conntrack entry lost the race).
+
+    Kernels since 5.x resolve most of these clashes (clash_resolve rises instead of
+    insert_failed, nothing is lost): on them this rule mostly stays quiet, and both-lost
+    pairs are reported by ``conntrack-insert-failed`` as the NAT collision they are.
+    """
     losses = _same_port_losses(w)
-    insert_failed = w.conntrack_totals().get("insert_failed", 0)
+    totals = w.conntrack_totals()
+    insert_failed = totals.get("insert_failed", 0)
     findings = []
     for (pid, comm), lost in _by_process(losses).items():
         if len(lost) < 2 and not (lost and insert_failed):
@@ -549,6 +633,7 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
             summary += "; this process resolves without libc, so resolv.conf options may not help"
         evidence = {"lost_same_port_queries": len(lost), "qtypes": dict(Counter(q.get("qtype") for q in lost)),
                     "ports": [p for p, _ in ports.most_common(5)], "insert_failed": insert_failed,
+                    "clash_resolve": totals.get("clash_resolve", 0),
                     "servers": sorted({str(q.get("server")) for q in lost}),
                     "resolv_options": resolv["resolv_options"], "bypasses_libc": bypass}
         fix = ("Add 'options single-request-reopen' to resolv.conf (Kubernetes: pod dnsConfig.options) so A and "
@@ -594,12 +679,22 @@ def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding
 
 
 def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
+    # Two passes: count every (name, type) cheaply, then gather the queries of the few asked
+    # often enough to matter (a node asks tens of thousands of names once or twice a minute).
+    floor = max(min_queries, 0.8 * w.window_s)  # below both thresholds whatever the TTL
+    candidates = [q for q in w.queries() if q.get("qname") and not q.get("retransmit")
+                  and q.get("proto", "udp") == "udp"]
+    keys = [(str(q["qname"]).lower(), q.get("qtype")) for q in candidates]
+    frequent = {key for key, n in Counter(keys).items() if n >= floor}
     asked: dict[tuple, list[dict]] = defaultdict(list)
-    for q in w.queries():
-        if q.get("qname") and not q.get("retransmit") and q.get("proto", "udp") == "udp":
-            asked[(str(q["qname"]).lower(), q.get("qtype"))].append(q)
+    if frequent:
+        for key, q in zip(keys, candidates):
+            if key in frequent:
+                asked[key].append(q)
     findings = []
     for (qname, qtype), queries in asked.items():
+        if len(queries) < floor:
+            continue
         ttls = [int(q["ttl"]) for q in queries if q.get("ttl")]
         ttl = min(ttls) if ttls else None
         expected = (w.window_s / ttl + 1) if ttl else None
@@ -694,7 +789,7 @@ def run_rules(window: Window) -> list[Finding]:
     return findings
 
 
-class FindingsEngine(Sink):
+class FindingsEngine(Stage):
     """Keeps the last minute of events (bounded per kind) and evaluates the rules every tick."""
 
     name = "findings"
@@ -711,10 +806,12 @@ class FindingsEngine(Sink):
         self.active: list[Finding] = []
         self.first_seen: dict[tuple, int] = {}
         self._emitted_at: dict[tuple, int] = {}
+        self._emitted_pids: dict[tuple, tuple] = {}
         self.pending: list[dict] = []  # finding events not yet taken by ``take_new()``
         self.now_ns = 0
         self.counters = {"events": 0, "evicted_over_bound": 0, "evaluations": 0, "evaluations_deferred": 0,
-                         "findings_emitted": 0}
+                         "findings_emitted": 0, "pending_dropped": 0, "listener_errors": 0}
+        self.listeners: list[Callable[[list[dict]], None]] = []  # get the active findings after each evaluation
         self._last_cost_s = 0.0
         self._last_eval_monotonic = -1e9
 
@@ -731,7 +828,21 @@ class FindingsEngine(Sink):
             if ts > self.now_ns:
                 self.now_ns = ts
 
-    def tick(self, now_ns: int) -> None:
+    def bind(self, sinks) -> None:
+        """Sinks that show the active set (``set_findings``: metrics) listen to every evaluation."""
+        for sink in sinks:
+            if callable(getattr(sink, "set_findings", None)):
+                self.listeners.append(sink.set_findings)
+
+    def tick(self, now_ns: int) -> list[dict]:
+        """Evaluate (when due); return the finding events not yet handed out."""
+        self._tick_evaluate(now_ns)
+        return self.take_new()
+
+    def flush(self) -> list[dict]:
+        return self.take_new()
+
+    def _tick_evaluate(self, now_ns: int) -> None:
         # Evaluation cost grows with the window's events: keep it under ~10 % of one core by
         # evaluating less often when it is expensive (every 1 s when cheap, at most every 10 s).
         interval_s = min(10.0, max(1.0, self._last_cost_s * 10))
@@ -756,19 +867,33 @@ class FindingsEngine(Sink):
         for finding in self.active:
             ident = (finding.rule, finding.key)
             self.first_seen.setdefault(ident, now_ns)
-            if now_ns - self._emitted_at.get(ident, -REEMIT_NS) >= REEMIT_NS:
+            since = now_ns - self._emitted_at.get(ident, -REEMIT_NS)
+            # again after a minute, or sooner (5 s) when the processes it names changed
+            changed = self._emitted_pids.get(ident) != tuple(finding.pids) and since >= REEMIT_CHANGED_NS
+            if since >= REEMIT_NS or changed:
                 self._emitted_at[ident] = now_ns
+                self._emitted_pids[ident] = tuple(finding.pids)
                 event = finding.event(now_ns, self.host)
                 event["first_seen"] = self.first_seen[ident]
                 self.counters["findings_emitted"] += 1
                 if len(self.pending) < 1000:
                     self.pending.append(event)
+                else:
+                    self.counters["pending_dropped"] += 1
                 if self.on_finding:
                     self.on_finding(event)
         if len(self.first_seen) > 10_000:  # bound: forget identities no longer active
             live = {(f.rule, f.key) for f in self.active}
             self.first_seen = {k: v for k, v in self.first_seen.items() if k in live}
             self._emitted_at = {k: v for k, v in self._emitted_at.items() if k in live}
+            self._emitted_pids = {k: v for k, v in self._emitted_pids.items() if k in live}
+        if self.listeners:
+            current = self.current()
+            for listener in self.listeners:
+                try:
+                    listener(current)
+                except Exception:  # a broken listener must not stop the findings
+                    self.counters["listener_errors"] += 1
         return self.active
 
     def take_new(self) -> list[dict]:

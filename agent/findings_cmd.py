@@ -1,8 +1,9 @@
 """``dnstrace findings``: watch this node for a while (or read a recorded stream), print named causes with fixes.
 
 Also home of the *local session* that ``dnstrace top`` shares: the agent's
-pipeline with only in-process sinks (aggregator, findings engine; no shipping),
-behind one lock so a UI thread can read consistent snapshots.
+pipeline with only in-process stages (aggregator, findings engine; nothing shipped,
+optionally the metrics sink), behind one lock so a UI thread can read consistent
+snapshots.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 import threading
 
+from dnstrace.agent.pipeline import Stage
 from dnstrace.agent.runtime import Sink
 from dnstrace.errors import UsageError
 from dnstrace.output import status, to_json
@@ -20,8 +22,10 @@ from dnstrace.units import parse_duration_s
 SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
 
 
-class LockedSinks(Sink):
-    """Fans events out to sinks under one lock, so readers (the top view) see a consistent state."""
+class LockedSinks(Stage):
+    """Fans events out to sinks under one lock, so readers (the top view) see a consistent state.
+
+    A stage: what its members derive in ``tick`` (findings) goes on to the pipeline's sinks."""
 
     name = "local"
 
@@ -34,10 +38,25 @@ class LockedSinks(Sink):
             for sink in self.sinks:
                 sink.handle(events)
 
-    def tick(self, now_ns: int) -> None:
+    def bind(self, sinks: list[Sink]) -> None:
+        for member in self.sinks:
+            if hasattr(member, "bind"):
+                member.bind(sinks)
+
+    def tick(self, now_ns: int) -> list[dict]:
+        derived: list[dict] = []
         with self.lock:
             for sink in self.sinks:
-                sink.tick(now_ns)
+                derived += sink.tick(now_ns) or []
+        return derived
+
+    def flush(self) -> list[dict]:
+        derived: list[dict] = []
+        with self.lock:
+            for sink in self.sinks:
+                if hasattr(sink, "flush"):
+                    derived += sink.flush() or []
+        return derived
 
     def stats(self) -> dict:
         with self.lock:
@@ -62,22 +81,14 @@ def local_signals(config) -> list[str]:
     return list(dict.fromkeys(signals))
 
 
-def make_local_pipeline(config, sinks: list[Sink], with_metrics: bool = False):
-    """A Pipeline that feeds only ``sinks`` (no shipper: top and findings are interactive tools)."""
-    from dnstrace.agent.pipeline import Pipeline  # noqa: PLC0415
+def make_local_pipeline(config, stages: list[Sink], with_metrics: bool = False):
+    """A Pipeline feeding ``stages`` and nothing shipped (top and findings are interactive tools).
 
-    class LocalPipeline(Pipeline):
-        def _make_sinks(self):
-            extra = list(self.extra_sinks)
-            if with_metrics:
-                from dnstrace.agent import metrics  # noqa: PLC0415
+    With ``with_metrics`` the metrics sink runs too (when ``agent.metrics_addr`` is set)."""
+    from dnstrace.agent.pipeline import METRICS_MODULE, Pipeline  # noqa: PLC0415
 
-                sink = metrics.make_sink(self.config)
-                if sink is not None:
-                    extra.append(sink)
-            return extra
-
-    return LocalPipeline(config, extra_sinks=sinks, signals=local_signals(config))
+    return Pipeline(config, stages=stages, signals=local_signals(config),
+                    sink_modules=(METRICS_MODULE,) if with_metrics else ())
 
 
 def format_finding(finding: dict) -> str:

@@ -121,7 +121,7 @@ class GaiSource(Source):
             table = self.bpf[b"pid_filter"]
             for pid in self.pids:
                 table[table.Key(pid)] = table.Leaf(1)
-        self.reader = RingBufReader(self.bpf[b"events"].map_fd, GAI_EVENT)
+        self.reader = RingBufReader(self.bpf[b"events"].map_fd)
         self.unix_offset_ns = _unix_offset_ns()
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
         self.libcs.refresh()
@@ -168,7 +168,7 @@ class GaiSource(Source):
         if not self.reader:
             return []
         offset, paths = self.unix_offset_ns, self.libcs.paths_by_id
-        return [decode(record, offset, paths) for record in self.reader.drain()]
+        return [decode(record, offset, paths) for record in self.reader.drain(GAI_EVENT)]
 
     def tick(self, now_ns: int) -> list[dict]:
         mono = time.monotonic_ns()

@@ -4,10 +4,21 @@
 run. It builds the sources of every configured signal (each one a ``dnstrace
 trace`` target), starts them one signal at a time so that a signal the kernel
 cannot support is reported in one log line while the others keep running, feeds
-every event batch through the enricher and then to every sink, ticks the sinks
-about once a second, and on SIGTERM/SIGINT (or ``stop()``, or the end of
-``duration_s``) detaches every probe and closes the sinks (the shipper flushes
-its spool there).
+every event batch through the enricher, then to every *stage*, then to every
+*sink*, ticks stages and sinks about once a second, and on SIGTERM/SIGINT (or
+``stop()``, or the end of ``duration_s``) detaches every probe and closes stages
+and sinks (the shipper flushes its spool there).
+
+Which sinks: ``sink_modules`` (default ``SINK_MODULES``: shipper + metrics, each
+built by its module's ``make_sink(config)``) plus ``extra_sinks``. Interactive tools
+pass ``sink_modules=()`` (nothing shipped) or only the metrics module.
+
+Stages (``Stage``) are sinks whose output re-enters the stream: the findings engine
+is one. Events reach stages before sinks; whatever a stage's ``tick()`` returns
+(e.g. events of kind "finding") is handed to every sink like any other event, so
+the shipper ships findings and metrics counts them. Derived events do not go back
+through the stages (no loops). Before the first event, ``bind(sinks)`` shows each
+stage the sinks it feeds (the findings engine keeps those with ``set_findings``).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from dnstrace.output import status
 
 # Each exposes ``make_sink(config) -> Sink | None`` (None = disabled by the config).
 SINK_MODULES = ("dnstrace.agent.shipper", "dnstrace.agent.metrics")
+METRICS_MODULE = "dnstrace.agent.metrics"
 ENRICH_MODULE = "dnstrace.agent.enrich"
 
 # Log a failing sink or enricher at most this often (the agent must not flood its own log).
@@ -140,13 +152,32 @@ class _SignalRunner(Runner):
             )
 
 
-class Pipeline:
-    """Sources of the configured signals -> enrichment -> sinks, until stopped."""
+class Stage(Sink):
+    """A sink whose output re-enters the stream (see the module docstring).
 
-    def __init__(self, config, extra_sinks: Iterable[Sink] = (), signals: list[str] | None = None):
+    ``tick(now_ns)`` returns derived events (may be empty) that the pipeline hands to
+    every sink; ``bind(sinks)`` is called once, before any event, with those sinks.
+    """
+
+    name = "stage"
+
+    def bind(self, sinks: list[Sink]) -> None:
+        """See the sinks this stage feeds (once, when the pipeline has built them)."""
+
+    def tick(self, now_ns: int) -> list[dict]:
+        return []
+
+
+class Pipeline:
+    """Sources of the configured signals -> enrichment -> stages -> sinks, until stopped."""
+
+    def __init__(self, config, extra_sinks: Iterable[Sink] = (), signals: list[str] | None = None,
+                 stages: Iterable[Sink] = (), sink_modules: Iterable[str] | None = None):
         self.config = config
         self.signals = list(dict.fromkeys(signals if signals is not None else config["agent.signals"]))
         self.extra_sinks = list(extra_sinks)
+        self.stages = list(stages)
+        self.sink_modules = tuple(SINK_MODULES if sink_modules is None else sink_modules)
         self.stop_flag = StopFlag()
         self.log = log.get("pipeline")
         self.sinks: list[Sink] = []
@@ -157,7 +188,8 @@ class Pipeline:
         self.last_loop_monotonic = time.monotonic()  # liveness: the loop ticks about once a second
         self._runner: _SignalRunner | None = None
         self._enricher = None
-        self._counters = {"batches": 0, "events": 0, "enrich_errors": 0, "sink_errors": 0}
+        self._counters = {"batches": 0, "events": 0, "derived_events": 0, "enrich_errors": 0, "sink_errors": 0,
+                          "stage_errors": 0}
         self._last_error_log: dict[str, float] = {}
         self._targets = None
         self._validate_signals()
@@ -183,9 +215,10 @@ class Pipeline:
             raise EnvironmentProblem(f"signal {signal_name!r} is not available in this build of dnstrace")
         return list(target.make_sources(source_namespace(target, self.config)))
 
-    def _make_sinks(self) -> list[Sink]:
+    def make_sinks(self) -> list[Sink]:
+        """The sinks of ``sink_modules`` that the config enables, then ``extra_sinks``."""
         sinks = []
-        for module_name in SINK_MODULES:
+        for module_name in self.sink_modules:
             module = _optional_module(module_name)
             if module is None:
                 self.log.debug("sink module not present", module=module_name)
@@ -205,7 +238,11 @@ class Pipeline:
         self.running = True
         self.last_loop_monotonic = time.monotonic()
         try:
-            self.sinks = self._make_sinks()
+            self.sinks = self.make_sinks()
+            for stage in self.stages:
+                bind = getattr(stage, "bind", None)
+                if bind is not None:
+                    bind(list(self.sinks))
             self._enricher = self._make_enricher()
             self._runner = _SignalRunner(self)
 
@@ -242,6 +279,15 @@ class Pipeline:
             except Exception as err:  # unenriched events are better than none
                 self._counters["enrich_errors"] += 1
                 self._log_error("enrich", "enrichment failed; events passed on unenriched", err)
+        for stage in self.stages:
+            try:
+                stage.handle(events)
+            except Exception as err:
+                self._counters["stage_errors"] += 1
+                self._log_error(f"stage:{stage.name}", "stage failed to take events", err, stage=stage.name)
+        self._deliver(events)
+
+    def _deliver(self, events: list[dict]) -> None:
         for sink in self.sinks:
             try:
                 sink.handle(events)
@@ -251,6 +297,16 @@ class Pipeline:
 
     def _on_tick(self, now_ns: int) -> None:
         self.last_loop_monotonic = time.monotonic()
+        for stage in self.stages:
+            try:
+                derived = stage.tick(now_ns)
+            except Exception as err:
+                self._counters["stage_errors"] += 1
+                self._log_error(f"stage:{stage.name}", "stage tick failed", err, stage=stage.name)
+                continue
+            if derived:
+                self._counters["derived_events"] += len(derived)
+                self._deliver(list(derived))
         for sink in self.sinks:
             try:
                 sink.tick(now_ns)
@@ -259,6 +315,17 @@ class Pipeline:
                 self._log_error(f"sink:{sink.name}", "sink tick failed", err, sink=sink.name)
 
     def _close_sinks(self) -> None:
+        # Stages first: what they still hold (e.g. findings not yet shipped) goes to the sinks.
+        for stage in self.stages:
+            try:
+                flush = getattr(stage, "flush", None)
+                derived = flush() if flush is not None else None
+                if derived and self.sinks:
+                    self._counters["derived_events"] += len(derived)
+                    self._deliver(list(derived))
+                stage.close()
+            except Exception as err:
+                self.log.error("stage close failed", stage=stage.name, error=f"{type(err).__name__}: {err}")
         for sink in self.sinks:
             try:
                 sink.close()
@@ -283,7 +350,7 @@ class Pipeline:
                 except Exception as err:
                     sources[source.name] = {"stats_error": str(err)}
         sinks = {}
-        for sink in self.sinks:
+        for sink in list(self.stages) + list(self.sinks):
             try:
                 sinks[sink.name] = sink.stats()
             except Exception as err:

@@ -15,6 +15,7 @@ import ctypes
 import errno as errno_names
 import socket
 import struct
+import time
 
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
@@ -51,9 +52,14 @@ def errno_name(code: int) -> str | None:
 
 
 def decode_event(data: bytes, offset_ns: int) -> dict:
-    """One ``struct tcp_event`` -> a ``syn_retry`` or ``connect`` event dict."""
+    """One ``struct tcp_event`` (bytes) -> a ``syn_retry`` or ``connect`` event dict."""
+    return decode_record(EVENT.unpack_from(data), offset_ns)
+
+
+def decode_record(record: tuple, offset_ns: int) -> dict:
+    """One ``struct tcp_event`` already unpacked with ``EVENT`` -> the event dict."""
     (ts, elapsed, pid, tid, retries, error, saddr, daddr, sport, dport, family, kind, result,
-     comm) = EVENT.unpack_from(data)
+     comm) = record
     owner_known = pid != 0
     event = {
         "kind": "syn_retry" if kind == EV_SYN_RETRY else "connect",
@@ -123,7 +129,7 @@ class TcpSource(Source):
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.event_budget = event_budget
         self.bpf = None
-        self.pending: list[dict] = []
+        self.reader = None
         self.deltas = FlowDeltas()
         self.offset_ns = 0
         self.events_out = 0
@@ -136,29 +142,36 @@ class TcpSource(Source):
 
         defines = (f"#define FLOW_EVENT_BUDGET {self.event_budget}\n#define CONN_MAX {CONN_MAX}\n"
                    f"#define FLOW_MAX {FLOW_MAX}\n#define RINGBUF_PAGES {RINGBUF_PAGES}\n")
+        from dnstrace.agent.ringbuf import RingBufReader  # noqa: PLC0415
+
         self.bpf = bpfload.load("tcp", text_prefix=defines)
         self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
-        self.bpf["events"].open_ring_buffer(self._on_event)
-
-    def _on_event(self, _ctx, data, size) -> int:
-        try:
-            self.pending.append(decode_event(ctypes.string_at(data, min(size, EVENT.size)), self.offset_ns))
-        except (struct.error, ValueError):
-            self.decode_errors += 1
-        return 0
+        self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def fds(self) -> list[int]:
-        return [self.bpf["events"].map_fd] if self.bpf else []
+        return [self.reader.fd] if self.reader else []
 
     def poll(self) -> list[dict]:
-        if not self.bpf:
+        if not self.reader:
             return []
-        self.bpf.ring_buffer_consume()
-        events, self.pending = self.pending, []
+        offset_ns = self.offset_ns
+        events = []
+        for record in self.reader.drain(EVENT):
+            try:
+                events.append(decode_record(record, offset_ns))
+            except ValueError:  # an address of an unknown family
+                self.decode_errors += 1
         self.events_out += len(events)
         return events
 
     def tick(self, now_ns: int) -> list[dict]:
+        return self._collect(now_ns, evict_idle=True)
+
+    def flush(self) -> list[dict]:
+        """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
+        return self._collect(self.offset_ns + time.monotonic_ns(), evict_idle=False)
+
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
         if not self.bpf:
             return []
         events = self.poll()
@@ -171,7 +184,7 @@ class TcpSource(Source):
             events.extend(aggregated)
             self.aggregated_out += len(aggregated)
             last_ns = FLOW_VALUE.unpack(raw_value)[17]
-            if not aggregated and mono_now - last_ns > FLOW_IDLE_NS:
+            if evict_idle and not aggregated and mono_now - last_ns > FLOW_IDLE_NS:
                 idle.append((key, raw_key))
         for key, raw_key in idle:
             try:
@@ -194,13 +207,17 @@ class TcpSource(Source):
         if self.bpf is None and hasattr(self, "_final_stats"):
             return dict(self._final_stats)
         stats = self.kernel_stats()
+        malformed = self.reader.malformed if self.reader is not None else 0
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
-                     flow_evictions=self.flow_evictions, decode_errors=self.decode_errors)
+                     flow_evictions=self.flow_evictions, decode_errors=self.decode_errors + malformed)
         return stats
 
     def close(self) -> None:
         if self.bpf is not None:
             self._final_stats = self.stats()
+            if self.reader is not None:
+                self.reader.close()
+                self.reader = None
             self.bpf.cleanup()
             self.bpf = None
 

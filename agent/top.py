@@ -10,6 +10,11 @@ nameserver health, slowest recent lookups with their attempts), Esc goes back,
 ``q`` quits. Fits 80x24 over SSH; rendering goes through Rich.
 
 ``--once --json`` traces for ``--duration`` and prints one snapshot for scripts.
+
+``--collector ADDR`` (given on the command line) shows the fleet instead of this node:
+rows per process name (``c``: per host) over the last 5 minutes (``w``: last hour),
+with the number of hosts, from the collector's ``top`` and ``findings`` queries,
+refreshed every ``--refresh`` seconds (5). Nothing is traced locally and no root is needed.
 The view itself (``TopView.render``) is a pure function of a snapshot, so it is
 the same text in a terminal, in tmux and in tests.
 """
@@ -190,7 +195,11 @@ class TopView:
     def render_table(self, snap: dict, width: int, height: int) -> list[str]:
         column = COLUMNS[self.sort_index]
         arrow = "↓" if self.reverse else "↑"
-        mode = f"{'processes' if self.by == 'process' else 'containers'}, last {self.window}"
+        if snap.get("fleet"):
+            mode = (f"{'process names (PID = hosts)' if self.by == 'process' else 'hosts'}, "
+                    f"last {snap.get('window_label')}")
+        else:
+            mode = f"{'processes' if self.by == 'process' else 'containers'}, last {self.window}"
         attached = snap.get("signals") or ""
         header = f"dnstrace top · {snap.get('host', '')} · {mode} · sort {column.header}{arrow}"
         if self.filter_input is not None:
@@ -280,16 +289,104 @@ class TopModel:
         self.sinks = LockedSinks([self.aggregator, self.findings])
         self.signals = "attaching"
 
-    def snapshot(self, by: str = "process", window: str = "10s", detail_pid: int | None = None) -> dict:
+    def snapshot(self, by: str = "process", window: str = "10s", detail_pid: int | None = None,
+                 full: bool = True) -> dict:
+        """What the view shows. ``full=False`` (the table screen, every second) leaves out the
+        nameserver rows, which only the detail screen and ``--once`` show: they cost a third of a refresh."""
         with self.sinks.lock:
             rows = self.aggregator.rows(by, window)
             details = {}
             if detail_pid is not None:
                 details[detail_pid] = self.aggregator.process_detail(detail_pid)
+            servers = self.aggregator.server_rows() if full or detail_pid is not None else []
             return {"ts": time.time_ns(), "host": self.host, "by": by, "window": window, "signals": self.signals,
-                    "rows": rows, "findings": self.findings.current(), "servers": self.aggregator.server_rows(),
+                    "rows": rows, "findings": self.findings.current(), "servers": servers,
                     "node": self.aggregator.node_view(), "details": details,
                     "stats": {"aggregate": self.aggregator.stats(), "findings": self.findings.stats()}}
+
+
+FLEET_WINDOWS_S = {"10s": 300, "1m": 3600}  # the view's two windows, stretched for shipped data
+FLEET_LOOKUP_KINDS = ("lookup", "gai")  # the first kind the collector has rows for is the lookups
+
+
+class FleetModel:
+    """The fleet view's data: collector queries per process name (or host) and the fleet's findings.
+
+    ``snapshot()`` has the shape ``TopView`` renders: a row's PID column holds the number
+    of hosts, CONTAINER the host (per-host rows) or "N hosts"."""
+
+    def __init__(self, client, refresh_s: float = 5.0, clock=time.time_ns):
+        self.client = client
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.signals = "fleet"
+        self.error = ""
+        self._cache: dict[tuple, tuple[float, dict]] = {}
+
+    def _query(self, **spec_fields) -> list[dict]:
+        from dnstrace.collector.query import QuerySpec  # noqa: PLC0415
+
+        _, rows = self.client.query(QuerySpec(**spec_fields))
+        return rows
+
+    def _build(self, by: str, window: str) -> dict:
+        window_s = FLEET_WINDOWS_S.get(window, 300)
+        since = self.clock() - window_s * 1_000_000_000
+        group = "comm" if by == "process" else "host"
+        lookups = []
+        for kind in FLEET_LOOKUP_KINDS:
+            lookups = self._query(mode="top", kinds=[kind], since_ns=since, group_by=group, limit=200)
+            if lookups:
+                break
+        rows = {}
+        for r in lookups:
+            rows[r[group]] = {"pid": r["hosts"], "comm": r[group] if group == "comm" else "",
+                              "container": (f"{r['hosts']} hosts" if group == "comm" else r[group]),
+                              "lookups": r["count"], "lookups_per_s": r["count"] / window_s,
+                              "p50_ns": r["p50_ns"], "p99_ns": r["p99_ns"], "max_ns": r["max_ns"],
+                              "failures": r["failures"]}
+        for kind, field in (("dns", "unanswered"), ("syn_retry", "syn_retries"), ("drop", "drops")):
+            spec = {"mode": "top", "kinds": [kind], "since_ns": since, "group_by": group, "order_by": "count",
+                    "limit": 200}
+            if kind == "dns":
+                spec["failed_only"] = True  # unanswered and error rcodes: what went wrong on the wire
+            for r in self._query(**spec):
+                row = rows.setdefault(r[group], {"pid": r["hosts"], "comm": r[group] if group == "comm" else "",
+                                                 "container": (f"{r['hosts']} hosts" if group == "comm"
+                                                               else r[group])})
+                row[field] = r["count"]
+        findings = []
+        for f in self._query(mode="findings", since_ns=since, limit=50):
+            hosts = ", ".join(f.get("host_list") or [])
+            findings.append({"rule": f["rule"], "severity": f.get("severity"), "pids": [],
+                             "summary": f"on {f['hosts']} host(s) ({hosts}), {f['count']} reports: "
+                                        f"{f.get('summary') or ''}", "fix": f.get("fix")})
+        return {"ts": self.clock(), "host": f"fleet via {self.client.address}", "by": by, "window": window,
+                "fleet": True, "window_label": f"{window_s // 60}m" if window_s < 3600 else f"{window_s // 3600}h",
+                "signals": self.signals, "rows": list(rows.values()), "findings": findings, "servers": [],
+                "node": {}, "details": {}}
+
+    def snapshot(self, by: str = "process", window: str = "10s", detail_pid=None, full: bool = False) -> dict:
+        """The latest fleet snapshot; queries the collector again once ``refresh_s`` has passed."""
+        from dnstrace.errors import DnstraceError  # noqa: PLC0415
+
+        key = (by, window)
+        cached = self._cache.get(key)
+        if cached is None or time.monotonic() - cached[0] >= self.refresh_s:
+            try:
+                snap = self._build(by, window)
+                self.error = ""
+            except DnstraceError as err:  # unreachable collector: keep the last rows, say why
+                self.error = err.message
+                if cached is None:
+                    raise
+                snap = dict(cached[1])
+            self._cache[key] = (time.monotonic(), snap)
+            cached = self._cache[key]
+        snap = dict(cached[1])
+        if self.error:
+            snap["host"] = f"{snap['host']} (stale: {self.error})"
+        return snap
 
 
 def register(subparsers) -> None:
@@ -304,6 +401,10 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
     parser.add_argument("--duration", default="3s", metavar="DUR", help="with --once: how long to trace (3s)")
     parser.add_argument("--by", choices=("process", "container"), default="process", help="one row per ...")
+    parser.add_argument("--refresh", default="5s", metavar="DUR",
+                        help="with --collector: how often to query the collector (5s)")
+    parser.add_argument("--token", default=None, help="with --collector: the query token "
+                                                      "(config query.token, $DNSTRACE_QUERY_TOKEN)")
     add_config_arguments(parser, "agent")
     parser.set_defaults(func=run)
 
@@ -317,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--json needs --once (the live view is for terminals)")
     duration_s = parse_duration_s(args.duration)
     config = config_from_args(args, "agent")
+    if getattr(args, "cfg_agent_collector", None):  # --collector on the command line: the fleet view
+        return run_fleet(args, config)
     model = TopModel(host=config["agent.host_id"])
     pipeline = make_local_pipeline(config, [model.sinks], with_metrics=True)
     require_privileges()
@@ -364,6 +467,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_fleet(args: argparse.Namespace, config) -> int:
+    from dnstrace.collector.client import CollectorClient  # noqa: PLC0415
+
+    refresh_s = parse_duration_s(args.refresh)
+    if refresh_s <= 0:
+        raise UsageError("--refresh must be positive")
+    token = args.token or (config.get("query.token", "") if hasattr(config, "get") else "") or ""
+    client = CollectorClient(config["agent.collector"], insecure=config["agent.insecure"],
+                             ca=config["agent.tls_ca"], cert=config["agent.tls_cert"], key=config["agent.tls_key"],
+                             token=token)
+    try:
+        model = FleetModel(client, refresh_s=refresh_s)
+        if args.once:
+            snap = model.snapshot(args.by, "10s")
+            if args.json:
+                print(json.dumps(snap, default=str))
+            else:
+                view = TopView()
+                view.by = args.by
+                print("\n".join(line.rstrip() for line in view.render(snap, 80, 24)).rstrip())
+            return 0
+        if not sys.stdin.isatty():
+            raise UsageError("dnstrace top needs a terminal", hint="use --once --json in scripts")
+        model.snapshot(args.by, "10s")  # fail now (one line) if the collector is unreachable
+        interactive(model, args.by, lambda: False)
+    finally:
+        client.close()
+    return 0
+
+
 def read_keys(fd: int, timeout_s: float) -> list[str]:
     """Keys pressed within ``timeout_s`` (escape sequences for arrows kept whole)."""
     ready, _, _ = select.select([fd], [], [], timeout_s)
@@ -398,7 +531,7 @@ def interactive(model: TopModel, by: str, should_stop) -> None:
 
     def frame() -> Text:
         size = shutil.get_terminal_size((80, 24))
-        snap = model.snapshot(view.by, view.window, view.detail_pid)
+        snap = model.snapshot(view.by, view.window, view.detail_pid, full=False)
         text = Text(no_wrap=True, overflow="crop")
         for i, line in enumerate(view.render(snap, size.columns, size.lines - 1)):
             style = "bold reverse" if i == 0 else ("bold" if i == 1 and view.detail_pid is None else "")

@@ -3,7 +3,7 @@
 A C sender (sendmmsg, batches of 64, rotating ids) floods a C responder
 (recvmmsg/sendmmsg, answers each query by setting QR) on 127.0.0.1:53 inside a
 network namespace made for the run. The agent side is ``DnsWireSource`` in this
-process, drained in a loop as the runner would. Printed: queries sent, answers
+process, woken by its ring buffer fd through epoll and drained as the runner does. Printed: queries sent, answers
 received by the sender, dns events emitted, ring-buffer losses counted by the
 kernel, and the agent's CPU time. Needs root, bcc and gcc.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from dnstrace.agent.dnswire import DnsWireSource
 from dnstrace.agent.lab.netns import Lab
+from dnstrace.agent.runtime import tune_gc_for_event_loop
 
 COMMON = r'''
 #define _GNU_SOURCE
@@ -135,28 +137,37 @@ def main() -> int:
         responder.stdout.readline()
         source = DnsWireSource(ports=[53], ringbuf_pages=8192)
         source.start()
+        tune_gc_for_event_loop()  # as Runner.run does
         try:
             counts = {"answered": 0, "unanswered": 0}
+            poller = select.epoll()
+            for fd in source.fds():  # as the Runner does: sleep until the ring buffer wakes us
+                poller.register(fd, select.EPOLLIN)
+            wakeups = 0
+
+            def drain() -> None:
+                for event in source.poll():
+                    counts["answered" if event["answered"] else "unanswered"] += 1
+
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             wall0 = time.monotonic()
             sender = ns.popen([str(work / "sender"), str(seconds)], stdout=subprocess.PIPE, text=True)
             while sender.poll() is None:
-                for event in source.poll():
-                    counts["answered" if event["answered"] else "unanswered"] += 1
-                time.sleep(0.001)
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline:  # drain what is left
-                for event in source.poll():
-                    counts["answered" if event["answered"] else "unanswered"] += 1
-                time.sleep(0.01)
+                if poller.poll(1.0):
+                    wakeups += 1
+                drain()
+            for event in source.flush():  # what is left, as the runner does at shutdown
+                counts["answered" if event["answered"] else "unanswered"] += 1
             wall = time.monotonic() - wall0
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+            poller.close()
             sent, received, _ = sender.stdout.read().split()
             stats = source.stats()
         finally:
             source.close()
     sent, received = int(sent), int(received)
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    user, system = cpu1.ru_utime - cpu0.ru_utime, cpu1.ru_stime - cpu0.ru_stime
+    cpu = user + system
     in_flight = stats["inflight"]
     print(f"duration            {seconds:.1f} s flood, {wall:.1f} s measured")
     print(f"queries sent        {sent}  ({sent / seconds:,.0f}/s)")
@@ -169,8 +180,9 @@ def main() -> int:
           f"(missing {sent - seen}; ring-buffer losses counted: {stats['ringbuf_lost']})")
     print(f"malformed           {stats['malformed']}, unmatched answers {stats['unmatched_answers']}, "
           f"inflight evicted {stats['inflight_evicted']}")
-    print(f"agent CPU           {cpu:.2f} s over {wall:.1f} s = {100.0 * cpu / wall:.0f}% of one core "
-          f"({stats['records'] / max(cpu, 1e-9):,.0f} records per CPU second)")
+    print(f"agent CPU           {cpu:.2f} s ({user:.2f} user, {system:.2f} sys) over {wall:.1f} s = "
+          f"{100.0 * cpu / wall:.0f}% of one core ({stats['records'] / max(cpu, 1e-9):,.0f} records per CPU second)")
+    print(f"agent wake-ups      {wakeups} ({wakeups / wall:.0f}/s)")
     return 0
 
 

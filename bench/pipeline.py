@@ -66,9 +66,8 @@ def run(batch: int) -> float:
     target = TraceTarget("fast", "", "", (), lambda ns: [source])
     pipeline_mod.available_targets = lambda: {"fast": target}
     pipeline_mod.known_signal_names = lambda: {"fast"}
-    pipeline_mod.SINK_MODULES = ()
     sink = CountingSink(None)
-    pipe = Pipeline(load(os.devnull, environ={}), extra_sinks=[sink], signals=["fast"])
+    pipe = Pipeline(load(os.devnull, environ={}), extra_sinks=[sink], signals=["fast"], sink_modules=())
     start = time.perf_counter()
     thread = threading.Thread(target=pipe.run, kwargs={"on_ready": lambda: None}, daemon=True)
     thread.start()

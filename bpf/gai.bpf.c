@@ -28,11 +28,6 @@
 #ifndef GAI_RINGBUF_PAGES
 #define GAI_RINGBUF_PAGES 512
 #endif
-/* Wake the agent at most this often; events in between wait for the next wake-up
- * or the agent's 1 s tick. Keeps the per-call cost flat under tight lookup loops. */
-#ifndef GAI_WAKEUP_INTERVAL_NS
-#define GAI_WAKEUP_INTERVAL_NS 10000000ULL
-#endif
 
 #define COUNTER_INFLIGHT_FULL 0
 #define COUNTER_RINGBUF_FULL 1
@@ -93,18 +88,6 @@ int gai_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline __u64 wakeup_flags(__u64 now)
-{
-	int zero = 0;
-	__u64 *last = last_wakeup.lookup(&zero);
-	if (!last)
-		return 0;
-	if (now - *last < GAI_WAKEUP_INTERVAL_NS)
-		return BPF_RB_NO_WAKEUP;
-	*last = now;
-	return BPF_RB_FORCE_WAKEUP;
-}
-
 int gai_return(struct pt_regs *ctx)
 {
 	struct inflight_key key = {
@@ -145,6 +128,7 @@ int gai_return(struct pt_regs *ctx)
 			count(COUNTER_NAME_FAULT);
 	}
 	inflight.delete(&key);
-	events.ringbuf_submit(event, wakeup_flags(now));
+	int zero = 0;
+	events.ringbuf_submit(event, dt_wakeup_flags(last_wakeup.lookup(&zero), now));
 	return 0;
 }

@@ -118,8 +118,17 @@ KINDS: dict[str, dict[str, str]] = {
         "evidence": "counts, addresses, pids, resolv.conf lines",
         "fix": "what to change",
         "pids": "processes affected",
+        "comms": "their command names",
+        "containers": "their containers",
+        "key": "what tells two findings of one rule apart (server, destination, pid...)",
+        "first_seen": "when this finding was first seen (unix ns)",
     },
 }
+
+# Added by enrichment (agent/enrich.py) where they apply: ``service`` (systemd unit of a host
+# process) on any kind; ``nameservers``, ``search``, ``resolv_options`` (the resolv.conf the
+# process sees, through its own mount namespace) on gai, dns and lookup events.
+ENRICHMENT_FIELDS = ("service", "nameservers", "search", "resolv_options")
 
 
 def kind_fields(kind: str) -> tuple[str, ...]:

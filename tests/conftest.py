@@ -7,34 +7,9 @@ as root, so there they always run.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-DNSTRACE = [sys.executable, "-m", "dnstrace"]
-
-
-def kernel_unavailable_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (BPF programs and network namespaces)"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "bcc is not importable (apt-get install python3-bpfcc; venv with --system-site-packages)"
-    if not Path(f"/lib/modules/{os.uname().release}/build").exists():
-        return "no kernel headers for bcc (scripts/dev setup installs the fallback)"
-    if not shutil.which("ip"):
-        return "iproute2 is missing"
-    return None
+from support import DNSTRACE, REPO, TraceProcess, kernel_unavailable_reason  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -51,66 +26,6 @@ def lab(kernel):
 
     with Lab() as the_lab:
         yield the_lab
-
-
-class TraceProcess:
-    """A running ``dnstrace trace ... --json``; events are collected from its stdout."""
-
-    def __init__(self, argv: list[str], ready_timeout_s: float = 60.0):
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            DNSTRACE + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-        )
-        self.events: list[dict] = []
-        self.stderr_lines: list[str] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        if not self._ready.wait(ready_timeout_s):
-            self.stop()
-            raise AssertionError(f"dnstrace {' '.join(argv)} never attached:\n" + "".join(self.stderr_lines))
-
-    def _read_stdout(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line:
-                with self._lock:
-                    self.events.append(json.loads(line))
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-            if "attached" in line:
-                self._ready.set()
-        self._ready.set()  # process ended: stop waiting (the caller sees no events / exit code)
-
-    def snapshot(self) -> list[dict]:
-        with self._lock:
-            return list(self.events)
-
-    def wait_for(self, predicate, timeout_s: float = 15.0) -> list[dict]:
-        """Wait until some events satisfy ``predicate``; returns the matching ones."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            matching = [e for e in self.snapshot() if predicate(e)]
-            if matching:
-                return matching
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        return [e for e in self.snapshot() if predicate(e)]
-
-    def stop(self, sig=signal.SIGINT, timeout_s: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        time.sleep(0.1)  # let the reader threads finish
-        return self.proc.returncode
 
 
 @pytest.fixture

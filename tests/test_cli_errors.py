@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import DNSTRACE, REPO
+from support import DNSTRACE, REPO
 
 UNPRIVILEGED_UID = 65534  # nobody
 

@@ -37,7 +37,7 @@ def list_incidents() -> None:
     width = max(len(i.name) for i in INCIDENTS)
     for incident in INCIDENTS:
         print(f"{incident.name.ljust(width)}  seed {incident.seed:>3}  {incident.title}")
-        print(f"{''.ljust(width)}  shows: {incident.shows}; findings: {', '.join(incident.rules)}")
+        print(f"{''.ljust(width)}  shows: {incident.shows}; findings: {', '.join(incident.rules) or 'none expected'}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +65,17 @@ def run(args: argparse.Namespace) -> int:
             for line in running.setup:
                 status(f"  {line}")
             status(f"dnstrace lab: running: pid {running.pid} ({running.comm}); expect findings "
-                   f"{', '.join(incident.rules)} (signals: {', '.join(incident.signals)}). "
+                   f"{', '.join(incident.rules) or 'none'} (signals: {', '.join(incident.signals)}). "
                    f"Ctrl-C to stop and clean up")
             stop.wait(duration_s)
             if running.client.poll() is not None:
                 status(f"dnstrace lab: the client exited early (code {running.client.returncode})")
+            if running.report is not None:
+                try:
+                    for line in running.report():
+                        status(f"  {line}")
+                except Exception as err:  # the report is a courtesy: cleanup must still happen
+                    status(f"  (no report: {type(err).__name__}: {err})")
             status("dnstrace lab: cleaning up")
     finally:
         for sig, handler in previous.items():

@@ -255,3 +255,82 @@ def run_syn_storm(scenario: SynDropPeer, binary: str, seconds: float, hold: int 
     out, _ = proc.communicate(timeout=seconds + 30)
     attempts, failed, took = out.split()
     return StormResult(proc.pid, int(attempts), int(failed), float(took))
+
+
+# --- seed 004's shape: a client behind a router doing DNAT (service IP) and SNAT ----------
+
+SERVICE_ROUTER_NOTE = (
+    "On this kernel (6.x) the classic A/AAAA race through DNAT does not lose packets: glibc's two "
+    "queries of one socket carry the same original tuple, and when their conntrack entries clash at "
+    "confirmation nf_ct_resolve_clash merges them (clash_resolve rises, nothing is dropped). Over a "
+    "veth both packets are even handled one after the other on one CPU, so most of the time there is "
+    "no clash at all. What does lose forwarded DNS silently is an SNAT port collision: with a one-port "
+    "SNAT range (no --random) a new flow whose reply tuple is already taken cannot be inserted "
+    "(insert_failed) and the router drops its packets: the client sees nothing and waits its resolver "
+    "timeout, in multiples of it.")
+
+
+@dataclass
+class ServiceRouter:
+    """``client`` -> ``router`` -> ``server``: the router DNATs ``service_addr:53`` (a Kubernetes
+    service IP, as kube-proxy does) to the DNS server and, with ``snat_port``, SNATs forwarded DNS
+    onto that single port of its own address. The router namespace has no process: its conntrack
+    counters are the evidence (``conntrack_stats()``)."""
+
+    client: Netns
+    router: Netns
+    server: Netns
+    client_addr: str
+    router_out_addr: str
+    server_addr: str
+    service_addr: str
+    snat_port: int | None
+    udp_timeout_s: int
+
+    def conntrack_stats(self) -> dict[str, int]:
+        """The router's /proc/net/stat/nf_conntrack summed over CPUs (ground truth for the tests)."""
+        lines = self.router.exec(["cat", "/proc/net/stat/nf_conntrack"]).stdout.split("\n")
+        header = lines[0].split()
+        totals = dict.fromkeys(header, 0)
+        for line in lines[1:]:
+            if line.strip():
+                for name, value in zip(header, line.split()):
+                    totals[name] += int(value, 16)
+        return totals
+
+    def describe(self) -> list[str]:
+        text = [f"client namespace {self.client.name} ({self.client_addr}) resolves through service IP "
+                f"{self.service_addr}:53; router namespace {self.router.name} DNATs it to the DNS server "
+                f"{self.server_addr}:53 (namespace {self.server.name})"]
+        if self.snat_port:
+            text.append(f"the router SNATs forwarded DNS onto {self.router_out_addr}:{self.snat_port} only "
+                        f"(no --random); a reply tuple stays taken for {self.udp_timeout_s} s "
+                        f"(nf_conntrack_udp_timeout): every other new flow in that time collides, is not "
+                        f"inserted (insert_failed) and is dropped silently")
+        return text
+
+
+def service_router(lab: Lab, snat_port: int | None = 40053, udp_timeout_s: int = 2) -> ServiceRouter:
+    """Build client -> router (DNAT service IP, optional one-port SNAT) -> server. No DNS server is started."""
+    require_tool("iptables", "iptables")
+    octet = _subnet_octet()
+    client, router, server = lab.netns("scl"), lab.netns("srt"), lab.netns("ssv")
+    client_addr, router_in = f"10.{octet}.0.2", f"10.{octet}.0.1"
+    router_out, server_addr = f"10.{octet}.1.1", f"10.{octet}.1.2"
+    service_addr = f"10.{octet}.96.10"
+    veth(client, f"{client_addr}/24", router, f"{router_in}/24", a_ifname="eth0", b_ifname="eth0")
+    veth(router, f"{router_out}/24", server, f"{server_addr}/24", a_ifname="eth1", b_ifname="eth0")
+    client.exec(["ip", "route", "add", "default", "via", router_in])
+    server.exec(["ip", "route", "add", "default", "via", router_out])
+    router.sysctl("net.ipv4.ip_forward", "1")  # per namespace
+    for proto in ("udp", "tcp"):
+        router.exec(["iptables", "-t", "nat", "-A", "PREROUTING", "-d", service_addr, "-p", proto, "--dport", "53",
+                     "-j", "DNAT", "--to-destination", f"{server_addr}:53"])
+    if snat_port:
+        router.exec(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", "-p", "udp", "--dport", "53",
+                     "-j", "SNAT", "--to-source", f"{router_out}:{snat_port}"])
+    # Exists once the nat table loaded conntrack; per namespace, so the host is untouched.
+    router.sysctl("net.netfilter.nf_conntrack_udp_timeout", str(udp_timeout_s))
+    router.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream", str(udp_timeout_s))
+    return ServiceRouter(client, router, server, client_addr, router_out, server_addr, service_addr,
+                         snat_port, udp_timeout_s)

@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from conftest import DNSTRACE
+from collector_helpers import DNSTRACE
 from recorded import BASE_TS, make_events
 
 from dnstrace.agent.shipper import GrpcTransport, Shipper

@@ -6,7 +6,7 @@ import subprocess
 
 import grpc
 import pytest
-from conftest import DNSTRACE, free_port
+from collector_helpers import DNSTRACE, free_port
 from recorded import make_events
 
 from dnstrace.collector import dnstrace_pb2

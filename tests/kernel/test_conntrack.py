@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import TraceProcess
+from support import TraceProcess
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import TraceProcess
+from support import TraceProcess
 from dnstrace.agent.lab.dns_servers import build_wire_lab, raw_query_argv
 from dnstrace.agent.lab.netns import Lab
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import TraceProcess
+from support import TraceProcess
 from dnstrace.agent.lab.dns_servers import (BIG_NAME, HostileResponder, build_message, build_wire_lab,
                                             hostile_payloads, raw_query_argv, send_raw_udp_argv)
 from dnstrace.agent.lab.netns import Lab

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from conftest import DNSTRACE
+from support import DNSTRACE
 
 
 def _bpftool_program_types() -> dict[str, bool] | None:

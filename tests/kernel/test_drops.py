@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import TraceProcess
+from support import TraceProcess
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +65,24 @@ def test_strict_rp_filter_with_address_is_named_strict(lab, tracer):
     assert drops, tracer.snapshot()[-5:]
     assert drops[0]["why"].startswith("strict rp_filter (1)")
     assert drops[0]["return_dev"] == scenario.return_dev
+
+
+def test_counts_add_up_at_shutdown_with_sampling(lab):
+    """Over the event budget, drops are only counted; stopping right after the burst still
+    reports them (the tracer's flush at shutdown), so the stream's counts equal the kernel's."""
+    from dnstrace.agent.lab.kernel_scenarios import rp_filter_no_address
+
+    scenario = rp_filter_no_address(lab, rp_filter=2)
+    tracer = TraceProcess(["trace", "drops", "--json", "--reason", "IP_RPFILTER", "--event-budget", "2"])
+    try:
+        counter_before = scenario.rp_filter_drops()
+        scenario.send_udp(12)
+        kernel_count = scenario.rp_filter_drops() - counter_before
+    finally:
+        tracer.stop()
+    assert kernel_count == 12
+    drops = [e for e in tracer.snapshot() if e["kind"] == "drop" and e["iif_name"] == scenario.ingress_dev]
+    assert sum(e["count"] for e in drops) == kernel_count
+    exact = [e for e in drops if not e["sampled"]]
+    assert len(exact) == 2 and all(e["saddr"] == scenario.sender_addr for e in exact)
+    assert all(e["reason"] == "IP_RPFILTER" for e in drops)

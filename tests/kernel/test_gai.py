@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TraceProcess
+from support import TraceProcess
 
 CLIENT_SOURCE = Path(__file__).parent / "clients" / "gaiclient.c"
 

@@ -24,12 +24,12 @@ def available_signals() -> set[str]:
 
 @pytest.fixture(scope="module")
 def tracer(kernel):
-    import conftest  # tests/conftest.py: TraceProcess
+    from support import TraceProcess
 
     signals = [s for s in ("lookups", "gai", "dns", "tcp", "drops", "conntrack") if s in available_signals()]
     if "lookups" in signals:
         signals = [s for s in signals if s not in ("gai", "dns")]
-    proc = conftest.TraceProcess(["findings", "--live", "--json", "--duration", "10m",
+    proc = TraceProcess(["findings", "--live", "--json", "--duration", "10m",
                                   "--signals", ",".join(signals)])
     yield proc
     proc.stop()
@@ -56,3 +56,26 @@ def test_incident_produces_its_finding(tracer, name):
         assert running.address in finding["summary"] or running.address in str(finding["evidence"])
         assert finding["fix"] and finding["severity"] in ("critical", "warning")
         assert elapsed <= FINDING_TIMEOUT_S + 1
+
+
+def test_nat_router_loss_is_named_a_collision_not_the_race(tracer):
+    """Seed 004 on this kernel: forwarded DNS lost on a one-port SNAT router -> lookups at the 1 s timeout,
+    insert_failed in the router's namespace, both queries of each same-port pair lost."""
+    incident = BY_NAME["conntrack-race"]
+    missing = set(incident.signals) - available_signals()
+    if missing:
+        pytest.skip(f"signal(s) {', '.join(sorted(missing))} not in this build yet")
+    with Lab() as lab:
+        running = incident.build(lab)
+        matches = tracer.wait_for(lambda e: e.get("kind") == "finding" and e.get("rule") == "conntrack-insert-failed"
+                                  and f"pid {running.pid} (grpc-app)" in e["summary"]
+                                  and e["evidence"].get("both_of_pair_lost"), timeout_s=20)
+        counters = running.report()[0]
+    assert matches, "; ".join(f"{e['rule']}: {e['summary']}" for e in tracer.snapshot())
+    finding = matches[-1]
+    assert "not the A/AAAA race" in finding["summary"] and running.address in finding["summary"]
+    assert finding["evidence"]["insert_failed"] >= 2 and "--random-fully" in finding["fix"]
+    assert "insert_failed 0," not in counters  # the router's own counter (ground truth) moved
+    race = [e for e in tracer.snapshot() if e.get("rule") == "aaaa-same-port-race" and running.pid in e.get("pids", [])]
+    assert not race, "both-lost pairs must not be reported as the A/AAAA race"
+    assert slow and slow[-1]["evidence"]["timeout_s"] == 1.0

@@ -81,3 +81,24 @@ def test_why_names_seed_003_cause():
     assert "eth1" in why
     with_addr = DeviceFacts(None, 57, "eth0", ("10.0.0.1",), 1, 0)
     assert explain_rp_filter_drop([with_addr], "eth1").startswith("strict rp_filter (1)")
+
+
+def test_flush_reports_sampled_drops_since_the_last_tick():
+    from dnstrace.agent.drops import KEY, VALUE, DropsSource
+
+    class NoRecords:
+        fd, malformed = 99, 0
+
+        def drain_with(self, _decode):
+            return []
+
+    key = KEY.pack(16, 0, b"eth0" + bytes(12))
+    counts = {key: VALUE.pack(30, 10, 0, 20)}
+    source = DropsSource(event_budget=20)
+    source.bpf, source.reader, source.all_reasons = {"counts": counts}, NoRecords(), {16: "IP_RPFILTER"}
+    ticked = source.tick(now_ns=1)
+    counts[key] = VALUE.pack(45, 25, 0, 20)
+    flushed = source.flush()
+    assert [(e["reason"], e["count"], e["sampled"], e["iif_name"]) for e in ticked + flushed] == [
+        ("IP_RPFILTER", 10, True, "eth0"), ("IP_RPFILTER", 15, True, "eth0")]
+    assert source.flush() == []  # nothing new: nothing reported twice

@@ -258,3 +258,18 @@ def test_dns_queries_refused_by_conntrack_vs_firewall_drop():
     # a firewall rule dropping DNS (nft/iptables chain) is not a conntrack insert failure
     firewall = [dict(e, location="nft_do_chain") for e in refused]
     assert "conntrack-insert-failed" not in rules_of(evaluate(firewall))
+
+
+def test_both_queries_of_pair_lost_is_a_nat_collision_not_the_race():
+    """Seed 004 as this kernel shows it: SNAT port collision loses both A and AAAA; single-request-reopen won't help."""
+    events = race_stream()
+    for e in events:
+        if e["kind"] == "dns":
+            e.update(answered=False, rcode=None, latency_ns=None)
+    findings = evaluate(events)
+    rules = rules_of(findings)
+    assert "aaaa-same-port-race" not in rules
+    c = next(f for f in findings if f.rule == "conntrack-insert-failed")
+    assert "pid 77 (app)" in c.summary and "10.96.0.10" in c.summary and "not the A/AAAA race" in c.summary
+    assert "--random-fully" in c.fix and "will not help" in c.fix
+    assert c.evidence["both_of_pair_lost"] == 6 and c.pids == [77]

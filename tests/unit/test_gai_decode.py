@@ -6,7 +6,7 @@ import struct
 from types import SimpleNamespace
 
 from dnstrace.agent.gai import GAI_EVENT, decode, error_name, make_sources
-from dnstrace.agent.ringbuf import RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, drain_buffer
+from dnstrace.agent.ringbuf import RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, drain_fixed
 
 
 def _raw(start=1_000, latency=2_000_000, pid=4711, tid=4712, libc_id=1, ret=0, func=0,
@@ -46,7 +46,6 @@ def test_error_names():
 class _Reader:
     def __init__(self, page, data_size):
         self._page, self._mask = page, data_size - 1
-        self.record = GAI_EVENT
         self.records = self.malformed = 0
 
 
@@ -71,11 +70,11 @@ def test_ringbuf_reads_records_skips_discarded_and_stops_at_busy():
     producer, consumer, end = _ring([(0, good1), (RINGBUF_DISCARD_BIT, _raw(name=b"gone")), (0, good2),
                                      (RINGBUF_BUSY_BIT, _raw(name=b"half"))])
     reader = _Reader(64, 4096)
-    out = drain_buffer(reader, producer, consumer, limit=100)
+    out = drain_fixed(reader, producer, consumer, GAI_EVENT, limit=100)
     assert [decode(r, 0, {})["name"] for r in out] == ["one", "two"]
     consumed = struct.unpack_from("<Q", consumer)[0]
     assert consumed < end  # the busy record is left for the next drain
-    assert drain_buffer(reader, producer, consumer, limit=100) == []
+    assert drain_fixed(reader, producer, consumer, GAI_EVENT, limit=100) == []
 
 
 def test_ringbuf_record_wrapping_the_end_is_read_whole_and_malformed_counted():
@@ -83,7 +82,7 @@ def test_ringbuf_record_wrapping_the_end_is_read_whole_and_malformed_counted():
     producer, consumer, end = _ring([(0, _raw(name=b"first")), (0, _raw(name=b"wraps")), (0, b"short")],
                                     data_size=1024, start_pos=1024 * 3 - 400)
     reader = _Reader(64, 1024)
-    out = drain_buffer(reader, producer, consumer, limit=100)
+    out = drain_fixed(reader, producer, consumer, GAI_EVENT, limit=100)
     assert [decode(r, 0, {})["name"] for r in out] == ["first", "wraps"]
     assert reader.malformed == 1
     assert struct.unpack_from("<Q", consumer)[0] == end

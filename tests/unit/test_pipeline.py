@@ -240,3 +240,98 @@ def test_enricher_is_applied(fake_signals, monkeypatch, tmp_path):
     pipe.stop()
     thread.join(10)
     assert sink.events and sink.events[0]["host"] == "node-7"
+
+
+class DerivingStage(RecordingSink):
+    """A stage: each tick turns what it saw into one derived event."""
+
+    def __init__(self):
+        super().__init__("deriving")
+        self.bound = None
+
+    def bind(self, sinks):
+        self.bound = [s.name for s in sinks]
+
+    def tick(self, now_ns):
+        self.ticks += 1
+        if not self.events:
+            return []
+        seen, self.events = len(self.events), []
+        return [{"kind": "derived", "seen": seen}]
+
+
+def wait_until(predicate, timeout_s=5.0):
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return True
+        threading.Event().wait(0.05)
+    return predicate()
+
+
+def test_stage_sees_events_first_and_its_derived_events_reach_every_sink(fake_signals):
+    made, _ = fake_signals
+    stage, sink = DerivingStage(), RecordingSink()
+    pipe = Pipeline(config(), extra_sinks=[sink], signals=["other"], stages=[stage])
+    thread, errors = run_in_thread(pipe)
+    assert pipe.ready.wait(10)
+    assert stage.bound == ["recording"]
+    os.write(made["other"][0].write_fd, b"\x01\x02")
+    assert wait_until(lambda: any(e["kind"] == "derived" for e in sink.events))
+    pipe.stop()
+    thread.join(10)
+    assert not errors
+    derived = [e for e in sink.events if e["kind"] == "derived"]
+    assert sum(e["seen"] for e in derived) == 2
+    assert [e["n"] for e in sink.events if e["kind"] == "test"] == [1, 2]
+    assert stage.closed == 1 and sink.closed == 1
+    stats = pipe.stats()
+    assert stats["pipeline"]["derived_events"] == len(derived)
+    assert "deriving" in stats["sinks"]
+
+
+def test_sink_modules_choose_the_default_sinks(fake_signals):
+    import socket
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pipe = Pipeline(config(**{"agent.metrics_addr": f"127.0.0.1:{port}"}), signals=["good"],
+                    sink_modules=(pipeline_mod.METRICS_MODULE,))
+    sinks = pipe.make_sinks()
+    try:
+        assert [s.name for s in sinks] == ["metrics"]
+    finally:
+        for s in sinks:
+            s.close()
+    assert Pipeline(config(), signals=["good"], sink_modules=()).make_sinks() == []
+
+
+def test_findings_engine_as_stage_ships_findings_and_feeds_metrics(fake_signals):
+    """The agent's wiring: findings are derived events for every sink, and the active set reaches metrics."""
+    from dnstrace.agent.findings import FindingsEngine
+    from dnstrace.agent.metrics import MetricsSink
+
+    S = 1_000_000_000
+    now = 1_700_000_000 * S
+    resolv = {"nameservers": ["10.100.0.9", "10.100.0.2"], "search": [], "resolv_options": []}
+    stream = []
+    for i in range(6):
+        common = {"ts": now - (40 - i * 6) * S, "pid": 4711, "tid": 4711, "comm": "kafka-writer", "container": "",
+                  "pod": "", "namespace": "", **resolv}
+        stream.append({**common, "kind": "dns", "qname": "kafka.service", "qtype": "A", "server": "10.100.0.9",
+                       "answered": False, "sport": 40000 + i, "id": i})
+        stream.append({**common, "kind": "dns", "qname": "kafka.service", "qtype": "A", "server": "10.100.0.2",
+                       "answered": True, "rcode": "NOERROR", "latency_ns": 2_000_000, "sport": 41000 + i, "id": i})
+    engine, metrics, shipped = FindingsEngine(host="n1"), MetricsSink(), RecordingSink("shipper")
+    pipe = Pipeline(config(), extra_sinks=[metrics, shipped], signals=["other"], stages=[engine])
+    pipe.sinks = [metrics, shipped]
+    engine.bind(pipe.sinks)
+    pipe._on_events(stream)
+    pipe._on_tick(now)
+    findings = [e for e in shipped.events if e["kind"] == "finding"]
+    assert [f["rule"] for f in findings] == ["dead-nameserver"] and findings[0]["host"] == "n1"
+    assert metrics.registry.get_sample_value(
+        "dnstrace_findings_active", {"rule": "dead-nameserver", "severity": findings[0]["severity"]}) == 1
+    assert metrics.registry.get_sample_value("dnstrace_events_total", {"kind": "finding"}) == 1
+    pipe._on_tick(now + S)  # not due again: nothing new shipped
+    assert len([e for e in shipped.events if e["kind"] == "finding"]) == 1

@@ -53,3 +53,41 @@ def test_flow_deltas_turn_sampled_counters_into_aggregated_events():
     assert deltas.update(key, value(30, 900), now_ns=20) == []
     again = deltas.update(key, value(31, 1000), now_ns=30)
     assert [(e["kind"], e["count"]) for e in again] == [("syn_retry", 1), ("connect", 100)]
+
+
+class _FakeReader:
+    fd = 99
+    malformed = 0
+
+    def __init__(self, records):
+        self.waiting = list(records)
+
+    def drain(self, layout):
+        out, self.waiting = [EVENT.unpack(layout.pack(*r)) for r in self.waiting], []
+        return out
+
+
+def test_flush_reports_what_was_sampled_since_the_last_tick():
+    """At shutdown the last second's sampled counts are emitted, so the stream adds up exactly."""
+    from dnstrace.agent.tcp import TcpSource
+
+    key = FLOW_KEY.pack(v4("10.9.9.9"), 77, 8080, 2)
+
+    def value(sampled_closed, last_ns):
+        return FLOW_VALUE.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sampled_closed, 0, 0, 0, last_ns,
+                               b"storm" + bytes(11))
+
+    flows = {key: value(40, 0)}
+    source = TcpSource(event_budget=1)
+    source.bpf = {"flows": flows}
+    source.reader = _FakeReader([])
+    ticked = source.tick(now_ns=10**18)
+    assert [(e["kind"], e["result"], e["count"]) for e in ticked] == [("connect", "closed", 40)]
+
+    connect = (5, 1_000, 77, 77, 0, 0, v4("10.0.0.2"), v4("10.9.9.9"), 40000, 8080, 2, 2, 4, b"storm" + bytes(11))
+    source.reader = _FakeReader([connect])
+    flows[key] = value(52, 0)  # idle-looking flow: flush must not evict it, only report it
+    flushed = source.flush()
+    assert [(e["kind"], e["count"], e["sampled"]) for e in flushed] == [("connect", 1, False), ("connect", 12, True)]
+    assert sum(e["count"] for e in ticked + flushed) == 53
+    assert key in flows and source.flow_evictions == 0

@@ -1,0 +1,283 @@
+"""Collector benchmark: ingest events/s from 1 and N agent processes, incident-query latency over a big store.
+
+Prints figures for DuckDB and (when clickhouse-server is installed) ClickHouse:
+
+    .venv/bin/python bench/bench_collector.py                   # defaults: a few minutes
+    .venv/bin/python bench/bench_collector.py --events 1000000 --query-events 10000000 --stores duckdb
+
+Ingest: a real ``dnstrace collector`` process; each agent process replays pre-encoded
+msgpack columnar batches (encoding is the agents' CPU, not the collector's) over one
+gRPC Ingest stream with 8 batches in flight, like the shipper. Throughput is events
+acknowledged (stored) per wall-clock second, first send to last ack.
+Queries: the store is filled with synthetic events by SQL (no Python per row), then
+the collector serves incident queries over gRPC; latency is measured at the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "collector"))
+
+HOUR_NS = 3600 * 10**9
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_collector(store_url: str) -> tuple[subprocess.Popen, str]:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "dnstrace", "collector", "--listen", address, "--store", store_url,
+                             "--insecure", "--retention", "3650d"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while True:
+        line = proc.stderr.readline()
+        if b"collector listening" in line:
+            return proc, address
+        if not line:
+            raise SystemExit(f"collector did not start: {proc.stderr.read()!r}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def agent_main(address: str, host: str, events: int, batch: int, ready, go, result) -> None:
+    from recorded import make_events
+
+    from dnstrace.collector import dnstrace_pb2
+    from dnstrace.collector.client import CollectorClient
+    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+
+    template = make_events(host, batch)
+    payload = encode_events(template)  # same bytes each time: the collector still decodes and stores every one
+    batches = [dnstrace_pb2.Batch(schema_version=SCHEMA_VERSION, host_id=host, boot_id="bench", instance=1, seq=s + 1,
+                                  event_count=batch, events=payload) for s in range(events // batch)]
+    client = CollectorClient(address, insecure=True, timeout_s=600)
+    ready.set()
+    go.wait()
+    import threading
+
+    window = threading.Semaphore(8)
+
+    def requests():
+        for b in batches:
+            window.acquire()
+            yield b
+
+    started = time.perf_counter()
+    stored = 0
+    for ack in client.ingest_stream(requests()):
+        stored += ack.stored
+        window.release()
+    result.put((host, stored, started, time.perf_counter()))
+    client.close()
+
+
+def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int) -> float:
+    proc, address = start_collector(store_url)
+    try:
+        ctx = mp.get_context("spawn")
+        go, result = ctx.Event(), ctx.Queue()
+        readies, procs = [], []
+        for a in range(agents):
+            ready = ctx.Event()
+            p = ctx.Process(target=agent_main, args=(address, f"bench-{a}", events_per_agent, batch, ready, go, result))
+            p.start()
+            readies.append(ready)
+            procs.append(p)
+        for ready in readies:
+            ready.wait(120)
+        go.set()
+        results = [result.get(timeout=900) for _ in procs]
+        for p in procs:
+            p.join(30)
+        total = sum(r[1] for r in results)
+        wall = max(r[3] for r in results) - min(r[2] for r in results)
+        return total / wall
+    finally:
+        stop(proc)
+
+
+# --- query store fill (SQL generates the rows) -----------------------------------------------------------------
+DUCK_FILL = """
+INSERT INTO events SELECT
+  $t0 + i * $step AS ts, 'host-' || (i % 50) AS host,
+  CASE i % 5 WHEN 0 THEN 'gai' WHEN 1 THEN 'dns' WHEN 2 THEN 'lookup' WHEN 3 THEN 'connect' ELSE 'drop' END AS kind,
+  1000 + (i * 7919) % 5000 AS pid, 1000 + (i * 7919) % 5000 AS tid, 'app' || (i % 40) AS comm,
+  'ctr-' || (i % 200) AS container, 'pod-' || (i % 200) AS pod, 'default' AS namespace,
+  CASE WHEN i % 5 IN (0, 2) THEN 'svc' || (i % 1000) || '.example' END AS name,
+  CASE WHEN i % 5 = 1 THEN 'svc' || (i % 1000) || '.example' END AS qname,
+  CASE WHEN i % 5 = 1 THEN 'A' END AS qtype,
+  CASE WHEN i % 5 = 1 THEN '10.0.0.' || (i % 4) END AS server,
+  CASE WHEN i % 5 <> 4 THEN (hash(i) % 5000000)::BIGINT + CASE WHEN i % 997 = 0 THEN 5000000000 ELSE 0 END END,
+  CASE WHEN i % 997 = 0 THEN 'EAI_AGAIN' END AS error,
+  CASE WHEN i % 5 = 1 THEN CASE WHEN i % 101 = 0 THEN 'SERVFAIL' ELSE 'NOERROR' END END AS rcode,
+  CASE WHEN i % 5 = 4 THEN 'IP_RPFILTER' END AS reason,
+  CASE WHEN i % 5 = 3 THEN '10.1.' || (i % 250) || '.1' END AS daddr,
+  CASE WHEN i % 5 = 3 THEN 443 END AS dport,
+  CASE WHEN i % 100003 = 0 THEN 'dead_nameserver' END AS rule, NULL AS severity,
+  (i % 997 = 0 OR i % 5 = 4 OR (i % 5 = 1 AND i % 101 = 0)) AS failed,
+  CASE WHEN i % 5 = 2 THEN '{"source":"gai","attempts":[{"server":"10.0.0.2","qtype":"A"}]}' END AS attrs
+FROM range($n) t(i)
+"""
+
+CH_FILL = """
+INSERT INTO events (ts, host, kind, pid, tid, comm, container, pod, namespace, name, qname, qtype, server, latency_ns,
+  error, rcode, reason, daddr, dport, rule, severity, failed, attrs, boot_id, instance, seq)
+SELECT toInt64({t0} + number * {step}), concat('host-', toString(number % 50)),
+  multiIf(number % 5 = 0, 'gai', number % 5 = 1, 'dns', number % 5 = 2, 'lookup', number % 5 = 3, 'connect', 'drop'),
+  toInt64(1000 + (number * 7919) % 5000), toInt64(1000 + (number * 7919) % 5000), concat('app', toString(number % 40)),
+  concat('ctr-', toString(number % 200)), concat('pod-', toString(number % 200)), 'default',
+  if(number % 5 IN (0, 2), concat('svc', toString(number % 1000), '.example'), NULL),
+  if(number % 5 = 1, concat('svc', toString(number % 1000), '.example'), NULL),
+  if(number % 5 = 1, 'A', NULL), if(number % 5 = 1, concat('10.0.0.', toString(number % 4)), NULL),
+  if(number % 5 != 4, toInt64(cityHash64(number) % 5000000) + if(number % 997 = 0, 5000000000, 0), NULL),
+  if(number % 997 = 0, 'EAI_AGAIN', NULL),
+  if(number % 5 = 1, if(number % 101 = 0, 'SERVFAIL', 'NOERROR'), NULL),
+  if(number % 5 = 4, 'IP_RPFILTER', NULL),
+  if(number % 5 = 3, concat('10.1.', toString(number % 250), '.1'), NULL),
+  if(number % 5 = 3, toInt64(443), NULL),
+  if(number % 100003 = 0, 'dead_nameserver', NULL), NULL,
+  toUInt8(number % 997 = 0 OR number % 5 = 4 OR (number % 5 = 1 AND number % 101 = 0)),
+  if(number % 5 = 2, '{{"source":"gai"}}', NULL), 'fill', 1, 1
+FROM numbers({n})
+"""
+
+
+def incident_queries(now_ns: int):
+    from dnstrace.collector.query import QuerySpec
+
+    since_10m, since_1h = now_ns - 600 * 10**9, now_ns - HOUR_NS
+    return {
+        "gai pid 4711 >=1s last 10m (events)": QuerySpec(since_ns=since_10m, kinds=["gai"], pids=[4711],
+                                                         min_latency_ns=10**9),
+        "slow lookups last 10m (events, 100)": QuerySpec(since_ns=since_10m, kinds=["gai"], min_latency_ns=10**9,
+                                                         limit=100),
+        "top 10 comm by p99, lookups 1h": QuerySpec(mode="top", since_ns=since_1h, kinds=["lookup"], limit=10),
+        "dns failures by server 1h": QuerySpec(mode="top", since_ns=since_1h, kinds=["dns"], failed_only=True,
+                                               group_by="server", order_by="failures"),
+        "per-host breakdown gai 10m": QuerySpec(mode="top", since_ns=since_10m, kinds=["gai"], group_by="host",
+                                                limit=50),
+        "dns 1m buckets 1h": QuerySpec(mode="timeseries", since_ns=since_1h, kinds=["dns"], bucket_ns=60 * 10**9),
+        "name glob svc12* 10m": QuerySpec(since_ns=since_10m, name_glob="svc12*.example", limit=100),
+        "findings fleet-wide": QuerySpec(mode="findings", since_ns=since_1h),
+    }
+
+
+def bench_queries(store_url: str, n: int, repeats: int) -> dict[str, list[float]]:
+    from dnstrace.collector.client import CollectorClient
+    from dnstrace.collector.store import open_store
+
+    now_ns = time.time_ns()
+    t0 = now_ns - HOUR_NS
+    step = HOUR_NS // n
+    store = open_store(store_url)
+    started = time.perf_counter()
+    if store.kind == "duckdb":
+        store._con.execute(DUCK_FILL, {"t0": t0, "step": step, "n": n})
+    else:
+        store._client.execute("TRUNCATE TABLE events")
+        chunk = 2_000_000
+        for first in range(0, n, chunk):
+            store._client.execute(CH_FILL.format(t0=t0 + first * step, step=step, n=min(chunk, n - first)))
+    fill_s = time.perf_counter() - started
+    stored = store.count()
+    store.close()
+    print(f"  filled {stored:,} events in {fill_s:.1f}s", flush=True)
+    proc, address = start_collector(store_url)
+    timings: dict[str, list[float]] = {}
+    try:
+        client = CollectorClient(address, insecure=True, timeout_s=120)
+        for name, spec in incident_queries(now_ns).items():
+            client.query(spec)  # warm
+            samples = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                client.query(spec)
+                samples.append((time.perf_counter() - t) * 1e3)
+            timings[name] = samples
+        client.close()
+    finally:
+        stop(proc)
+    return timings
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def start_clickhouse(directory: Path):
+    from collector_helpers import ClickHouseServer
+
+    return ClickHouseServer(directory).start()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=600_000, help="events per ingest run (split over agents)")
+    parser.add_argument("--batch", type=int, default=5000, help="events per batch")
+    parser.add_argument("--agents", type=int, default=4, help="agent processes for the multi-agent run")
+    parser.add_argument("--query-events", type=int, default=10_000_000, help="events stored for the query run")
+    parser.add_argument("--repeats", type=int, default=20, help="runs per query")
+    parser.add_argument("--stores", default="duckdb,clickhouse")
+    args = parser.parse_args()
+
+    from dnstrace import log
+
+    log.configure("console", "warning")
+    print(f"machine: {os.cpu_count()} cpus; batch {args.batch} events; python {sys.version.split()[0]}")
+    workdir = Path(tempfile.mkdtemp(prefix="dnstrace-bench-"))
+    clickhouse = None
+    try:
+        for store_name in args.stores.split(","):
+            if store_name == "clickhouse":
+                if not shutil.which("clickhouse-server") and not os.path.exists("/usr/sbin/clickhouse-server"):
+                    print("clickhouse: skipped (clickhouse-server not installed)")
+                    continue
+                clickhouse = start_clickhouse(workdir / "ch")
+                make_url = lambda tag: clickhouse.url.rsplit("/", 1)[0] + f"/bench_{tag}"  # noqa: E731
+            else:
+                make_url = lambda tag: f"duckdb:{workdir}/{tag}.duckdb"  # noqa: E731
+            print(f"== {store_name}")
+            for agents in (1, args.agents):
+                per_agent = args.events // agents // args.batch * args.batch
+                rate = bench_ingest(make_url(f"ingest{agents}"), agents, per_agent, args.batch)
+                print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: {rate:,.0f} events/s "
+                      f"({per_agent * agents:,} events)", flush=True)
+            timings = bench_queries(make_url("query"), args.query_events, args.repeats)
+            every = []
+            for name, samples in timings.items():
+                every += samples
+                print(f"  query {name:40s} p50 {statistics.median(samples):7.1f} ms  p95 {p95(samples):7.1f} ms")
+            print(f"  all incident queries over {args.query_events:,} events: p95 {p95(every):.1f} ms")
+            if clickhouse:
+                clickhouse.stop()
+                clickhouse = None
+    finally:
+        if clickhouse:
+            clickhouse.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
