@@ -117,10 +117,26 @@ def encode_events(events: list[dict]) -> bytes:
 class DecodedBatch:
     count: int
     columns: dict[str, list]  # every name in COLUMN_NAMES, each a list of ``count`` values
+    arrays: dict | None = None  # the same columns as typed pyarrow arrays (built while validating)
+
+    def arrow_table(self):
+        """The columns as one pyarrow table (``COLUMNS`` order and types)."""
+        import pyarrow as pa
+
+        arrays = self.arrays if self.arrays is not None else _to_arrow(self.columns)
+        return pa.table(arrays)
 
 
-def decode_batch(payload: bytes, expected_count: int | None = None, max_events: int = 1_000_000) -> DecodedBatch:
-    """Collector side: validate and unpack. Raises ``BatchError`` on anything malformed."""
+def decode_batch(payload: bytes, expected_count: int | None = None, max_events: int = 1_000_000,
+                 check_attrs_json: bool = True) -> DecodedBatch:
+    """Collector side: validate and unpack. Raises ``BatchError`` on anything malformed.
+
+    Types are checked by converting each column to a typed Arrow array (one C loop per
+    column; the store inserts those arrays as they are). ``attrs`` values must be strings
+    that start with ``{`` and end with ``}``; with ``check_attrs_json`` each is also parsed
+    here. A store that validates JSON itself at insert time (DuckDB's ``json_valid``,
+    without the GIL) passes False and refuses the batch there instead.
+    """
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
     except Exception as err:  # msgpack raises several unrelated types on garbage
@@ -146,41 +162,57 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
             values = [None] * n
         elif not isinstance(values, list) or len(values) != n:
             raise BatchError(f"column {name!r} must be a list of {n} values")
-        _check_types(name, kind, values)
         columns[name] = values
-    _check_attrs(columns["attrs"])
-    return DecodedBatch(n, columns)
+    arrays = _to_arrow(columns)
+    _check_attrs(arrays["attrs"], columns["attrs"], check_attrs_json)
+    return DecodedBatch(n, columns, arrays)
 
 
-def _check_types(name: str, kind: str, values: list) -> None:
-    required = name in ("ts", "kind")
-    if kind == "int":
-        wanted = {int}
-    elif kind == "str":
-        wanted = {str}
-    else:
-        wanted = {bool}
-    found = set(map(type, values))
-    if not required:
-        found.discard(type(None))
-    if not found <= wanted:
-        raise BatchError(f"column {name!r} holds {sorted(t.__name__ for t in found - wanted)} values")
-    if kind == "int" and values:
-        present = [v for v in values if v is not None] if not required else values
-        if present and (min(present) < _INT_MIN or max(present) > _INT_MAX):
-            raise BatchError(f"column {name!r} is out of the 64-bit range")
+def _to_arrow(columns: dict[str, list]) -> dict:
+    """Typed Arrow arrays; any value of the wrong type (or out of range) raises ``BatchError``."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, kind in COLUMNS:
+        values = columns[name]
+        try:
+            if kind == "int":
+                # Inferred, not cast: a float or bool among ints makes another type instead of being coerced.
+                array = pa.array(values)
+                if array.type == pa.null():
+                    array = pa.nulls(len(values), pa.int64())
+                elif array.type != pa.int64():
+                    raise BatchError(f"column {name!r} holds {array.type} values, not integers")
+            else:
+                array = pa.array(values, type=pa.string() if kind == "str" else pa.bool_())
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as err:
+            if isinstance(err, BatchError):
+                raise
+            raise BatchError(f"column {name!r} holds values of the wrong type or range "
+                             f"({type(err).__name__})") from None
+        if name in ("ts", "kind") and array.null_count:
+            raise BatchError(f"column {name!r} must not hold nulls")
+        arrays[name] = array
+    return arrays
 
 
-def _check_attrs(attrs: list) -> None:
-    """Every attrs value is null or one JSON object; parsed in one C call for speed."""
-    texts = [a for a in attrs if a is not None]
-    if not texts:
+def _check_attrs(array, texts: list, check_json: bool) -> None:
+    """Every attrs value is null or one JSON object (cheap shape check in Arrow; full parse optional)."""
+    import pyarrow.compute as pc
+
+    if array.null_count == len(array):
         return
+    shaped = pc.and_(pc.starts_with(array, "{"), pc.ends_with(array, "}"))
+    if not pc.all(shaped, skip_nulls=True).as_py():
+        raise BatchError("each 'attrs' value must be one JSON object")
+    if not check_json:
+        return
+    present = [a for a in texts if a is not None]
     try:
-        parsed = json.loads("[" + ",".join(texts) + "]")
+        parsed = json.loads("[" + ",".join(present) + "]")
     except (ValueError, RecursionError):
         raise BatchError("'attrs' holds invalid JSON") from None
-    if len(parsed) != len(texts) or any(type(p) is not dict for p in parsed):
+    if len(parsed) != len(present) or any(type(p) is not dict for p in parsed):
         raise BatchError("each 'attrs' value must be one JSON object")
 
 

@@ -303,3 +303,69 @@ def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> li
                 row["summary"] = extra.get("summary")
                 row["fix"] = extra.get("fix")
     return rows
+
+
+@dataclass
+class Plan:
+    """How a store answers a spec: one SQL statement, shaped by ``shape_rows`` or by a rollup answer."""
+
+    sql: str
+    params: dict
+    columns: list[str]
+    rollup: object = None  # a ``rollup.RollupAnswer`` when the SQL reads rollups
+
+
+def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> Plan:
+    """Rollups when they cover the spec (see ``collector.rollup``), raw events otherwise."""
+    from dnstrace.collector import rollup
+
+    spec.validate()
+    if not (has_rollups and rollup.covered(spec)):
+        sql, params, columns = build_sql(spec, dialect)
+        return Plan(sql, params, columns)
+    b = _Builder(dialect)
+    minute = rollup.MINUTE_NS
+    first_full = -(-spec.since_ns // minute) * minute if spec.since_ns else 0
+    end_full = (spec.until_ns // minute) * minute if spec.until_ns else 0
+    dims: list[str] = []
+    for name, column in rollup.FILTERS.items():
+        values = getattr(spec, name)
+        if values:
+            dims.append(f"{column} IN ({', '.join(b.bind(v) for v in values)})")
+    if spec.failed_only:
+        dims.append(dialect.is_true("failed"))
+    rollup_where = list(dims)
+    if first_full:
+        rollup_where.append(f"minute >= {b.bind(first_full)}")
+    if end_full:
+        rollup_where.append(f"minute < {b.bind(end_full)}")
+    columns = ", ".join(rollup.DIMENSIONS)
+    parts = [f"SELECT minute AS ts, {columns}, failed, lat_bucket, events, latency_max FROM rollups"
+             + (" WHERE " + " AND ".join(rollup_where) if rollup_where else "")]
+    edges = []
+    if spec.since_ns:
+        edges.append(f"(ts >= {b.bind(spec.since_ns)} AND ts < {b.bind(first_full)})")
+    if spec.until_ns:
+        edges.append(f"(ts >= {b.bind(end_full)} AND ts < {b.bind(spec.until_ns)})")
+    if edges:
+        if dialect.name == "clickhouse":
+            one, bucket = "toUInt64(1)", rollup.bucket_sql("latency_ns", "clickhouse")
+        else:
+            one, bucket = "CAST(1 AS BIGINT)", rollup.bucket_sql("latency_ns", "duckdb")
+        raw_where = [f"({' OR '.join(edges)})"] + dims
+        parts.append(f"SELECT ts, {columns}, failed, {bucket} AS lat_bucket, {one} AS events, "
+                     f"latency_ns AS latency_max FROM events WHERE {' AND '.join(raw_where)}")
+    group_exprs, group_columns = [], []
+    if spec.mode == "timeseries":
+        group_exprs.append(f"{dialect.bucket(b.bind(int(spec.bucket_ns)))} AS bucket_ts")
+        group_columns.append("bucket_ts")
+    key = spec.group_by or ("comm" if spec.mode == "top" else "")
+    if key:
+        group_exprs.append(f"{key} AS {key}")
+        group_columns.append(key)
+    failures = f"sum(CASE WHEN {dialect.is_true('failed')} THEN events ELSE 0 END)"
+    select = group_exprs + ["lat_bucket", "sum(events)", failures, "max(latency_max)",
+                            dialect.sorted_distinct("host")]
+    group_by = ", ".join(group_columns + ["lat_bucket"])
+    sql = f"SELECT {', '.join(select)} FROM ({' UNION ALL '.join(parts)}) AS u GROUP BY {group_by}"
+    return Plan(sql, b.params, group_columns, rollup.RollupAnswer(spec, group_columns))

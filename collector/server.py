@@ -3,14 +3,16 @@
 ``CollectorServer`` validates every batch before it touches the store (envelope,
 schema version, size, payload structure and types): a bad batch ends that stream
 with a gRPC error status and a counter, never a crash and never half a batch.
-Accepted batches go through ``Store.insert`` (exactly-once per batch key) and are
-acknowledged in order. The same object serves the embedded collector inside the
+Accepted batches are queued to the store's writer (group commit, exactly-once per
+batch key) while the stream keeps reading, and are acknowledged in order, each only
+after its commit. The same object serves the embedded collector inside the
 agent (``ingest_local`` skips gRPC) and ``dnstrace collector``.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from concurrent import futures
@@ -26,6 +28,7 @@ from dnstrace.errors import DnstraceError, UsageError
 
 MAX_EVENTS_PER_BATCH = 1_000_000
 _ENVELOPE_SLACK = 1 << 20
+_PIPELINE_DEPTH = 16  # batches of one stream decoded and queued ahead of their acks
 
 
 class CollectorServer:
@@ -118,6 +121,10 @@ class CollectorServer:
 
     def accept(self, batch) -> tuple[bool, int]:
         """Validate and store one ``Batch`` message: (stored now, events). Raises BatchError."""
+        return self.finish(self.admit(batch))
+
+    def admit(self, batch):
+        """Validate, decode and queue one ``Batch`` for the store's writer; ``finish`` waits for its commit."""
         self._count("batches_received")
         if batch.schema_version != SCHEMA_VERSION:
             self._count("rejected_version")
@@ -133,20 +140,24 @@ class CollectorServer:
             self._count("rejected_malformed")
             raise BatchError("seq must be 1..2^63-1 and instance below 2^63")
         try:
-            decoded = decode_batch(batch.events, expected_count=batch.event_count, max_events=MAX_EVENTS_PER_BATCH)
+            decoded = decode_batch(batch.events, expected_count=batch.event_count, max_events=MAX_EVENTS_PER_BATCH,
+                                   check_attrs_json=not self.store.validates_attrs_json)
         except BatchError:
             self._count("rejected_malformed")
             raise
         key = BatchKey(batch.host_id, batch.boot_id, batch.instance, batch.seq)
+        return self.store.submit(key, decoded)
+
+    def finish(self, pending) -> tuple[bool, int]:
         try:
-            stored = self.store.insert(key, decoded)
+            stored = pending.wait()
         except BatchError:
             self._count("rejected_malformed")
             raise
         except Exception:
             self._count("store_errors")
             raise
-        return stored, decoded.count if stored else 0
+        return stored, pending.batch.count if stored else 0
 
     def stats(self) -> dict:
         with self._counter_lock:
@@ -162,21 +173,57 @@ class _Servicer:
         self.server = server
 
     def Ingest(self, request_iterator, context):
+        """Pipelined: a reader thread decodes and queues batch N+1 while batch N commits; acks stay in order."""
         import grpc
 
         from dnstrace.collector import dnstrace_pb2
 
-        self.server._count("streams")
-        for batch in request_iterator:
+        server = self.server
+        server._count("streams")
+        admitted: queue.Queue = queue.Queue(maxsize=_PIPELINE_DEPTH)
+        finished = threading.Event()
+
+        def put(item) -> None:
+            while not finished.is_set():
+                try:
+                    admitted.put(item, timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+
+        def read() -> None:
             try:
-                stored, events = self.server.accept(batch)
-            except BatchError as err:
-                self.server._count("batches_rejected")
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch seq {batch.seq} refused: {err}")
-            except Exception as err:
-                self.server.log.error("store failed", error=str(err), host=batch.host_id, seq=batch.seq)
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"store failed: {type(err).__name__}")
-            yield dnstrace_pb2.Ack(instance=batch.instance, seq=batch.seq, duplicate=not stored, stored=events)
+                for batch in request_iterator:
+                    try:
+                        put((batch, server.admit(batch), None))
+                    except Exception as err:  # refused before queueing: no later batch of this stream is taken
+                        put((batch, None, err))
+                        return
+            except Exception:  # the stream broke or was cancelled
+                pass
+            finally:
+                put(None)
+
+        threading.Thread(target=read, name="ingest-reader", daemon=True).start()
+        try:
+            while True:
+                item = admitted.get()
+                if item is None:
+                    return
+                batch, pending, error = item
+                try:
+                    if error is not None:
+                        raise error
+                    stored, events = server.finish(pending)
+                except BatchError as err:
+                    server._count("batches_rejected")
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch seq {batch.seq} refused: {err}")
+                except Exception as err:
+                    server.log.error("store failed", error=str(err), host=batch.host_id, seq=batch.seq)
+                    context.abort(grpc.StatusCode.UNAVAILABLE, f"store failed: {type(err).__name__}")
+                yield dnstrace_pb2.Ack(instance=batch.instance, seq=batch.seq, duplicate=not stored, stored=events)
+        finally:
+            finished.set()
 
     def Query(self, request, context):
         import grpc

@@ -4,18 +4,21 @@ A batch is identified by ``BatchKey`` (host, boot id, agent instance, sequence
 number). Agents send an instance's batches in order, so the store keeps the highest
 stored ``seq`` per (host, boot, instance) as a watermark: a batch at or below it is a
 replay and is acknowledged without storing anything again. Each backend stores a
-batch's events and its watermark atomically (DuckDB: one transaction; ClickHouse:
-one insert block carrying the key columns), and rebuilds watermarks on start.
+batch's events, its per-minute rollup rows and its watermark atomically (DuckDB: one
+transaction; ClickHouse: one insert block carrying the key columns), and rebuilds
+watermarks on start. Writes go through one writer thread that commits whatever has
+queued up as one group (see ``Store``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from dnstrace.collector.codec import DecodedBatch
-from dnstrace.collector.query import QuerySpec, build_sql, shape_rows
+from dnstrace.collector.query import QuerySpec, plan_query, shape_rows
 from dnstrace.errors import UsageError
 
 
@@ -27,47 +30,202 @@ class BatchKey:
     seq: int
 
 
+class _Pending:
+    """One batch waiting for the writer: resolved with True (stored), False (duplicate) or an exception."""
+
+    __slots__ = ("key", "batch", "done", "result", "error")
+
+    def __init__(self, key: BatchKey, batch: DecodedBatch):
+        self.key = key
+        self.batch = batch
+        self.done = threading.Event()
+        self.result = False
+        self.error: BaseException | None = None
+
+    def resolve(self, result: bool = False, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+    def wait(self) -> bool:
+        """True when stored now, False for a duplicate; raises what the write raised."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 class Store:
-    """Base class: subclasses implement ``_insert``, ``_load_watermarks``, ``_execute``, ``_delete_before``."""
+    """Base class: subclasses implement ``_write_group``, ``_load_watermarks``, ``_execute``, ``_delete_before``.
+
+    Group commit: ``submit`` queues a decoded batch for one writer thread, which takes
+    everything queued (up to ``GROUP_MAX_EVENTS``) and writes it as one transaction
+    together with the batches' watermark rows; each batch's ``_Pending`` resolves only
+    after that commit, so an ack always means "durably stored". If a group fails, its
+    batches are retried one by one so one bad batch cannot fail the others. After a
+    batch of an instance fails, later batches of that instance are failed too until the
+    agent resends the failed one: storing seq N+1 without N would make N look like a
+    replay (the watermark would be past it).
+    """
 
     kind = "store"
+    GROUP_MAX_EVENTS = 200_000
+    QUEUE_MAX_EVENTS = 1_000_000  # submitters block beyond this (backpressure to the streams)
+    validates_attrs_json = False  # True: the backend checks attrs JSON at insert (decode skips it)
 
     def __init__(self, retention_ns: int = 0):
         self.retention_ns = retention_ns
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the writer's transaction vs retention deletes
         self._watermarks: dict[tuple[str, str, int], int] = {}
-        self.counters = {"batches_stored": 0, "batches_duplicate": 0, "events_stored": 0,
-                         "retention_runs": 0, "queries": 0}
+        self._poisoned: dict[tuple[str, str, int], int] = {}
+        self._queue: deque[_Pending] = deque()
+        self._queued_events = 0
+        self._queue_cond = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self.counters = {"batches_stored": 0, "batches_duplicate": 0, "batches_refused": 0, "events_stored": 0,
+                         "commits": 0, "group_retries": 0, "submit_waits": 0, "retention_runs": 0,
+                         "queries": 0, "queries_rollup": 0, "queries_raw": 0}
 
     def open(self) -> None:
         self._create()
         self._watermarks = self._load_watermarks()
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.kind}-writer", daemon=True)
+        self._writer.start()
 
     # --- ingest -----------------------------------------------------------
     def insert(self, key: BatchKey, batch: DecodedBatch) -> bool:
-        """Store the batch unless it was stored before; True when stored now."""
-        ident = (key.host, key.boot_id, key.instance)
-        with self._write_lock:
-            if key.seq <= self._watermarks.get(ident, 0):
+        """Store the batch unless it was stored before; True when stored now (waits for the commit)."""
+        return self.submit(key, batch).wait()
+
+    def submit(self, key: BatchKey, batch: DecodedBatch) -> _Pending:
+        """Queue the batch for the writer; the caller waits on the returned ``_Pending`` when it needs the result."""
+        pending = _Pending(key, batch)
+        with self._queue_cond:
+            if self._closing:
+                raise RuntimeError("store is closed")
+            if self._queued_events + batch.count > self.QUEUE_MAX_EVENTS and self._queue:
+                self.counters["submit_waits"] += 1
+                while self._queued_events + batch.count > self.QUEUE_MAX_EVENTS and self._queue \
+                        and not self._closing:
+                    self._queue_cond.wait(0.5)
+            self._queue.append(pending)
+            self._queued_events += batch.count
+            self._queue_cond.notify_all()
+        return pending
+
+    def _take_group(self) -> list[_Pending]:
+        with self._queue_cond:
+            while not self._queue and not self._closing:
+                self._queue_cond.wait(0.5)
+            group, events = [], 0
+            while self._queue and (not group or events + self._queue[0].batch.count <= self.GROUP_MAX_EVENTS):
+                item = self._queue.popleft()
+                group.append(item)
+                events += item.batch.count
+            self._queued_events -= events
+            self._queue_cond.notify_all()
+            return group
+
+    def _write_loop(self) -> None:
+        while True:
+            group = self._take_group()
+            if not group:
+                if self._closing:
+                    return
+                continue
+            try:
+                self._write_group_safely(group)
+            except BaseException as err:  # never leave a submitter waiting forever
+                for item in group:
+                    if not item.done.is_set():
+                        item.resolve(error=err)
+
+    def _write_group_safely(self, group: list[_Pending]) -> None:
+        fresh: list[_Pending] = []
+        planned: dict[tuple[str, str, int], int] = {}
+        for item in group:
+            key = item.key
+            ident = (key.host, key.boot_id, key.instance)
+            poisoned_at = self._poisoned.get(ident)
+            if poisoned_at is not None:
+                if key.seq > poisoned_at:
+                    item.resolve(error=RuntimeError(f"an earlier batch (seq {poisoned_at}) of this agent failed"))
+                    continue
+                del self._poisoned[ident]  # the failed batch is being resent
+            if key.seq <= planned.get(ident, self._watermarks.get(ident, 0)):
                 self.counters["batches_duplicate"] += 1
-                return False
-            self._insert(key, batch)
-            self._watermarks[ident] = key.seq
+                item.resolve(False)
+                continue
+            planned[ident] = key.seq
+            fresh.append(item)
+        if not fresh:
+            return
+        refused: dict[int, BaseException] = {}
+        try:
+            with self._write_lock:
+                refused = self._write_group([(i.key, i.batch) for i in fresh])
+            self._committed([item for n, item in enumerate(fresh) if n not in refused])
+            for n, err in refused.items():
+                self.counters["batches_refused"] += 1
+                fresh[n].resolve(error=err)
+            return
+        except Exception:
+            if len(fresh) == 1:
+                item = fresh[0]
+                self._poison(item)
+                raise
+        self.counters["group_retries"] += 1
+        for item in fresh:
+            ident = (item.key.host, item.key.boot_id, item.key.instance)
+            if ident in self._poisoned:
+                item.resolve(error=RuntimeError(f"an earlier batch (seq {self._poisoned[ident]}) of this agent failed"))
+                continue
+            try:
+                with self._write_lock:
+                    refused = self._write_group([(item.key, item.batch)])
+            except Exception as err:
+                self._poison(item)
+                item.resolve(error=err)
+                continue
+            if refused:
+                self.counters["batches_refused"] += 1
+                item.resolve(error=refused[0])
+            else:
+                self._committed([item])
+
+    def _poison(self, item: _Pending) -> None:
+        self._poisoned[(item.key.host, item.key.boot_id, item.key.instance)] = item.key.seq
+
+    def _committed(self, items: list[_Pending]) -> None:
+        self.counters["commits"] += 1
+        for item in items:
+            key = item.key
+            ident = (key.host, key.boot_id, key.instance)
+            self._watermarks[ident] = max(key.seq, self._watermarks.get(ident, 0))
             self.counters["batches_stored"] += 1
-            self.counters["events_stored"] += batch.count
-            return True
+            self.counters["events_stored"] += item.batch.count
+            item.resolve(True)
 
     # --- queries ----------------------------------------------------------
     def query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
-        sql, params, columns = build_sql(spec, self.dialect)
+        plan = plan_query(spec, self.dialect, self.has_rollups)
+        if plan.rollup is not None:
+            raw = self._execute(plan.sql, plan.params)
+            self.counters["queries_rollup"] += 1
+            self.counters["queries"] += 1
+            return plan.rollup.finish(raw)
+        sql, params, columns = plan.sql, plan.params, plan.columns
         raw = self._execute(sql, params)
         self.counters["queries"] += 1
+        self.counters["queries_raw"] += 1
         rows = shape_rows(spec, columns, raw)
         if spec.mode == "events":
             columns = [c for c in columns if c not in ("failed", "attrs")]
         elif rows:
             columns = list(rows[0].keys())
         return columns, rows
+
+    has_rollups = True
 
     # --- retention --------------------------------------------------------
     def apply_retention(self, now_ns: int | None = None) -> None:
@@ -79,13 +237,25 @@ class Store:
         self.counters["retention_runs"] += 1
 
     def stats(self) -> dict:
-        return dict(self.counters, watermarks=len(self._watermarks))
+        with self._queue_cond:
+            queued = (len(self._queue), self._queued_events)
+        return dict(self.counters, watermarks=len(self._watermarks), queued_batches=queued[0],
+                    queued_events=queued[1])
 
     def describe(self) -> str:
         return self.kind
 
+    def stop_writer(self) -> None:
+        """Write what is queued, then stop the writer thread (called by ``close``)."""
+        with self._queue_cond:
+            self._closing = True
+            self._queue_cond.notify_all()
+        if self._writer is not None:
+            self._writer.join(timeout=60)
+            self._writer = None
+
     def close(self) -> None:
-        pass
+        self.stop_writer()
 
     # --- backend ----------------------------------------------------------
     dialect = None
@@ -96,7 +266,11 @@ class Store:
     def _load_watermarks(self) -> dict:
         raise NotImplementedError
 
-    def _insert(self, key: BatchKey, batch: DecodedBatch) -> None:
+    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
+        """Store all batches atomically (events, rollups, watermark rows); raise to store none.
+
+        Returns {index: BatchError} for batches refused on content (those are left out, the rest stored).
+        """
         raise NotImplementedError
 
     def _execute(self, sql: str, params: dict) -> list[tuple]:

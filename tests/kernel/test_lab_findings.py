@@ -70,6 +70,8 @@ def test_nat_router_loss_is_named_a_collision_not_the_race(tracer):
         matches = tracer.wait_for(lambda e: e.get("kind") == "finding" and e.get("rule") == "conntrack-insert-failed"
                                   and f"pid {running.pid} (grpc-app)" in e["summary"]
                                   and e["evidence"].get("both_of_pair_lost"), timeout_s=20)
+        slow = tracer.wait_for(lambda e: e.get("rule") == "timeout-multiple-latency"
+                               and running.pid in e.get("pids", []), timeout_s=15)
         counters = running.report()[0]
     assert matches, "; ".join(f"{e['rule']}: {e['summary']}" for e in tracer.snapshot())
     finding = matches[-1]
