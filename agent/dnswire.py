@@ -14,8 +14,13 @@ User side, in two layers:
   process's own resolv.conf has passed. It sets the detector flags
   ``same_port_pair``, ``tcp_fallback``, ``retransmit`` and keeps per-nameserver
   answered/unanswered counters. Every table is bounded; evictions are counted.
-* ``DnsWireSource`` (the ``Source``): loads the program, decodes the ring buffer
-  records with ``struct``, feeds the tracker.
+* ``DnsWireSource`` (the ``Source``): loads the program, reads the ring buffer
+  from shared memory (``ringbuf.RingBufReader``; its fd goes to the runner's
+  epoll), decodes each record with one ``struct`` unpack and feeds the tracker.
+
+Hot path (DNS floods): a parsed message is cached under its bytes minus the id
+(floods repeat questions), UDP answers skip building a ``Packet``, address and
+comm texts are cached. ``bench/bench_dns_flood.py`` measures it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dnstrace.output import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 # struct dns_event_hdr in bpf/dns.h (88 bytes, little endian, no padding).
 EVENT_HDR = struct.Struct("<QQIII16s16sHHHHBBBB16s")
 EVENT_HDR_SIZE = EVENT_HDR.size
+HDR_PAYLOAD_LEN, HDR_CAP_LEN, HDR_PROTO, HDR_DIRECTION = 9, 10, 12, 13  # indexes in EVENT_HDR tuples
 DIR_EGRESS, DIR_INGRESS = 0, 1
 PROTO_TCP, PROTO_UDP = 6, 17
 # Kernel counter indexes (DNS_CNT_* in bpf/dns.h).
@@ -150,10 +156,14 @@ class DnsTracker:
 
     def packet(self, pkt: Packet) -> list[dict]:
         """Events completed by this packet (an answer matching a query), usually none or one."""
-        self.counters["packets"] += 1
         if pkt.proto != PROTO_TCP:
-            event = self._message(pkt, pkt.data, pkt.payload_len)
-            return [event] if event is not None else []
+            if pkt.direction == DIR_INGRESS:
+                event = self.udp_answer(pkt.ts, pkt.cookie, pkt.data, pkt.payload_len)
+                return [event] if event is not None else []
+            self.counters["packets"] += 1
+            self._message(pkt, pkt.data, pkt.payload_len)
+            return []
+        self.counters["packets"] += 1
         events = []
         for data, total in self._tcp_messages(pkt):
             event = self._message(pkt, data, total)
@@ -161,9 +171,23 @@ class DnsTracker:
                 events.append(event)
         return events
 
-    def _message(self, pkt: Packet, data: bytes, total: int) -> dict | None:
-        ingress = pkt.direction == DIR_INGRESS
-        # parse_message through a cache keyed by everything but the id: floods repeat questions.
+    def udp_answer(self, ts: int, cookie: int, data: bytes, total: int) -> dict | None:
+        """A UDP datagram from a DNS port, the flood-sized half of the traffic: an answer needs
+        only its socket, time and bytes, so it skips building a Packet. The event, if it answers."""
+        self.counters["packets"] += 1
+        parsed = self._parse(data, total, True)
+        if parsed is None:
+            return None
+        msg, qname_key = parsed
+        if not msg.qr:
+            self.counters["ignored"] += 1
+            return None
+        return self._answer(ts, cookie, msg, (data[0] << 8) | data[1], qname_key)
+
+    def _parse(self, data: bytes, total: int, ingress: bool) -> tuple | None:
+        """(DnsMessage, lower-cased qname) or None when malformed (counted).
+
+        Through a cache keyed by everything but the id: floods repeat their questions."""
         key = (data[2:], total, ingress)
         parsed = self._parsed.get(key)
         if parsed is None:
@@ -178,6 +202,13 @@ class DnsTracker:
         if parsed is _MALFORMED:
             self.counters["malformed"] += 1
             return None
+        return parsed
+
+    def _message(self, pkt: Packet, data: bytes, total: int) -> dict | None:
+        ingress = pkt.direction == DIR_INGRESS
+        parsed = self._parse(data, total, ingress)
+        if parsed is None:
+            return None
         msg, qname_key = parsed
         msg_id = (data[0] << 8) | data[1]
         if not ingress:
@@ -189,7 +220,7 @@ class DnsTracker:
         if not msg.qr:
             self.counters["ignored"] += 1
             return None
-        return self._answer(pkt, msg, msg_id, qname_key)
+        return self._answer(pkt.ts, pkt.cookie, msg, msg_id, qname_key)
 
     def _tcp_messages(self, pkt: Packet) -> list[tuple[bytes, int]]:
         """Messages starting in this segment; continuation and re-sent segments are skipped."""
@@ -232,7 +263,8 @@ class DnsTracker:
             pkt.ts, pkt.cookie, pkt.pid, pkt.tid, pkt.comm, pkt.daddr, pkt.dport, pkt.sport,
             "tcp" if pkt.proto == PROTO_TCP else "udp", msg_id, msg.qname, msg.qtype,
             int(conf.timeout_s * 1e9) if conf else self.default_timeout_ns,
-            conf.server_index(pkt.daddr) if conf else None,
+            # `in` first: server_index raises inside for unlisted servers (slow in floods)
+            conf.server_index(pkt.daddr) if conf and pkt.daddr in conf.nameservers else None,
             qname_key=qname_key,
         )
         sent_key = (pkt.pid, msg_id, qname_key, msg.qtype)
@@ -265,8 +297,8 @@ class DnsTracker:
             query.pair_of = {"ts": partner.ts, "id": partner.id, "qtype": qtype_name(partner.qtype)}
         self.recent_pair.put((query.cookie, query.sport, qname_key, query.qtype), query)
 
-    def _answer(self, pkt: Packet, msg, msg_id: int, wanted: str | None) -> dict | None:
-        key = (pkt.cookie, msg_id)
+    def _answer(self, ts: int, cookie: int, msg, msg_id: int, wanted: str | None) -> dict | None:
+        key = (cookie, msg_id)
         pending = self.inflight.get(key)
         query = None
         if pending:
@@ -280,10 +312,15 @@ class DnsTracker:
             self.counters["unmatched_answers"] += 1
             return None
         self.counters["answers"] += 1
-        self._server_count(query, answered=True)
-        if msg.tc and query.proto == "udp":
-            self.recent_tc.put((query.pid, query.qname_key, query.qtype), query)
         q = query
+        counts = self.servers.get((q.server, q.dport))  # _server_count inlined: hot path
+        if counts is None:
+            self._server_count(q, answered=True)
+        else:
+            counts[0] += 1
+        if msg.tc and q.proto == "udp":
+            self.recent_tc.put((q.pid, q.qname_key, q.qtype), q)
+        latency_ns = ts - q.ts
         return {
             "kind": "dns", "ts": q.ts, "pid": q.pid, "tid": q.tid, "comm": q.comm,
             "qname": q.qname, "qtype": qtype_name(q.qtype), "server": q.server,
@@ -292,7 +329,7 @@ class DnsTracker:
             "same_port_pair": q.same_port_pair, "tcp_fallback": q.tcp_fallback,
             "fallback_of": q.fallback_of, "pair_of": q.pair_of,
             "rcode": rcode_name(msg.rcode), "tc": msg.tc, "ancount": msg.ancount,
-            "latency_ns": max(0, pkt.ts - q.ts), "answered": True,
+            "latency_ns": latency_ns if latency_ns > 0 else 0, "answered": True,
             "answers": list(msg.answers) if msg.answers else [],  # parsed messages are cached: copy
         }
 
@@ -410,6 +447,7 @@ class DnsWireSource(Source):
         self._ipv4 = TextCache(_ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(_ipv6_text)
         self._comms = TextCache(_comm_text)
+        self._events: list[dict] = []  # filled by _record during a poll
         self.records = 0  # ring buffer records decoded (kept after close)
         self.records_malformed = 0
 
@@ -430,27 +468,46 @@ class DnsWireSource(Source):
     def fds(self) -> list[int]:
         return [self.reader.fd] if self.reader is not None else []
 
-    def decode(self, area, offset: int, length: int) -> Packet | None:
-        """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet; None if too short."""
+    def decode(self, area, offset: int, length: int) -> Packet:
+        """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet."""
         if length < EVENT_HDR_SIZE:
-            return None
+            raise ValueError("record shorter than its header")  # the reader counts it as malformed
+        return self._packet(EVENT_HDR.unpack_from(area, offset), area, offset + EVENT_HDR_SIZE,
+                            length - EVENT_HDR_SIZE)
+
+    def _packet(self, header: tuple, area, data_start: int, data_room: int) -> Packet:
         (ts, cookie, pid, tid, seq, saddr, daddr, sport, dport, payload_len, cap_len,
-         family, proto, direction, _pad, comm) = EVENT_HDR.unpack_from(area, offset)
+         family, proto, direction, _pad, comm) = header
         addresses = self._ipv4 if family == 4 else self._ipv6
-        data_start = offset + EVENT_HDR_SIZE
-        if cap_len > length - EVENT_HDR_SIZE:
-            cap_len = length - EVENT_HDR_SIZE
         return Packet(ts + self._offset_ns, cookie, pid, tid, self._comms[comm], family, proto, direction,
                       addresses[saddr], addresses[daddr], sport, dport, payload_len, seq,
-                      area[data_start:data_start + cap_len])
+                      area[data_start:data_start + min(cap_len, data_room)])
+
+    def _record(self, area, offset: int, length: int) -> None:
+        """Feed one ring buffer record to the tracker; its events go to ``self._events``."""
+        if length < EVENT_HDR_SIZE:
+            raise ValueError("record shorter than its header")
+        header = EVENT_HDR.unpack_from(area, offset)
+        if header[HDR_DIRECTION] == DIR_INGRESS and header[HDR_PROTO] == PROTO_UDP:
+            start = offset + EVENT_HDR_SIZE
+            cap_len = header[HDR_CAP_LEN]
+            if cap_len > length - EVENT_HDR_SIZE:
+                cap_len = length - EVENT_HDR_SIZE
+            event = self.tracker.udp_answer(header[0] + self._offset_ns, header[1], area[start:start + cap_len],
+                                            header[HDR_PAYLOAD_LEN])
+            if event is not None:
+                self._events.append(event)
+            return
+        events = self.tracker.packet(self._packet(header, area, offset + EVENT_HDR_SIZE, length - EVENT_HDR_SIZE))
+        if events:
+            self._events.extend(events)
 
     def poll(self) -> list[dict]:
         if self.reader is None:
             return []
-        events = []
-        packet = self.tracker.packet
-        for pkt in self.reader.drain_with(self.decode):
-            events.extend(packet(pkt))
+        self._events = []
+        self.reader.drain_with(self._record)
+        events, self._events = self._events, []
         return events
 
     def flush(self) -> list[dict]:

@@ -17,6 +17,7 @@ import struct
 import time
 
 from dnstrace.agent.proc import read_comm
+from dnstrace.agent.bpfstats import bcc_prog_fds, recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -183,7 +184,7 @@ class DropsSource(Source):
 
     def _decode_record(self, area, offset: int, length: int) -> dict | None:
         if length != EVENT_SIZE:
-            return None  # counted as malformed by the reader
+            raise ValueError(f"drop record of {length} bytes, not {EVENT_SIZE}")  # counted by the reader
         return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.offset_ns, self._ksym)
 
     def _explain(self, event: dict) -> None:
@@ -261,6 +262,7 @@ class DropsSource(Source):
             return dict(self._final or {})
         per_cpu = self.bpf["stats"]
         stats = {name: sum(per_cpu[ctypes.c_int(i)]) for i, name in enumerate(STAT_NAMES)}
+        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf))
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)
         if self.facts:

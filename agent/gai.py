@@ -20,6 +20,7 @@ import struct
 import time
 
 from dnstrace import log
+from dnstrace.agent.bpfstats import recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import DnstraceError
@@ -87,6 +88,7 @@ class GaiSource(Source):
         self.rescan_interval_ns = int(libc_rescan_interval_s * 1e9)
         self.max_libcs = max_libcs
         self.bpf = None
+        self.enter_fd = self.return_fd = -1
         self.reader = None
         self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
         self.libcs = None
@@ -212,6 +214,10 @@ class GaiSource(Source):
                     out[f"libc_{attr}"] = getattr(self.libcs, attr)
         if self.stale_inflight:
             out["stale_inflight"] = self.stale_inflight
+        if self.bpf:
+            missed = recursion_misses([self.enter_fd, self.return_fd])
+            if missed:
+                out["kernel_missed"] = missed  # calls whose probe the kernel skipped (see bpfstats)
         return out
 
     def close(self) -> None:

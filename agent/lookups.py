@@ -272,9 +272,13 @@ class LookupsSource(Source):
         return self._feed(events, now_ns)
 
     def flush(self) -> list[dict]:
-        """Shutdown: complete every lookup still waiting for late wire events."""
+        """Shutdown: what the inner sources still hold, then every lookup still waiting for late wire events."""
+        events = self.dns.flush()
+        for source in self.active_gai:
+            events.extend(source.flush())
+        events = self._feed(events, time.time_ns())
         far_future_ns = time.time_ns() + 3600 * 10**9
-        return self.joiner.flush(far_future_ns, self.dns.pending())
+        return events + self.joiner.flush(far_future_ns, self.dns.pending())
 
     def stats(self) -> dict:
         stats = {f"dns_{k}": v for k, v in self.dns.stats().items()}

@@ -17,8 +17,10 @@ Two ways to drain:
   record on the mapped memory, a tuple out (about a microsecond in Python).
 * ``drain_with(decode)`` — variable-length records: ``decode(area, offset,
   length)`` is called per record on the mapped memory and returns the decoded
-  object (or None to skip it). ``decode`` must copy what it keeps (``unpack_from``
-  and slicing do): the space is handed back to the kernel when the drain ends.
+  object, or None when it has nothing to hand back (it may have consumed the record
+  itself); it raises ``ValueError``/``struct.error`` for a malformed record, which
+  is skipped and counted. ``decode`` must copy what it keeps (``unpack_from`` and
+  slicing do): the space is handed back to the kernel when the drain ends.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ class RingBufReader:
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._producer = mmap.mmap(map_fd, page + 2 * self.data_size, mmap.MAP_SHARED, mmap.PROT_READ,
                                    offset=page)
-        self.records = 0    # records handed to the caller
-        self.malformed = 0  # records whose length does not fit the layout (or the decoder refused)
+        self.records = 0    # records read (and decoded)
+        self.malformed = 0  # records whose length does not fit the layout, or the decoder rejected
 
     def drain(self, record: struct.Struct, limit: int = DEFAULT_DRAIN_LIMIT) -> list[tuple]:
         """Fixed-size layout: every complete record waiting (up to ``limit``), each as a tuple."""
@@ -125,6 +127,7 @@ def drain_variable(reader, producer_area, consumer_area, decode: Decoder, limit:
     out: list = []
     append = out.append
     seen = 0
+    bad = 0
     while consumer_pos < producer_pos and seen < limit:
         offset = base + (consumer_pos & mask)
         header = header_of(producer_area, offset)[0]
@@ -136,11 +139,12 @@ def drain_variable(reader, producer_area, consumer_area, decode: Decoder, limit:
             try:
                 item = decode(producer_area, offset + RINGBUF_HDR_SZ, length)
             except (struct.error, ValueError, IndexError):
-                item = None  # a bad record must not wedge the buffer: it is skipped and counted
-            if item is not None:
-                append(item)
+                bad += 1  # a bad record must not wedge the buffer: it is skipped and counted
+            else:
+                if item is not None:
+                    append(item)
         consumer_pos += (length + RINGBUF_HDR_SZ + 7) & ~7
     _U64.pack_into(consumer_area, 0, consumer_pos)
-    reader.records += len(out)
-    reader.malformed += seen - len(out)
+    reader.records += seen - bad
+    reader.malformed += bad
     return out

@@ -26,7 +26,10 @@ from dnstrace.agent.runtime import Sink
 from dnstrace.agent.spool import Spool, SpoolRecord
 from dnstrace.collector.codec import SCHEMA_VERSION, BatchError, encode_events
 
-WINDOW = 8  # unacknowledged batches in flight per stream
+# Unacknowledged batches in flight per stream. The collector commits in groups (DuckDB is cheapest per event
+# at >= ~120k rows per transaction), so one agent must be able to keep that much in flight; bytes bound memory.
+WINDOW = 64
+WINDOW_BYTES = 48 << 20
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0
 
 
@@ -176,6 +179,7 @@ class GrpcTransport:
         import grpc
 
         inflight: deque = deque()
+        inflight_bytes = [0]
         room = threading.Condition()
         session_over = threading.Event()
         progressed = False
@@ -184,13 +188,14 @@ class GrpcTransport:
             cursor = None
             while not (stop.is_set() or session_over.is_set()):
                 with room:
-                    if len(inflight) >= WINDOW:
+                    if len(inflight) >= WINDOW or inflight_bytes[0] >= WINDOW_BYTES:
                         room.wait(0.2)
                         continue
-                    want = WINDOW - len(inflight)
+                    want = min(WINDOW - len(inflight), 16)
                 for position, record in spool.read(cursor, want, timeout_s=0.2):
                     with room:
-                        inflight.append((position, record.seq, record.event_count))
+                        inflight.append((position, record.seq, record.event_count, len(record.events)))
+                        inflight_bytes[0] += len(record.events)
                     cursor = (position[0], position[1] + 1)
                     self.counters["batches_sent"] += 1
                     yield _batch_message(record)
@@ -202,7 +207,8 @@ class GrpcTransport:
         try:
             for ack in call:
                 with room:
-                    position, seq, count = inflight.popleft()
+                    position, seq, count, size = inflight.popleft()
+                    inflight_bytes[0] -= size
                     room.notify_all()
                 if ack.seq != seq:
                     self.log.warning("ack out of order", expected=seq, got=ack.seq)
@@ -224,7 +230,7 @@ class GrpcTransport:
             self.counters["last_error"] = f"{code.name}: {details}"[:300]
             if code == grpc.StatusCode.INVALID_ARGUMENT and inflight and "schema version" not in details:
                 # The oldest unacknowledged batch can never be accepted: drop it rather than block forever.
-                position, seq, count = inflight[0]
+                position, seq, count, _ = inflight[0]
                 spool.ack(position)
                 self.counters["batches_refused"] += 1
                 self.log.error("collector refused a batch; dropped", seq=seq, events=count, reason=details)

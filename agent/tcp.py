@@ -17,6 +17,7 @@ import socket
 import struct
 import time
 
+from dnstrace.agent.bpfstats import bcc_prog_fds, recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -208,6 +209,7 @@ class TcpSource(Source):
             return dict(self._final_stats)
         stats = self.kernel_stats()
         malformed = self.reader.malformed if self.reader is not None else 0
+        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf)) if self.bpf else 0
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
                      flow_evictions=self.flow_evictions, decode_errors=self.decode_errors + malformed)
         return stats

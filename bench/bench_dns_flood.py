@@ -7,7 +7,7 @@ process, woken by its ring buffer fd through epoll and drained as the runner doe
 received by the sender, dns events emitted, ring-buffer losses counted by the
 kernel, and the agent's CPU time. Needs root, bcc and gcc.
 
-    sudo .venv/bin/python bench/bench_dns_flood.py [seconds]
+    sudo .venv/bin/python bench/bench_dns_flood.py [seconds] [queries per second, 0 = flat out]
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ SENDER = COMMON + r'''
 #include <fcntl.h>
 int main(int argc, char **argv) {
     double seconds = atof(argv[1]);
+    double rate = argc > 2 ? atof(argv[2]) : 0;  /* queries per second, 0 = as fast as possible */
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     int size = 8 << 20;
     setsockopt(s, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
@@ -101,18 +102,24 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     unsigned long sent = 0, received = 0;
     unsigned id = 0;
+    int r;
     for (;;) {
         clock_gettime(CLOCK_MONOTONIC, &t);
         double elapsed = (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
         if (elapsed >= seconds) break;
+        if (rate > 0 && sent > elapsed * rate) {  /* ahead of the pace: wait for it */
+            double ahead = sent / rate - elapsed;
+            struct timespec nap = {(time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9)};
+            nanosleep(&nap, NULL);
+            while ((r = recvmmsg(s, rmsgs, BATCH, MSG_DONTWAIT, NULL)) > 0) received += r;
+            continue;
+        }
         for (int i = 0; i < BATCH; i++) { bufs[i][0] = (id >> 8) & 0xff; bufs[i][1] = id & 0xff; id++; }
         int n = sendmmsg(s, msgs, BATCH, 0);
         if (n > 0) sent += n;
-        int r;
         while ((r = recvmmsg(s, rmsgs, BATCH, MSG_DONTWAIT, NULL)) > 0) received += r;
     }
     usleep(200000);
-    int r;
     while ((r = recvmmsg(s, rmsgs, BATCH, MSG_DONTWAIT, NULL)) > 0) received += r;
     printf("%lu %lu %.3f\n", sent, received, seconds);
     return 0;
@@ -128,6 +135,7 @@ def compile_c(source: str, out: Path) -> None:
 
 def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    rate = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     work = Path(tempfile.mkdtemp(prefix="dt-bench-"))
     compile_c(RESPONDER, work / "responder")
     compile_c(SENDER, work / "sender")
@@ -151,11 +159,16 @@ def main() -> int:
 
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             wall0 = time.monotonic()
-            sender = ns.popen([str(work / "sender"), str(seconds)], stdout=subprocess.PIPE, text=True)
+            sender = ns.popen([str(work / "sender"), str(seconds), str(rate)], stdout=subprocess.PIPE, text=True)
+            next_tick = time.monotonic() + 1.0
             while sender.poll() is None:
-                if poller.poll(1.0):
+                if poller.poll(max(0.0, next_tick - time.monotonic())):
                     wakeups += 1
                 drain()
+                if time.monotonic() >= next_tick:  # the runner's tick: unanswered queries expire
+                    for event in source.tick(time.time_ns()):
+                        counts["answered" if event["answered"] else "unanswered"] += 1
+                    next_tick = time.monotonic() + 1.0
             for event in source.flush():  # what is left, as the runner does at shutdown
                 counts["answered" if event["answered"] else "unanswered"] += 1
             wall = time.monotonic() - wall0
@@ -169,12 +182,16 @@ def main() -> int:
     user, system = cpu1.ru_utime - cpu0.ru_utime, cpu1.ru_stime - cpu0.ru_stime
     cpu = user + system
     in_flight = stats["inflight"]
-    print(f"duration            {seconds:.1f} s flood, {wall:.1f} s measured")
+    pace = f"paced at {rate:,}/s" if rate else "flat out"
+    print(f"duration            {seconds:.1f} s flood ({pace}), {wall:.1f} s measured")
     print(f"queries sent        {sent}  ({sent / seconds:,.0f}/s)")
     print(f"answers received    {received}  (by the sender)")
-    print(f"kernel records      {stats['kernel_events']} written, {stats['ringbuf_lost']} lost (ring buffer full)")
+    print(f"kernel records      {stats['kernel_events']} written, {stats['ringbuf_lost']} lost (ring buffer full); "
+          f"written + lost = {stats['kernel_events'] + stats['ringbuf_lost']} vs queries sent + answers received "
+          f"= {sent + received}")
     print(f"agent decoded       {stats['records']} records, {stats['queries']} queries, {stats['answers']} answers")
-    print(f"dns events          {counts['answered']} answered, {in_flight} still in flight at the end")
+    print(f"dns events          {counts['answered']} answered, {counts['unanswered']} unanswered (answer lost "
+          f"or not yet timed out), {in_flight} still in flight at the end")
     seen = stats["queries"]
     print(f"queries seen/sent   {seen}/{sent} = {100.0 * seen / max(sent, 1):.2f}%  "
           f"(missing {sent - seen}; ring-buffer losses counted: {stats['ringbuf_lost']})")

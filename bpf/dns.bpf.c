@@ -29,7 +29,6 @@ BPF_PERCPU_ARRAY(scratch, struct dns_event, 1);
 BPF_HASH(dns_ports, u16, u8, 64);
 BPF_TABLE("lru_hash", u64, struct dns_owner, owners, OWNER_MAX);
 BPF_PERCPU_ARRAY(counters, u64, DNS_CNT_MAX);
-BPF_ARRAY(last_wakeup, u64, 1);
 
 static __always_inline void count(int index)
 {
@@ -145,8 +144,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		e->hdr.tid = 0;
 		__builtin_memset(e->hdr.comm, 0, TASK_COMM_LEN);
 	}
-	u64 now = bpf_ktime_get_ns();
-	e->hdr.ts_ns = now;
+	e->hdr.ts_ns = bpf_ktime_get_ns();
 	e->hdr.cookie = cookie;
 	e->hdr.tcp_seq = seq;
 	e->hdr.sport = sport;
@@ -171,8 +169,12 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		return 1;
 	}
 	e->hdr.cap_len = cap;
-	if (events.ringbuf_output(e, sizeof(struct dns_event_hdr) + cap,
-				  dt_wakeup_flags(last_wakeup.lookup(&zero), now)) == 0)
+	/* Default wake-ups on purpose (not dt_wakeup_flags): the kernel wakes the agent
+	 * only when it has read everything before this record, so a flood it lags
+	 * behind costs no wake-ups, while a lone query reaches it at once: its process
+	 * is looked up (its resolv.conf) while it still waits for the answer. Batching
+	 * answers' wake-ups would leave unread records that silence the next query's. */
+	if (events.ringbuf_output(e, sizeof(struct dns_event_hdr) + cap, 0) == 0)
 		count(DNS_CNT_EVENTS);
 	else
 		count(DNS_CNT_RINGBUF_FULL);

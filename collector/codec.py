@@ -1,10 +1,17 @@
-"""Event batches on the wire and in the spool: msgpack columnar, validated into typed columns.
+"""Event batches on the wire and in the spool: msgpack columnar, validated into typed Arrow columns.
 
-An agent turns a list of event dicts into one msgpack map ``{"n": N, "cols": {...}}``:
-one list per stored column (``COLUMNS``, ``None`` where an event lacks the field),
-plus ``attrs``: per event, a JSON object of every other field (kind-specific fields,
-lists, dicts), so new event kinds need no collector change. The agent also computes
-``failed`` (did this event go wrong?) so stores and queries share one definition.
+An agent turns a list of event dicts into one msgpack map ``{"n": N, "cols": {...}}``
+holding the stored columns (``COLUMNS``) plus ``attrs``: per event, a JSON object of
+every other field (kind-specific fields, lists, dicts), so new event kinds need no
+collector change. The agent also computes ``failed`` (did this event go wrong?) so
+stores and queries share one definition. Two layouts (the envelope's schema version):
+
+- version 1: one msgpack list of N values per column (``None`` = missing);
+- version 2 (what agents send): packed little-endian buffers the collector wraps as
+  Arrow arrays without a per-value Python loop: int columns ``{"v": N*int64,
+  "m": N bytes 0/1 present}`` ("m" omitted when all present); string columns
+  dictionary-encoded ``{"d": [distinct strings], "i": N*int32 index, -1 = missing}``;
+  ``failed`` N bytes 0/1. A column missing from "cols" is all null.
 
 The collector decodes with ``decode_batch``: any malformed input raises
 ``BatchError`` (the server turns it into a gRPC error status); nothing is half-decoded.
@@ -13,11 +20,13 @@ The collector decodes with ``decode_batch``: any malformed input raises
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import sys
+from array import array
 
 import msgpack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 # Stored columns: (name, type). int = signed 64-bit, str = text, bool = boolean.
 # ``ts`` and ``kind`` must be present on every event; the rest may be null.
@@ -93,8 +102,8 @@ def _json_default(value):
     return str(value)
 
 
-def encode_events(events: list[dict]) -> bytes:
-    """Agent side: event dicts -> msgpack columnar batch bytes."""
+def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
+    """Agent side: event dicts -> msgpack columnar batch bytes (layout ``version``)."""
     n = len(events)
     cols: dict[str, list] = {name: [None] * n for name in COLUMN_NAMES}
     column_fields = set(EVENT_COLUMN_FIELDS) | {"host"}
@@ -110,35 +119,79 @@ def encode_events(events: list[dict]) -> bytes:
         cols["failed"][i] = event_failed(event)
         if extra:
             cols["attrs"][i] = json.dumps(extra, default=_json_default, separators=(",", ":"))
-    return msgpack.packb({"n": n, "cols": cols}, use_bin_type=True)
+    if version == 1:
+        return msgpack.packb({"n": n, "cols": cols}, use_bin_type=True)
+    packed = {}
+    for name, kind in COLUMNS:
+        values = cols[name]
+        if name not in ("ts", "kind") and values.count(None) == n:
+            continue
+        if kind == "int":
+            numbers = array("q", [0 if v is None else v for v in values])
+            column = {"v": _little_endian(numbers)}
+            if None in values:
+                column["m"] = bytes([v is not None for v in values])
+        elif kind == "str":
+            index: dict[str, int] = {}
+            setdefault = index.setdefault
+            codes = array("i", [-1 if v is None else setdefault(v, len(index)) for v in values])
+            column = {"d": list(index), "i": _little_endian(codes)}
+        else:
+            column = bytes([bool(v) for v in values])
+        packed[name] = column
+    return msgpack.packb({"n": n, "cols": packed}, use_bin_type=True)
 
 
-@dataclass
+def _little_endian(numbers: array) -> bytes:
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
 class DecodedBatch:
-    count: int
-    columns: dict[str, list]  # every name in COLUMN_NAMES, each a list of ``count`` values
-    arrays: dict | None = None  # the same columns as typed pyarrow arrays (built while validating)
+    """``count`` events as typed Arrow arrays (``arrays``, every name in COLUMN_NAMES).
+
+    ``columns`` gives the same as Python lists (decoded v1 lists are kept; otherwise
+    built from the arrays on first use). ``drop_lists`` frees them when only Arrow is read.
+    """
+
+    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None):
+        self.count = count
+        self.arrays = arrays
+        self._lists = lists
+
+    @property
+    def columns(self) -> dict[str, list]:
+        if self._lists is None:
+            self._lists = {name: self.arrays[name].to_pylist() for name in COLUMN_NAMES}
+        return self._lists
+
+    def drop_lists(self) -> None:
+        self._lists = None
 
     def arrow_table(self):
         """The columns as one pyarrow table (``COLUMNS`` order and types)."""
         import pyarrow as pa
 
-        arrays = self.arrays if self.arrays is not None else _to_arrow(self.columns)
-        return pa.table(arrays)
+        return pa.table(self.arrays)
 
 
 def decode_batch(payload: bytes, expected_count: int | None = None, max_events: int = 1_000_000,
-                 check_attrs_json: bool = True) -> DecodedBatch:
+                 check_attrs_json: bool = True, version: int = SCHEMA_VERSION) -> DecodedBatch:
     """Collector side: validate and unpack. Raises ``BatchError`` on anything malformed.
 
-    Types are checked by converting each column to a typed Arrow array (one C loop per
-    column; the store inserts those arrays as they are). ``attrs`` values must be strings
-    that start with ``{`` and end with ``}``; with ``check_attrs_json`` each is also parsed
-    here. A store that validates JSON itself at insert time (DuckDB's ``json_valid``,
-    without the GIL) passes False and refuses the batch there instead.
+    Types are checked while building typed Arrow arrays (C loops, or no loop at all for
+    version 2's packed buffers); the store inserts those arrays as they are. ``attrs``
+    values must be strings that start with ``{`` and end with ``}``; with
+    ``check_attrs_json`` each is also parsed here. A store that validates JSON itself at
+    insert time (DuckDB's ``json_valid``, without the GIL) passes False and refuses the
+    batch there instead.
     """
+    if version not in SUPPORTED_VERSIONS:
+        raise BatchError(f"schema version {version} is not supported")
     try:
-        obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+        obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_ext_len=0,
+                              max_bin_len=len(payload) if version >= 2 else 0)
     except Exception as err:  # msgpack raises several unrelated types on garbage
         raise BatchError(f"not a msgpack batch: {type(err).__name__}") from None
     if not isinstance(obj, dict) or set(obj) != {"n", "cols"}:
@@ -153,6 +206,10 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
     unknown = set(cols) - set(COLUMN_NAMES)
     if unknown:
         raise BatchError(f"unknown columns: {sorted(unknown)[:5]}")
+    if version >= 2:
+        arrays = _unpack_v2(n, cols)
+        _check_attrs(arrays["attrs"], None, check_attrs_json)
+        return DecodedBatch(n, arrays)
     columns: dict[str, list] = {}
     for name, kind in COLUMNS:
         values = cols.get(name)
@@ -165,7 +222,81 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
         columns[name] = values
     arrays = _to_arrow(columns)
     _check_attrs(arrays["attrs"], columns["attrs"], check_attrs_json)
-    return DecodedBatch(n, columns, arrays)
+    return DecodedBatch(n, arrays, columns)
+
+
+def _unpack_v2(n: int, cols: dict) -> dict:
+    """Version 2 columns -> Arrow arrays wrapping the payload's buffers; validates sizes, codes and types."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = {}
+    for name, kind in COLUMNS:
+        column = cols.get(name)
+        if column is None:
+            if name in ("ts", "kind"):
+                raise BatchError(f"column {name!r} is required")
+            arrays[name] = pa.nulls(n, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
+            continue
+        try:
+            if kind == "int":
+                if not isinstance(column, dict) or not set(column) <= {"v", "m"} or "v" not in column:
+                    raise BatchError(f"column {name!r} must be a map with 'v' (and 'm')")
+                values, present = column["v"], column.get("m")
+                if type(values) is not bytes or len(values) != 8 * n:
+                    raise BatchError(f"column {name!r} must hold {n} int64 values")
+                array = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
+                if present is not None:
+                    array = pc.if_else(_flags(present, n, name), array, _const("null_int64"))
+            elif kind == "str":
+                if not isinstance(column, dict) or set(column) != {"d", "i"}:
+                    raise BatchError(f"column {name!r} must be a map with 'd' and 'i'")
+                words, codes = column["d"], column["i"]
+                if not isinstance(words, list) or len(words) > max(n, 1) or not set(map(type, words)) <= {str}:
+                    raise BatchError(f"column {name!r}: 'd' must be a list of at most {n} strings")
+                if type(codes) is not bytes or len(codes) != 4 * n:
+                    raise BatchError(f"column {name!r} must hold {n} int32 codes")
+                indices = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
+                if n:
+                    low, high = pc.min_max(indices).values()
+                    if low.as_py() < -1 or high.as_py() >= len(words):
+                        raise BatchError(f"column {name!r} holds codes outside its dictionary")
+                indices = pc.if_else(pc.equal(indices, _const("minus_one")), _const("null_int32"), indices)
+                # Dictionary arrays as they came (no copy); DuckDB reads them into VARCHAR columns.
+                array = pa.DictionaryArray.from_arrays(indices, pa.array(words, type=pa.string()))
+            else:
+                array = _flags(column, n, name)
+        except BatchError:
+            raise
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as err:
+            raise BatchError(f"column {name!r} is malformed ({type(err).__name__})") from None
+        if name in ("ts", "kind") and array.null_count:
+            raise BatchError(f"column {name!r} must not hold nulls")
+        arrays[name] = array
+    return arrays
+
+
+def _flags(data, n: int, name: str):
+    """N bytes of 0/1 -> an Arrow boolean array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if type(data) is not bytes or len(data) != n:
+        raise BatchError(f"column {name!r} must hold {n} flag bytes")
+    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8"))
+
+
+_CONSTANTS: dict = {}
+
+
+def _const(name: str):
+    """Arrow scalars made once: making them from Python values retries optional imports on every call."""
+    if not _CONSTANTS:
+        import pyarrow as pa
+
+        _CONSTANTS.update(null_int64=pa.scalar(None, pa.int64()), null_int32=pa.scalar(None, pa.int32()),
+                          minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()))
+    return _CONSTANTS[name]
 
 
 def _to_arrow(columns: dict[str, list]) -> dict:
@@ -196,18 +327,20 @@ def _to_arrow(columns: dict[str, list]) -> dict:
     return arrays
 
 
-def _check_attrs(array, texts: list, check_json: bool) -> None:
+def _check_attrs(array, texts: list | None, check_json: bool) -> None:
     """Every attrs value is null or one JSON object (cheap shape check in Arrow; full parse optional)."""
     import pyarrow.compute as pc
 
     if array.null_count == len(array):
         return
+    if hasattr(array, "dictionary"):
+        array = array.dictionary  # every distinct value (codes were range-checked)
     shaped = pc.and_(pc.starts_with(array, "{"), pc.ends_with(array, "}"))
     if not pc.all(shaped, skip_nulls=True).as_py():
         raise BatchError("each 'attrs' value must be one JSON object")
     if not check_json:
         return
-    present = [a for a in texts if a is not None]
+    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
     try:
         parsed = json.loads("[" + ",".join(present) + "]")
     except (ValueError, RecursionError):

@@ -313,6 +313,7 @@ class Plan:
     params: dict
     columns: list[str]
     rollup: object = None  # a ``rollup.RollupAnswer`` when the SQL reads rollups
+    hosts_sql: str = ""  # rollup plans: distinct hosts per group (same params)
 
 
 def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> Plan:
@@ -364,8 +365,10 @@ def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> P
         group_exprs.append(f"{key} AS {key}")
         group_columns.append(key)
     failures = f"sum(CASE WHEN {dialect.is_true('failed')} THEN events ELSE 0 END)"
-    select = group_exprs + ["lat_bucket", "sum(events)", failures, "max(latency_max)",
-                            dialect.sorted_distinct("host")]
-    group_by = ", ".join(group_columns + ["lat_bucket"])
-    sql = f"SELECT {', '.join(select)} FROM ({' UNION ALL '.join(parts)}) AS u GROUP BY {group_by}"
-    return Plan(sql, b.params, group_columns, rollup.RollupAnswer(spec, group_columns))
+    source = f"({' UNION ALL '.join(parts)}) AS u"
+    select = group_exprs + ["lat_bucket", "sum(events)", failures, "max(latency_max)"]
+    sql = f"SELECT {', '.join(select)} FROM {source} GROUP BY {', '.join(group_columns + ['lat_bucket'])}"
+    # Distinct hosts do not add up over latency buckets: a second, coarser grouping of the same rows.
+    hosts_sql = (f"SELECT {', '.join(group_exprs + ['count(DISTINCT host)'])} FROM {source}"
+                 + (f" GROUP BY {', '.join(group_columns)}" if group_columns else ""))
+    return Plan(sql, b.params, group_columns, rollup.RollupAnswer(spec, group_columns), hosts_sql)

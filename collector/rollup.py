@@ -88,27 +88,27 @@ class RollupAnswer:
     spec: object
     group_columns: list[str]  # e.g. ["comm"] or ["bucket_ts", "host"]
 
-    def finish(self, raw_rows: list[tuple]) -> tuple[list[str], list[dict]]:
+    def finish(self, raw_rows: list[tuple], host_rows: list[tuple]) -> tuple[list[str], list[dict]]:
         ngroup = len(self.group_columns)
+        hosts_of = {tuple(row[:ngroup]): int(row[ngroup]) for row in host_rows}
         groups: dict[tuple, dict] = {}
         for row in raw_rows:
             key = tuple(row[:ngroup])
-            lat_bucket, count, failures, latency_max, hosts = row[ngroup:]
+            lat_bucket, count, failures, latency_max = row[ngroup:]
             g = groups.get(key)
             if g is None:
-                g = groups[key] = {"count": 0, "failures": 0, "max": None, "hosts": set(), "hist": {}}
+                g = groups[key] = {"count": 0, "failures": 0, "max": None, "hist": {}}
             g["count"] += int(count)
             g["failures"] += int(failures or 0)
             if latency_max is not None and (g["max"] is None or latency_max > g["max"]):
                 g["max"] = int(latency_max)
-            g["hosts"].update(hosts or ())
             if lat_bucket is not None:
                 g["hist"][int(lat_bucket)] = g["hist"].get(int(lat_bucket), 0) + int(count)
         rows = []
         for key, g in groups.items():
             row = dict(zip(self.group_columns, key))
             row.update(count=g["count"], failures=g["failures"], p50_ns=_quantile(g["hist"], 0.5, g["max"]),
-                       p99_ns=_quantile(g["hist"], 0.99, g["max"]), max_ns=g["max"], hosts=len(g["hosts"]))
+                       p99_ns=_quantile(g["hist"], 0.99, g["max"]), max_ns=g["max"], hosts=hosts_of.get(key, 0))
             rows.append(row)
         spec = self.spec
         limit = spec.limit or (20 if spec.mode == "top" else 10000)

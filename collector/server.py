@@ -21,14 +21,14 @@ import msgpack
 
 from dnstrace import log
 from dnstrace.collector import auth
-from dnstrace.collector.codec import SCHEMA_VERSION, BatchError, decode_batch
+from dnstrace.collector.codec import SCHEMA_VERSION, SUPPORTED_VERSIONS, BatchError, decode_batch
 from dnstrace.collector.query import QuerySpec
 from dnstrace.collector.store import BatchKey, Store
 from dnstrace.errors import DnstraceError, UsageError
 
 MAX_EVENTS_PER_BATCH = 1_000_000
 _ENVELOPE_SLACK = 1 << 20
-_PIPELINE_DEPTH = 16  # batches of one stream decoded and queued ahead of their acks
+_PIPELINE_DEPTH = 64  # batches of one stream decoded and queued ahead of their acks (the shipper's window)
 
 
 class CollectorServer:
@@ -126,10 +126,10 @@ class CollectorServer:
     def admit(self, batch):
         """Validate, decode and queue one ``Batch`` for the store's writer; ``finish`` waits for its commit."""
         self._count("batches_received")
-        if batch.schema_version != SCHEMA_VERSION:
+        if batch.schema_version not in SUPPORTED_VERSIONS:
             self._count("rejected_version")
             raise BatchError(f"schema version {batch.schema_version} is not supported "
-                             f"(this collector speaks {SCHEMA_VERSION})")
+                             f"(this collector speaks {', '.join(map(str, SUPPORTED_VERSIONS))})")
         if len(batch.events) > self.max_batch_bytes:
             self._count("rejected_oversized")
             raise BatchError(f"batch of {len(batch.events)} bytes exceeds the limit of {self.max_batch_bytes}")
@@ -141,7 +141,8 @@ class CollectorServer:
             raise BatchError("seq must be 1..2^63-1 and instance below 2^63")
         try:
             decoded = decode_batch(batch.events, expected_count=batch.event_count, max_events=MAX_EVENTS_PER_BATCH,
-                                   check_attrs_json=not self.store.validates_attrs_json)
+                                   check_attrs_json=not self.store.validates_attrs_json,
+                                   version=batch.schema_version)
         except BatchError:
             self._count("rejected_malformed")
             raise

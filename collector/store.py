@@ -68,9 +68,14 @@ class Store:
     """
 
     kind = "store"
-    GROUP_MAX_EVENTS = 200_000
+    GROUP_MAX_EVENTS = 250_000
+    # DuckDB writes a transaction of >= one row group (122,880 rows) straight to the data file instead of
+    # the WAL: ~40% cheaper per event. The writer waits a little for more while batches keep arriving.
+    GROUP_GOOD_EVENTS = 122_880
+    GROUP_LINGER_S = 0.1
     QUEUE_MAX_EVENTS = 1_000_000  # submitters block beyond this (backpressure to the streams)
     validates_attrs_json = False  # True: the backend checks attrs JSON at insert (decode skips it)
+    keeps_column_lists = True  # False: the backend reads only ``DecodedBatch.arrays``
 
     def __init__(self, retention_ns: int = 0):
         self.retention_ns = retention_ns
@@ -99,6 +104,8 @@ class Store:
 
     def submit(self, key: BatchKey, batch: DecodedBatch) -> _Pending:
         """Queue the batch for the writer; the caller waits on the returned ``_Pending`` when it needs the result."""
+        if not self.keeps_column_lists:
+            batch.drop_lists()  # the Arrow arrays are all the backend reads: free the Python objects now
         pending = _Pending(key, batch)
         with self._queue_cond:
             if self._closing:
@@ -117,6 +124,15 @@ class Store:
         with self._queue_cond:
             while not self._queue and not self._closing:
                 self._queue_cond.wait(0.5)
+            deadline = time.monotonic() + self.GROUP_LINGER_S
+            while not self._closing and self._queued_events < self.GROUP_GOOD_EVENTS:
+                before = len(self._queue)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._queue_cond.wait(min(remaining, 0.02))
+                if len(self._queue) == before:
+                    break  # nothing more is arriving: write what there is
             group, events = [], 0
             while self._queue and (not group or events + self._queue[0].batch.count <= self.GROUP_MAX_EVENTS):
                 item = self._queue.popleft()
@@ -211,9 +227,10 @@ class Store:
         plan = plan_query(spec, self.dialect, self.has_rollups)
         if plan.rollup is not None:
             raw = self._execute(plan.sql, plan.params)
+            hosts = self._execute(plan.hosts_sql, plan.params)
             self.counters["queries_rollup"] += 1
             self.counters["queries"] += 1
-            return plan.rollup.finish(raw)
+            return plan.rollup.finish(raw, hosts)
         sql, params, columns = plan.sql, plan.params, plan.columns
         raw = self._execute(sql, params)
         self.counters["queries"] += 1

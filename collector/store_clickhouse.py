@@ -4,9 +4,12 @@ One MergeTree table, partitioned by day and ordered by (kind, host, ts) — the
 incident queries filter on kind and time first, then host. Features are detected
 from the server version so Debian's 18.16 and current releases both work:
 LowCardinality strings from 19.0, TTL retention from 19.6 (older servers get a
-periodic ``ALTER TABLE ... DELETE``). Each batch is one insert block carrying its
-(boot_id, instance, seq) key columns, so a batch is stored whole or not at all and
-the exactly-once watermarks are rebuilt from the table itself on start.
+periodic ``ALTER TABLE ... DELETE``). Each commit group (several batches, see
+``store.Store``) is one insert block carrying every row's (boot_id, instance, seq)
+key columns, so a batch is stored whole or not at all and the exactly-once
+watermarks are rebuilt from the table itself on start. A materialized view turns
+each inserted block into per-minute ``rollups`` rows (``collector.rollup``; a plain
+MergeTree summed at query time, which every server version has).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import threading
 from urllib.parse import urlparse
 
+from dnstrace.collector import rollup
 from dnstrace.collector.codec import COLUMNS, DecodedBatch
 from dnstrace.collector.query import ClickHouseDialect
 from dnstrace.collector.store import BatchKey, Store
@@ -88,34 +92,62 @@ class ClickHouseStore(Store):
             f"CREATE TABLE IF NOT EXISTS events ({', '.join(defs)}) ENGINE = MergeTree() "
             f"PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000000000))) ORDER BY (kind, host, ts){ttl}")
         self._ttl_native = bool(ttl)
+        self._create_rollups(lowcard, ttl)
+
+    def _create_rollups(self, lowcard: bool, ttl: str) -> None:
+        """Rollups: a plain MergeTree fed by a materialized view on every events insert block."""
+        existed = bool(self._client.execute("EXISTS TABLE rollups")[0][0])
+        text = "LowCardinality(String)" if lowcard else "String"
+        nullable = "LowCardinality(Nullable(String))" if lowcard else "Nullable(String)"
+        dims = ", ".join(f"{d} {text if d in ('host', 'kind') else nullable}" for d in rollup.DIMENSIONS)
+        self._client.execute(
+            f"CREATE TABLE IF NOT EXISTS rollups (minute Int64, {dims}, failed UInt8, lat_bucket Nullable(Int32), "
+            f"events UInt64, latency_max Nullable(Int64)) ENGINE = MergeTree() "
+            f"PARTITION BY toYYYYMMDD(toDateTime(intDiv(minute, 1000000000))) ORDER BY (kind, minute)"
+            + ttl.replace("intDiv(ts,", "intDiv(minute,"))
+        self._client.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS rollups_mv TO rollups AS "
+                             f"{rollup.ingest_select('events', 'clickhouse')}")
+        if not existed and self._client.execute("SELECT count() FROM events")[0][0]:
+            self._client.execute(f"INSERT INTO rollups {rollup.ingest_select('events', 'clickhouse')}")
 
     def _load_watermarks(self) -> dict:
         rows = self._client.execute("SELECT host, boot_id, instance, max(seq) FROM events "
                                     "GROUP BY host, boot_id, instance")
         return {(h, b, int(i)): int(s) for h, b, i, s in rows}
 
-    def _insert(self, key: BatchKey, batch: DecodedBatch) -> None:
-        if not batch.count:
-            return
+    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
+        batches = [(k, b) for k, b in batches if b.count]
+        if not batches:
+            return {}
         names = ["ts", "host"] + [n for n, _ in COLUMNS if n != "ts"] + ["boot_id", "instance", "seq"]
-        n = batch.count
-        data = []
-        for name in names:
-            if name == "host":
-                data.append([key.host] * n)
-            elif name == "boot_id":
-                data.append([key.boot_id] * n)
-            elif name == "instance":
-                data.append([key.instance] * n)
-            elif name == "seq":
-                data.append([key.seq] * n)
-            elif name == "failed":
-                data.append([1 if v else 0 for v in batch.columns[name]])
-            else:
-                data.append(batch.columns[name])
-        # One block (batches are far below max_insert_block_size): stored whole or not at all.
-        self._insert_client.execute(f"INSERT INTO events ({', '.join(names)}) VALUES", data, columnar=True,
-                                    types_check=False, settings={"max_insert_block_size": max(n, 1_048_576)})
+        data = {name: [] for name in names}
+        for key, batch in batches:
+            n = batch.count
+            for name in names:
+                if name == "host":
+                    data[name] += [key.host] * n
+                elif name == "boot_id":
+                    data[name] += [key.boot_id] * n
+                elif name == "instance":
+                    data[name] += [key.instance] * n
+                elif name == "seq":
+                    data[name] += [key.seq] * n
+                elif name == "failed":
+                    data[name] += [1 if v else 0 for v in batch.columns[name]]
+                else:
+                    data[name] += batch.columns[name]
+        total = sum(b.count for _, b in batches)
+        # One block for the whole group: stored whole or not at all, and the rollup view sees it once.
+        self._insert_client.execute(f"INSERT INTO events ({', '.join(names)}) VALUES", [data[n] for n in names],
+                                    columnar=True, types_check=False,
+                                    settings={"max_insert_block_size": max(total, 1_048_576)})
+        return {}
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup row from the raw events (after a bulk load that bypassed ingest)."""
+        with self._query_lock:
+            self._client.execute("TRUNCATE TABLE rollups")
+            self._client.execute(f"INSERT INTO rollups {rollup.ingest_select('events', 'clickhouse')}")
 
     def _execute(self, sql: str, params: dict) -> list[tuple]:
         with self._query_lock:
@@ -126,6 +158,8 @@ class ClickHouseStore(Store):
             return  # the table's TTL does it
         with self._query_lock:
             self._client.execute("ALTER TABLE events DELETE WHERE ts < %(cutoff)s", {"cutoff": cutoff_ns})
+            self._client.execute("ALTER TABLE rollups DELETE WHERE minute + %(minute)s <= %(cutoff)s",
+                                 {"cutoff": cutoff_ns, "minute": rollup.MINUTE_NS})
 
     def count(self) -> int:
         return self._execute("SELECT count() FROM events", {})[0][0]
@@ -134,6 +168,7 @@ class ClickHouseStore(Store):
         return f"clickhouse {self.version[0]}.{self.version[1]} ({self.host}:{self.port}/{self.database})"
 
     def close(self) -> None:
+        self.stop_writer()
         for client in (self._client, self._insert_client):
             if client is not None:
                 client.disconnect()

@@ -16,8 +16,6 @@ import os
 import threading
 import time
 
-import numpy as np
-
 from dnstrace.collector import rollup
 from dnstrace.collector.codec import COLUMNS, BatchError, DecodedBatch
 from dnstrace.collector.query import DuckDialect
@@ -31,6 +29,7 @@ class DuckDBStore(Store):
     kind = "duckdb"
     dialect = DuckDialect()
     validates_attrs_json = True
+    keeps_column_lists = False
 
     def __init__(self, path: str, retention_ns: int = 0):
         super().__init__(retention_ns)
@@ -52,6 +51,9 @@ class DuckDBStore(Store):
         # Checkpoints recompress the table; at the 16 MB default they ran every few batches and halved
         # ingest throughput here. The WAL is replayed on restart, so a bigger threshold loses nothing.
         self._con.execute("SET checkpoint_threshold = '256MB'")
+        # Rows are read back by ts, never by insertion order; without that constraint DuckDB appends a
+        # group in parallel (1.5 -> 1.0 ms per 1k events here).
+        self._con.execute("SET preserve_insertion_order = false")
         columns = ["ts BIGINT NOT NULL", "host VARCHAR NOT NULL"] + [
             f"{name} {_SQL_TYPES[kind]}" + (" NOT NULL" if name == "kind" else "")
             for name, kind in COLUMNS if name != "ts"]
@@ -79,10 +81,9 @@ class DuckDBStore(Store):
             if not batch.count:
                 continue
             table = batch.arrow_table()
-            # host from the envelope, as a one-entry dictionary (no per-row Python work)
-            host = pa.DictionaryArray.from_arrays(pa.array(np.zeros(batch.count, dtype=np.int32)), [key.host])
-            tables.append(table.append_column("host", host.cast(pa.string()))
-                          .append_column("batch_no", pa.array(np.full(batch.count, n, dtype=np.int32))))
+            # host from the envelope and the batch's index in the group, repeated in C (no per-row Python)
+            tables.append(table.append_column("host", pa.repeat(pa.scalar(key.host, pa.string()), batch.count))
+                          .append_column("batch_no", pa.repeat(pa.scalar(n, pa.int32()), batch.count)))
         refused: dict[int, BaseException] = {}
         con = self._con
         incoming = pa.concat_tables(tables) if tables else None

@@ -6,12 +6,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DNSTRACE = [sys.executable, "-m", "dnstrace"]
+from support import DNSTRACE, REPO  # noqa: F401  (re-exported for the collector tests)
 
 
 def free_port() -> int:

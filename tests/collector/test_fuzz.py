@@ -43,14 +43,38 @@ def hostile_payloads(draw):
                          use_bin_type=True)
 
 
+@st.composite
+def hostile_v2_payloads(draw):
+    """Version 2 batches (packed buffers, dictionaries) with sizes, codes and types drawn at random."""
+    n = draw(st.integers(0, 5))
+    cols = {}
+    for name in draw(st.lists(st.sampled_from(COLUMN_NAMES + ("bogus",)), max_size=8, unique=True)):
+        shape = draw(st.integers(0, 3))
+        if shape == 0:
+            cols[name] = draw(scalars)
+        elif shape == 1:
+            cols[name] = {"v": draw(st.binary(max_size=48)), **({"m": draw(st.binary(max_size=6))}
+                                                               if draw(st.booleans()) else {})}
+        elif shape == 2:
+            cols[name] = {"d": draw(st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=4), st.integers(),
+                                                       st.sampled_from(["{}", "{\"a\":1}", "{]", "{}, {}"])),
+                                             max_size=4)),
+                          "i": draw(st.binary(max_size=24))}
+        else:
+            cols[name] = draw(st.binary(max_size=6))
+    n_value = draw(st.one_of(st.just(n), st.integers(-3, 2**40)))
+    return msgpack.packb({"n": n_value, "cols": cols}, use_bin_type=True)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hostile_payloads())
-def test_decoder_only_raises_batch_error(payload):
+@given(st.one_of(hostile_payloads(), hostile_v2_payloads()), st.sampled_from([1, 2]), st.booleans())
+def test_decoder_only_raises_batch_error(payload, version, check_json):
     try:
-        batch = decode_batch(payload)
+        batch = decode_batch(payload, version=version, check_attrs_json=check_json)
     except BatchError:
         return
     assert all(len(v) == batch.count for v in batch.columns.values())
+    assert batch.arrow_table().num_rows == batch.count
 
 
 @pytest.fixture(scope="module")

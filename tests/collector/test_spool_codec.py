@@ -45,10 +45,50 @@ def test_codec_refuses_lying_counts_and_bad_attrs():
         decode_batch(good, expected_count=4)
     import msgpack
 
-    obj = msgpack.unpackb(good)
+    obj = msgpack.unpackb(encode_events(make_events("c", 3), version=1))
     obj["cols"]["attrs"][0] = '{"a":1}, {"b":2}'
     with pytest.raises(BatchError):
-        decode_batch(msgpack.packb(obj))
+        decode_batch(msgpack.packb(obj), version=1)
+    obj = msgpack.unpackb(good)  # version 2: attrs are dictionary-encoded
+    obj["cols"]["attrs"]["d"][0] = '{"a":1}, {"b":2}'
+    with pytest.raises(BatchError):
+        decode_batch(msgpack.packb(obj, use_bin_type=True))
+    obj["cols"]["attrs"]["d"][0] = '["not", "an object"]'
+    with pytest.raises(BatchError):
+        decode_batch(msgpack.packb(obj, use_bin_type=True), check_attrs_json=False)
+
+
+def test_codec_v2_refuses_bad_codes_and_sizes():
+    import msgpack
+
+    good = msgpack.unpackb(encode_events(make_events("c", 4)))
+    assert decode_batch(msgpack.packb(good, use_bin_type=True)).count == 4
+    broken = [
+        ("comm", "i", (7).to_bytes(4, "little") * 4),  # code past the dictionary
+        ("comm", "i", (-2).to_bytes(4, "little", signed=True) * 4),
+        ("comm", "i", b"\x00" * 15),  # not 4 int32
+        ("ts", "v", b"\x00" * 31),
+        ("pid", "m", b"\x01" * 3),
+    ]
+    for column, part, value in broken:
+        obj = msgpack.unpackb(encode_events(make_events("c", 4)))
+        obj["cols"][column][part] = value
+        with pytest.raises(BatchError):
+            decode_batch(msgpack.packb(obj, use_bin_type=True))
+    obj = msgpack.unpackb(encode_events(make_events("c", 4)))
+    obj["cols"]["comm"]["d"] = [b"bytes-not-text"]
+    with pytest.raises(BatchError):
+        decode_batch(msgpack.packb(obj, use_bin_type=True))
+    obj = msgpack.unpackb(encode_events(make_events("c", 4)))
+    del obj["cols"]["kind"]
+    with pytest.raises(BatchError):
+        decode_batch(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_codec_v1_and_v2_decode_to_the_same_columns():
+    events = make_events("same", 40) + [{"kind": "x", "ts": 5, "latency_ns": 2**63 - 1, "pid": -(2**63)}]
+    one, two = decode_batch(encode_events(events, version=1), version=1), decode_batch(encode_events(events))
+    assert one.columns == two.columns
 
 
 def test_spool_replays_in_order_across_restart_and_cuts_torn_tail(tmp_path):

@@ -139,11 +139,13 @@ def test_table_full_drops_counted_and_attributed(lab, tracer):
     if hold > 4000:
         pytest.skip(f"another namespace holds {limit - margin} conntrack entries: too many to outgrow")
     server = ns.popen(["python3", "-c", SERVER_CODE, str(port)], stdout=sp.PIPE, text=True)
-    client = ns.popen(["python3", "-c", CLIENT_CODE, str(port), str(hold), str(extra)],
-                      stdin=sp.PIPE, stdout=sp.PIPE, text=True)
+    client = None
     try:
         assert server.stdout.readline().startswith("listening")
-        assert client.stdout.readline().startswith("held")
+        client = ns.popen(["python3", "-c", CLIENT_CODE, str(port), str(hold), str(extra)],
+                          stdin=sp.PIPE, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
+        held = client.stdout.readline()
+        assert held.startswith("held"), (hold, client.stderr.read() if client.poll() is not None else "")
         before = kernel_counters(ns)
         with open(CT_MAX) as f:
             original_max = f.read().strip()
@@ -161,10 +163,10 @@ def test_table_full_drops_counted_and_attributed(lab, tracer):
         assert failed_line.split() == ["failed", str(extra)]
         after = kernel_counters(ns)
     finally:
-        client.kill()
-        server.kill()
-        client.wait()
-        server.wait()
+        for proc in (client, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
 
     table_full = (after["drop"] - before["drop"]) + (after["early_drop"] - before["early_drop"])
     assert after["drop"] - before["drop"] == extra, (before, after)  # one SYN per refused connect

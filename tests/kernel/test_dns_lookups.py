@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -34,6 +35,17 @@ def run_in(ns, argv) -> tuple[int, str, float]:
     return proc.pid, out, time.monotonic() - start
 
 
+def lingering_lookup(name: str) -> list[str]:
+    """getaddrinfo(name) in a process that stays alive a moment afterwards.
+
+    The agent reads a process's resolv.conf through /proc/PID/root; a resolver that
+    exits within a millisecond of its answer (getent) can be gone before that read on a
+    loaded machine. Long-running services, the real subjects, do not race like this."""
+    code = (f"import socket, time\ntry: socket.getaddrinfo({name!r}, None)\n"
+            "except socket.gaierror: pass\ntime.sleep(1)")
+    return [sys.executable, "-c", code]
+
+
 def lookups_of(tp, pid, timeout_s=15.0):
     return tp.wait_for(lambda e: e.get("kind") == "lookup" and e.get("pid") == pid, timeout_s)
 
@@ -60,7 +72,7 @@ def test_dead_first_nameserver(wire_lab, lookups_trace):
 
 def test_nxdomain_search_list_expansions_in_order(wire_lab, lookups_trace):
     wire_lab.resolv_conf([wire_lab.server_v4], search=["a.test", "b.test"], options=["ndots:5"])
-    pid, _, _ = run_in(wire_lab.client, ["getent", "ahosts", "nope.example"])
+    pid, _, _ = run_in(wire_lab.client, lingering_lookup("nope.example"))
     [lookup] = lookups_of(lookups_trace, pid)
     assert lookup["error"] is not None  # EAI_NONAME
     names = [a["qname"] for a in lookup["attempts"]]

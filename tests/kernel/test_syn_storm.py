@@ -15,12 +15,15 @@ STORM_SECONDS = 10
 HOLDERS = 20  # sockets left pending for a few seconds so retransmits are part of the storm
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:  # the tracer has exited
+        pass
+    return None
 
 
 def holder_code(addr: str, port: int, seconds: float) -> str:
@@ -49,7 +52,10 @@ def test_syn_storm_counts_are_exact_and_memory_bounded(kernel, lab, tmp_path):
 
     def sample_rss():
         while not sampling.is_set():
-            rss.append(rss_kib(tp.proc.pid))
+            kib = rss_kib(tp.proc.pid)
+            if kib is None:
+                break
+            rss.append(kib)
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample_rss, daemon=True)

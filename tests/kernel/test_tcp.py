@@ -41,6 +41,16 @@ def expected_syn_schedule(syn_retries: int, linear_timeouts: int) -> tuple[list[
         times.append(now)
 
 
+def tcp_prog_recursion_misses() -> int:
+    """Recursion misses of every loaded tcp tracer program (bpftool reports them when non-zero)."""
+    import json
+    import subprocess
+
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return sum(p.get("recursion_misses", 0) for p in json.loads(out)
+               if p.get("name", "").startswith(("tracepoint__tcp__", "tracepoint__sock__")))
+
+
 def connect_code(family: str, addr: str, port: int, syncnt: int | None, nonblocking_close: bool = False) -> str:
     fam = "socket.AF_INET6" if family == "ipv6" else "socket.AF_INET"
     lines = ["import socket, time", f"s = socket.socket({fam}, socket.SOCK_STREAM)"]
@@ -81,6 +91,7 @@ def test_syn_retries_follow_the_kernel_schedule_and_time_out(scenario, tracer):
     retry_times6, give_up6 = expected_syn_schedule(1, linear)
 
     syns_before = scenario.dropped_syns()
+    misses_before = tcp_prog_recursion_misses()
     client = scenario.client.popen(["python3", "-c", connect_code("ipv4", scenario.peer_addr, scenario.port, syncnt)])
     client6 = scenario.client.popen(["python3", "-c", connect_code("ipv6", scenario.peer_addr6, scenario.port, 1)])
     client.wait(timeout=give_up + 10)
@@ -91,8 +102,9 @@ def test_syn_retries_follow_the_kernel_schedule_and_time_out(scenario, tracer):
     connect = outcome[0]
     assert connect["result"] == "timeout" and connect["error"] == "ETIMEDOUT"
     assert connect["comm"] == "python3" and connect["daddr"] == scenario.peer_addr and connect["dport"] == 8080
-    # Seen on this box under load: the kernel sent one retransmit fewer before the same
-    # give-up time. The peer's counter below holds the tracer to what really left.
+    # Under load one retransmit can go unseen: the kernel skips a tracepoint program while
+    # another BPF program runs on that CPU (recursion miss). The peer's counter below holds
+    # the tracer to what really left, within the misses the kernel counted.
     assert connect["retries"] in (len(retry_times), len(retry_times) - 1), (connect, retry_times)
     assert abs(connect["latency_ns"] / 1e9 - give_up) < 0.5 + 0.05 * len(retry_times)
 
@@ -113,9 +125,13 @@ def test_syn_retries_follow_the_kernel_schedule_and_time_out(scenario, tracer):
     assert sorted(e["retry"] for e in retries6) == list(range(1, connect6[0]["retries"] + 1))
     assert len(retries6) in (len(retry_times6), len(retry_times6) - 1)
 
-    # Every SYN the peer dropped is one the tracer saw: first SYNs + retransmits.
+    # Every SYN the peer dropped is one the tracer saw: first SYNs + retransmits, except
+    # tracepoint hits the kernel skipped because another BPF program was running on that
+    # CPU (a timer softirq interrupting a probe; counted as the programs' recursion misses).
     dropped = scenario.dropped_syns() - syns_before
-    assert dropped == 2 + len(retries) + len(retries6)
+    seen = 2 + len(retries) + len(retries6)
+    missed = tcp_prog_recursion_misses() - misses_before
+    assert seen <= dropped <= seen + missed, (dropped, seen, missed)
 
 
 def test_established_refused_and_closed_outcomes(scenario, tracer):

@@ -57,18 +57,20 @@ def test_wrapping_record_is_contiguous_and_limit_resumes():
     assert struct.unpack_from("<Q", consumer)[0] == end
 
 
-def test_decoder_errors_and_refusals_are_counted_not_fatal():
+def test_decoder_errors_are_counted_not_fatal_and_nones_left_out():
     def picky(area, offset, length):
         if length == 3:
             raise struct.error("too short for the layout")
+        if length == 4:
+            raise ValueError("bad field")
         if length == 5:
-            return None
+            return None  # read, nothing to hand back
         return length
 
-    producer, consumer, end = ring([(0, b"abc"), (0, b"abcde"), (0, b"abcdefg")])
+    producer, consumer, end = ring([(0, b"abc"), (0, b"abcd"), (0, b"abcde"), (0, b"abcdefg")])
     rb = reader(1024)
     assert drain_variable(rb, producer, consumer, picky, limit=100) == [7]
-    assert rb.malformed == 2 and struct.unpack_from("<Q", consumer)[0] == end
+    assert rb.malformed == 2 and rb.records == 2 and struct.unpack_from("<Q", consumer)[0] == end
 
 
 def test_fixed_layout_counts_wrong_sizes():

@@ -1,0 +1,30 @@
+"""Kernel-side statistics of loaded BPF programs, read from /proc/self/fdinfo.
+
+``recursion_misses``: times the kernel skipped a program because another BPF
+program (ours or anyone's) was already running on that CPU, e.g. a timer softirq
+firing tcp_retransmit_skb while a uprobe or kfree_skb program runs in the task it
+interrupted. Those events are lost without any ring buffer or map being full, so
+each source adds them to its stats as ``kernel_missed``.
+"""
+
+from __future__ import annotations
+
+
+def recursion_misses(prog_fds) -> int:
+    """Sum of ``recursion_misses`` over program fds (0 for fds the kernel does not report it for)."""
+    total = 0
+    for fd in prog_fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("recursion_misses:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def bcc_prog_fds(bpf) -> list[int]:
+    """The fds of every program a bcc ``BPF`` object has loaded."""
+    return [fn.fd for fn in bpf.funcs.values() if getattr(fn, "fd", -1) >= 0]
