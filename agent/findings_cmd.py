@@ -165,7 +165,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from dnstrace.agent.agent_cmd import config_from_args  # noqa: PLC0415
     from dnstrace.agent.bpfload import require_privileges  # noqa: PLC0415
-    from dnstrace.agent.enrich import Enricher  # noqa: F401,PLC0415 - fail early if enrichment is broken
 
     duration_s = parse_duration_s(args.duration)
     if duration_s <= 0:

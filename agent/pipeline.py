@@ -43,16 +43,6 @@ ENRICH_MODULE = "dnstrace.agent.enrich"
 ERROR_LOG_INTERVAL_S = 30.0
 
 
-def _optional_module(name: str):
-    """The module, or None if it does not exist (yet): only the module itself may be missing."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name == name:
-            return None
-        raise
-
-
 def available_targets() -> dict:
     """Trace targets by name (``dnstrace trace <name>``), from ``trace_cmd.TARGET_MODULES``."""
     from dnstrace.agent.trace_cmd import load_targets  # noqa: PLC0415 - keeps import light
@@ -61,17 +51,8 @@ def available_targets() -> dict:
 
 
 def known_signal_names() -> set[str]:
-    """Every signal name a config may use, including modules not importable in this build."""
-    from dnstrace.agent.trace_cmd import TARGET_MODULES  # noqa: PLC0415
-
-    names = set()
-    for module_name in TARGET_MODULES:
-        module = _optional_module(module_name)
-        if module is not None:
-            names.add(module.TRACE.name)
-        else:  # not in this build yet: its name is the module's (dnswire's target is "dns")
-            names.add("dns" if module_name.endswith(".dnswire") else module_name.rsplit(".", 1)[1])
-    return names
+    """Every signal name a config may use."""
+    return set(available_targets())
 
 
 def source_namespace(target, config) -> argparse.Namespace:
@@ -210,20 +191,14 @@ class Pipeline:
     def make_signal_sources(self, signal_name: str) -> list[Source]:
         if self._targets is None:
             self._targets = available_targets()
-        target = self._targets.get(signal_name)
-        if target is None:
-            raise EnvironmentProblem(f"signal {signal_name!r} is not available in this build of dnstrace")
+        target = self._targets[signal_name]  # names were checked by _validate_signals
         return list(target.make_sources(source_namespace(target, self.config)))
 
     def make_sinks(self) -> list[Sink]:
         """The sinks of ``sink_modules`` that the config enables, then ``extra_sinks``."""
         sinks = []
         for module_name in self.sink_modules:
-            module = _optional_module(module_name)
-            if module is None:
-                self.log.debug("sink module not present", module=module_name)
-                continue
-            sink = module.make_sink(self.config)
+            sink = importlib.import_module(module_name).make_sink(self.config)
             if sink is not None:
                 sinks.append(sink)
         return sinks + self.extra_sinks

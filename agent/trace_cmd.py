@@ -26,14 +26,7 @@ TARGET_MODULES = (
 
 
 def load_targets() -> list[TraceTarget]:
-    targets = []
-    for name in TARGET_MODULES:
-        try:  # DEV-ONLY tolerance while signal modules are being written; removed before release
-            targets.append(importlib.import_module(name).TRACE)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-    return targets
+    return [importlib.import_module(name).TRACE for name in TARGET_MODULES]
 
 
 def register(subparsers) -> None:

@@ -52,13 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="least severe log level shown (default: info, or the config file's)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
-        try:  # DEV-ONLY tolerance while subcommands are being written; removed before release
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

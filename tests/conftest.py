@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import DNSTRACE, REPO, TraceProcess, kernel_unavailable_reason  # noqa: F401 (re-exported)
+from support import TraceProcess, kernel_unavailable_reason
 
 
 @pytest.fixture(scope="session")

@@ -137,7 +137,7 @@ def test_syn_retries_follow_the_kernel_schedule_and_time_out(scenario, tracer):
 def test_established_refused_and_closed_outcomes(scenario, tracer):
     listener = scenario.peer.popen(["python3", "-c", (
         "import socket,time\n"
-        f"s=socket.socket(socket.AF_INET6)\ns.bind(('::', 8081))\ns.listen()\ntime.sleep(30)\n")])
+        "s=socket.socket(socket.AF_INET6)\ns.bind(('::', 8081))\ns.listen()\ntime.sleep(30)\n")])
     from dnstrace.agent.lab.netns import wait_for_port
     wait_for_port(scenario.peer, "::", 8081, "tcp")
 
