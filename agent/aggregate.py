@@ -292,6 +292,10 @@ class Aggregator(Sink):
         self.lookup_kind: str | None = None  # "lookup" once lookup events arrive, else "gai"
         self.conntrack_latest: dict[str, dict] = {}  # netns -> {"count":.., "max":..}
         self.counters = {"events": 0, "ignored": 0}
+        # The agent's own losses (``agent`` events): totals per source, and (second, lost, dns_lost)
+        # of the last minute for the status line.
+        self.agent_lost_total: dict[str, int] = {}
+        self.agent_recent: deque = deque(maxlen=4096)
 
     # --- feeding --------------------------------------------------------------------
 
@@ -316,6 +320,13 @@ class Aggregator(Sink):
             self.lookup_kind = "lookup"
         if kind == "conntrack":
             self._add_conntrack(event, second)
+            return
+        if kind == "agent":
+            lost = int(event.get("lost") or 0)
+            source = str(event.get("source") or "?")
+            if source in self.agent_lost_total or len(self.agent_lost_total) < 64:
+                self.agent_lost_total[source] = self.agent_lost_total.get(source, 0) + lost
+            self.agent_recent.append((second, lost, int(event.get("dns_lost") or 0)))
             return
         if kind not in ("gai", "lookup", "dns", "syn_retry", "connect", "drop"):
             self.counters["ignored"] += 1
@@ -448,6 +459,13 @@ class Aggregator(Sink):
         row["conntrack"] = dict(slot.conntrack)
         row["conntrack_tables"] = dict(self.conntrack_latest)
         return row
+
+    def agent_losses(self, window_s: int = 60) -> dict:
+        """Records the agent itself lost: in the last ``window_s`` (all, DNS) and since start per source."""
+        since = self.now_s - window_s
+        recent = [(lost, dns) for second, lost, dns in self.agent_recent if second > since]
+        return {"window_s": window_s, "lost": sum(lost for lost, _ in recent), "dns_lost": sum(d for _, d in recent),
+                "total": sum(self.agent_lost_total.values()), "by_source": dict(self.agent_lost_total)}
 
     def process_detail(self, pid: int) -> dict | None:
         """What the detail view shows for one process: its resolv.conf, servers, slowest lookups."""

@@ -151,6 +151,7 @@ class Key:
     parse: Callable[[Any], Any]
     default: Any
     help: str
+    flag_aliases: tuple[str, ...] = ()  # extra spellings of the generated flag, e.g. ("--spool",)
 
     @property
     def env(self) -> str:
@@ -167,7 +168,8 @@ KEYS: tuple[Key, ...] = (
     Key("agent.conntrack_interval", _duration, parse_duration_ns("5s"), "conntrack counter poll interval"),
     # agent: where events go
     Key("agent.collector", _collector_addr, "", "HOST:PORT (or unix:PATH) of a remote collector; empty = embedded collector"),
-    Key("agent.spool_dir", _str, "/var/lib/dnstrace/spool", "on-disk spool while the collector is away"),
+    Key("agent.spool_dir", _str, "/var/lib/dnstrace/spool", "on-disk spool while the collector is away",
+        flag_aliases=("--spool",)),
     Key("agent.spool_max_bytes", _size, parse_size("512MiB"), "spool size limit (oldest batches evicted)"),
     Key("agent.batch_max_events", _positive_int, 5000, "ship a batch at this many events"),
     Key("agent.batch_interval", _duration, parse_duration_ns("1s"), "or after this long"),

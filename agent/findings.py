@@ -1,7 +1,8 @@
 """Findings: rules that turn the last minute of events into a named cause, its evidence and a fix.
 
 ``FindingsEngine`` is a pipeline ``Stage``: it keeps the recent events it needs (per
-kind, bounded, drops counted), ``evaluate(now_ns)`` runs every rule over that window,
+kind, bounded, the bound shared fairly between processes so that one flooding process
+cannot evict another's evidence, drops counted), ``evaluate(now_ns)`` runs every rule over that window,
 and ``tick()`` returns the finding events that are new (or due again) so the
 pipeline hands them to every sink (shipper, metrics); sinks with ``set_findings``
 (metrics) also get the active set after each evaluation. A rule is
@@ -9,6 +10,10 @@ a function ``(Window) -> list[Finding]``; each finding has a stable ``rule`` id,
 ``severity``, a one-sentence ``summary`` that names the cause with the processes and
 addresses involved, the ``evidence`` (counts, addresses, pids, the resolv.conf line)
 and a ``fix``. Findings are events too (kind ``finding``), so they ship like the rest.
+
+The agent's own losses arrive as ``agent`` events (see ``pipeline.LossMonitor``): rules
+that conclude from silence (no answer, a timeout) stay quiet when the DNS records the
+agent lost could explain it, and otherwise say "unreliable" at a lower severity.
 
 Rules (one per seed incident at least, see shared/seeds/README.md):
 dead-nameserver, slow-nameserver, timeout-multiple-latency, truncated-not-cached,
@@ -30,7 +35,9 @@ from dnstrace.agent.pipeline import Stage
 from dnstrace.units import format_duration_ns
 
 WINDOW_NS = 60 * 1_000_000_000
-MAX_EVENTS_PER_KIND = 20_000
+MAX_EVENTS_PER_KIND = 20_000  # shared fairly between processes (see FairBuffer)
+# Fields no rule reads that hold lists/dicts of their own: left out of buffered events (memory).
+UNUSED_FIELDS = frozenset(("answers", "pair_of", "fallback_of"))
 REEMIT_NS = 60 * 1_000_000_000  # an active finding is shipped again at most this often
 REEMIT_CHANGED_NS = 5 * 1_000_000_000  # ... or this often when the processes it names change
 DEFAULT_TIMEOUT_S = 5.0  # glibc's resolver timeout when resolv.conf says nothing
@@ -125,22 +132,185 @@ def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _loss_caveat(w: "Window", absent: int) -> tuple[bool, str]:
+    """For rules that conclude from silence: (suppress, caveat) given the agent's own DNS losses.
+
+    Suppressed when the records the agent lost in the window could alone account for the
+    ``absent`` answers; otherwise the finding stands, marked unreliable (lower severity)."""
+    lost = w.dns_records_lost()
+    if not lost:
+        return False, ""
+    if lost >= absent:
+        return True, ""
+    return False, (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, "
+                   f"so some answers may not have been seen")
+
+
+def _lower(severity: str) -> str:
+    return {"critical": "warning", "warning": "info"}.get(severity, severity)
+
+
 def _is_dns_server_comm(comm) -> bool:
     return bool(comm) and (comm in DNS_SERVER_COMMS or comm.split("-")[0] in DNS_SERVER_COMMS)
+
+
+class FairBuffer:
+    """The recent events of one kind, by process, with a total bound shared fairly (max-min).
+
+    When the bound is reached, the oldest event of the process holding the *most* events
+    goes: a process flooding DNS loses its own history and nobody else's, so the few
+    events that show another incident (20 NXDOMAIN expansions) stay. The largest process
+    is found in O(1): processes are filed by how many events they hold. Events are kept
+    slimmed (fields no rule reads are left out); order is by time within one process.
+    """
+
+    def __init__(self, max_events: int):
+        self.max_events = max_events
+        self.by_pid: dict[object, deque] = {}
+        # events held -> pids holding that many, in the order they got there (ties: the longest there loses)
+        self._by_size: dict[int, dict] = defaultdict(dict)
+        self._largest = 0
+        self.total = 0
+        self.evicted = 0  # events dropped because of the bound (not because they aged out)
+
+    def _resize(self, pid, old: int, new: int) -> None:
+        """File ``pid`` under its new size (callers keep ``_largest`` right)."""
+        if old:
+            holders = self._by_size[old]
+            holders.pop(pid, None)
+            if not holders:
+                del self._by_size[old]
+        if new:
+            self._by_size[new][pid] = None
+
+    def append(self, event: dict) -> None:
+        pid = event.get("pid") or 0
+        queue = self.by_pid.get(pid)
+        by_size = self._by_size
+        if queue is None:
+            queue = self.by_pid[pid] = deque()
+        else:  # inline _resize: this runs for every event of a flood
+            holders = by_size[len(queue)]
+            del holders[pid]
+            if not holders:
+                del by_size[len(queue)]
+        queue.append(event)
+        size = len(queue)
+        by_size[size][pid] = None
+        if size > self._largest:
+            self._largest = size
+        self.total += 1
+        if self.total > self.max_events:
+            self._evict_from_largest()
+
+    def _evict_from_largest(self) -> None:
+        largest = self._largest
+        by_size = self._by_size
+        holders = by_size[largest]
+        victim = next(iter(holders))
+        queue = self.by_pid[victim]
+        queue.popleft()
+        self.total -= 1
+        self.evicted += 1
+        del holders[victim]
+        if not holders:
+            del by_size[largest]
+            self._largest = largest - 1  # the victim itself now holds largest - 1 (or nothing was left)
+        if queue:
+            by_size[largest - 1][victim] = None
+        else:
+            del self.by_pid[victim]
+
+    def expire(self, horizon_ns: int) -> None:
+        """Forget events at or before ``horizon_ns``."""
+        for pid in list(self.by_pid):
+            queue = self.by_pid[pid]
+            before = len(queue)
+            while queue and (queue[0].get("ts") or horizon_ns + 1) <= horizon_ns:
+                queue.popleft()
+            if len(queue) != before:
+                self.total -= before - len(queue)
+                self._resize(pid, before, len(queue))
+                if not queue:
+                    del self.by_pid[pid]
+        self._largest = max(self._by_size, default=0)
+
+    def events(self) -> list[dict]:
+        out: list[dict] = []
+        for queue in self.by_pid.values():
+            out.extend(queue)
+        return out
+
+    def __len__(self) -> int:
+        return self.total
+
+
+class QueryFacts:
+    """What the rules look for among the window's queries, found in one pass.
+
+    Most queries are answered, fast, NOERROR and plain UDP: the rules need the few that are
+    not, plus per-server latencies and per-(name, type) counts."""
+
+    __slots__ = ("unanswered", "nxdomain", "truncated", "fallbacks", "same_port", "server_latencies",
+                 "name_counts")
+
+    def __init__(self, queries: list[dict]):
+        self.unanswered: list[dict] = []  # answered is False, with a server
+        self.nxdomain: list[dict] = []
+        self.truncated: list[dict] = []  # TC answers
+        self.fallbacks: list[dict] = []  # TCP retries after a truncated answer
+        self.same_port: list[dict] = []  # A/AAAA flagged as sent in parallel from one port
+        self.server_latencies: dict = defaultdict(list)  # server -> latencies of its UDP answers
+        counts: Counter = Counter()  # (qname as sent, qtype) of first UDP transmissions
+        for q in queries:
+            answered = q.get("answered")
+            server = q.get("server")
+            proto = q.get("proto", "udp")
+            if answered is False:
+                if server:
+                    self.unanswered.append(q)
+            else:
+                latency = q.get("latency_ns")
+                if latency is not None and server and proto == "udp":
+                    self.server_latencies[server].append(latency)
+                if q.get("tc"):
+                    self.truncated.append(q)
+            if q.get("rcode") == "NXDOMAIN":
+                self.nxdomain.append(q)
+            if q.get("tcp_fallback") or (proto == "tcp" and q.get("after_tc")):
+                self.fallbacks.append(q)
+            if q.get("same_port_pair") and q.get("qtype") in ("A", "AAAA"):
+                self.same_port.append(q)
+            if proto == "udp" and not q.get("retransmit"):
+                qname = q.get("qname")
+                if qname:
+                    counts[(qname, q.get("qtype"))] += 1
+        self.name_counts = counts
+
+    def case_folded_counts(self) -> Counter:
+        """(lower-case qname, qtype) -> queries (0x20-randomised names count as one)."""
+        folded: Counter = Counter()
+        for (qname, qtype), n in self.name_counts.items():
+            folded[(str(qname).lower(), qtype)] += n
+        return folded
 
 
 class Window:
     """The events of the last window, by kind, with a few derived views the rules share."""
 
     def __init__(self, events_by_kind: dict[str, list[dict]], now_ns: int, window_ns: int = WINDOW_NS,
-                 gai_traced: bool | None = None):
+                 gai_traced: bool | None = None, by_pid: dict[str, dict] | None = None):
         self.by_kind = events_by_kind
+        self.by_pid = by_pid  # kind -> pid -> that process's events in time order (the engine's buffers)
         self.now_ns = now_ns
         self.window_ns = window_ns
         self.gai_traced = bool(events_by_kind.get("gai")) if gai_traced is None else gai_traced
         self._queries: list[dict] | None = None
         self._resolv_by_pid: dict | None = None
         self._latencies_by_pid: dict | None = None
+        self._queries_by_process: dict | None = None
+        self._facts: QueryFacts | None = None
+        self._dns_lost: int | None = None
 
     def kind(self, name: str) -> list[dict]:
         return self.by_kind.get(name, [])
@@ -156,8 +326,10 @@ class Window:
         only the others, e.g. a Go program's, as ``dns`` events: both are needed.)"""
         if self._queries is None:
             queries = list(self.kind("dns"))
-            seen = {(q.get("pid"), q.get("ts"), q.get("id"), q.get("sport")) for q in queries}
-            for lookup in self.kind("lookup"):
+            with_attempts = [e for e in self.kind("lookup") if e.get("attempts")]
+            seen = {(q.get("pid"), q.get("ts"), q.get("id"), q.get("sport")) for q in queries} if with_attempts \
+                else set()
+            for lookup in with_attempts:
                 for attempt in lookup.get("attempts") or ():
                     if isinstance(attempt, dict) and (lookup.get("pid"), attempt.get("ts"), attempt.get("id"),
                                                       attempt.get("sport")) not in seen:
@@ -170,6 +342,43 @@ class Window:
             self._queries = queries
         return self._queries
 
+    def facts(self) -> "QueryFacts":
+        """One pass over the queries, shared by every rule (each then reads a short list)."""
+        if self._facts is None:
+            self._facts = QueryFacts(self.queries())
+        return self._facts
+
+    def queries_by_process(self) -> dict[tuple, list[dict]]:
+        """``queries()`` grouped by (pid, comm), computed once for every rule."""
+        if self._queries_by_process is None:
+            if len(self.queries()) == len(self.kind("dns")):  # no query only a lookup event holds
+                self._queries_by_process = self.by_process("dns")
+            else:
+                self._queries_by_process = _by_process(self.queries())
+        return self._queries_by_process
+
+    def by_process(self, kind: str) -> dict[tuple, list]:
+        """Events of ``kind`` by (pid, comm): the engine's per-process buffers when there are some."""
+        buffers = self.by_pid.get(kind) if self.by_pid is not None else None
+        if buffers is None:
+            return _by_process(self.kind(kind))
+        groups = {}
+        for pid, events in buffers.items():
+            if not pid:
+                continue
+            if events[0].get("comm") == events[-1].get("comm"):  # one program (comm changes on exec)
+                groups[(pid, events[0].get("comm"))] = events
+            else:  # the process exec'd another program: one group per comm, as _by_process makes
+                groups.update(_by_process(events))
+        return groups
+
+    def dns_records_lost(self) -> int:
+        """DNS records the agent itself lost in the window (ring buffer full, evicted in-flight
+        queries...): answers among them look like silence, so absence-based rules must say so."""
+        if self._dns_lost is None:
+            self._dns_lost = sum(int(e.get("dns_lost") or 0) for e in self.kind("agent"))
+        return self._dns_lost
+
     def lookups(self) -> list[dict]:
         """Whole lookups: lookup events, or gai calls when the lookups signal is not there."""
         return self.kind("lookup") or self.kind("gai")
@@ -178,13 +387,24 @@ class Window:
         """nameservers / options / search of a process, from any resolution event that carries them."""
         if self._resolv_by_pid is None:
             self._resolv_by_pid = {}
-            for kind in ("dns", "gai", "lookup"):  # later kinds win: lookup events are the richest
-                for e in self.kind(kind):
-                    if e.get("nameservers") or isinstance(e.get("resolv_conf"), dict):
-                        self._resolv_by_pid[e.get("pid")] = e
-        event = self._resolv_by_pid.get(pid)
+        if pid not in self._resolv_by_pid:
+            self._resolv_by_pid[pid] = self._resolv_event(pid)
+        event = self._resolv_by_pid[pid]
         return self._resolv_of(event) if event is not None else {"nameservers": [], "resolv_options": [],
                                                                   "search": []}
+
+    def _resolv_event(self, pid) -> dict | None:
+        for kind in ("lookup", "gai", "dns"):  # lookup events are the richest; the latest one wins
+            if self.by_pid is None:  # a recorded stream: group it once
+                self.by_pid = {}
+                for name, events in self.by_kind.items():
+                    groups = self.by_pid[name] = defaultdict(list)
+                    for e in events:
+                        groups[e.get("pid") or 0].append(e)
+            for e in reversed(self.by_pid.get(kind, {}).get(pid or 0, ())):
+                if e.get("nameservers") or isinstance(e.get("resolv_conf"), dict):
+                    return e
+        return None
 
     @staticmethod
     def _resolv_of(e: dict) -> dict:
@@ -221,20 +441,27 @@ class Window:
 def rule_dead_nameserver(w: Window) -> list[Finding]:
     # Per (server, process): the same address may be a different server in another network
     # namespace, so "never answered" is judged for the queries of each process.
+    # Unanswered queries are few: find them first, then look only at those processes' answers.
     sent: dict[tuple, list[dict]] = defaultdict(list)
+    for q in w.facts().unanswered:
+        sent[(q["server"], q.get("pid"))].append(q)
+    if not sent:
+        return []
     answered_for: dict[object, Counter] = defaultdict(Counter)
-    for q in w.queries():
-        server = q.get("server")
-        if not server:
-            continue
-        if q.get("answered") is False:
-            sent[(server, q.get("pid"))].append(q)
-        elif q.get("answered") or q.get("rcode"):
-            answered_for[q.get("pid")][server] += 1
+    suspects = {pid for (_, pid), lost in sent.items() if len(lost) >= 2}
+    for (pid, _comm), queries in w.queries_by_process().items():
+        if pid in suspects:
+            counter = answered_for[pid]
+            for q in queries:
+                if q.get("server") and q.get("answered") is not False and (q.get("answered") or q.get("rcode")):
+                    counter[q["server"]] += 1
     findings = []
     for (server, pid), lost in sent.items():
         answered = answered_for[pid]
         if len(lost) < 2 or answered[server]:
+            continue
+        suppress, caveat = _loss_caveat(w, len(lost))
+        if suppress:
             continue
         top = _top_process(lost)
         resolv = w.process_resolv(top["pid"])
@@ -270,24 +497,27 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
                f"(Docker --dns, Nomad network.dns, Kubernetes dnsPolicy/dnsConfig)."
                + (" Meanwhile 'options timeout:1' caps the wait at 1 s per attempt." if timeout > 1 else ""))
         severity = "critical" if position == 0 else "warning"
+        if caveat:
+            summary = f"{caveat}: {summary}"
+            evidence["agent_lost_dns_records"] = w.dns_records_lost()
+            severity = _lower(severity)
         findings.append(Finding("dead-nameserver", severity, summary, evidence, fix, key=f"{server}/{pid}",
                                 pids=pids, comms=comms, containers=containers))
     return findings
 
 
 def rule_slow_nameserver(w: Window, threshold_ns: int = 300_000_000) -> list[Finding]:
-    latencies: dict[str, list[dict]] = defaultdict(list)
-    for q in w.queries():
-        if q.get("server") and q.get("answered") is not False and q.get("latency_ns") is not None \
-                and q.get("proto", "udp") == "udp":
-            latencies[q["server"]].append(q)
+    # Latencies (numbers) per server first; the queries only for the rare server that is slow.
+    latencies = w.facts().server_latencies
     findings = []
-    for server, answers in latencies.items():
-        if len(answers) < 3:
+    for server, values in latencies.items():
+        if len(values) < 3:
             continue
-        median = statistics.median(int(q["latency_ns"]) for q in answers)
+        median = statistics.median(int(v) for v in values)
         if median < threshold_ns:
             continue
+        answers = [q for q in w.queries() if q.get("server") == server and q.get("answered") is not False
+                   and q.get("latency_ns") is not None and q.get("proto", "udp") == "udp"]
         pids, comms, containers = _affected(answers)
         top = _top_process(answers)
         summary = (f"nameserver {server} answers slowly: median {_dur(median)} over {len(answers)} answers "
@@ -303,7 +533,11 @@ def rule_slow_nameserver(w: Window, threshold_ns: int = 300_000_000) -> list[Fin
 
 def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
     findings = []
-    for (pid, comm), lookups in _by_process(w.lookups()).items():
+    # No timeout is under 1 s: processes without a lookup of 0.8 s or more cannot match.
+    candidates = {e.get("pid") for e in w.lookups() if (e.get("latency_ns") or 0) >= 0.8e9}
+    for (pid, comm), lookups in w.by_process("lookup" if w.kind("lookup") else "gai").items():
+        if pid not in candidates:
+            continue
         resolv = w.process_resolv(pid)
         timeout_ns = _timeout_s(resolv["resolv_options"]) * 1e9
         slow = [e for e in lookups if (e.get("latency_ns") or 0) >= 0.8 * timeout_ns]
@@ -329,21 +563,33 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
                     "resolv_options": resolv["resolv_options"], "nameservers": resolv["nameservers"]}
         fix = ("See the other findings for which query is lost (dead nameserver, conntrack race, dropped SYNs); "
                "until fixed, 'options timeout:1 attempts:2' in resolv.conf shortens each wait.")
-        findings.append(Finding("timeout-multiple-latency", "warning", summary, evidence, fix, key=f"{pid}",
+        severity = "warning"
+        # Lookups grouped from the wire (no libc call measured) end where their last answer was
+        # seen: with DNS records lost by the agent, a "timeout" may be an answer it missed.
+        from_wire = sum(1 for _, e in multiples if e.get("source") == "wire")
+        if from_wire:
+            suppress, caveat = _loss_caveat(w, from_wire)
+            if suppress and from_wire == len(multiples):
+                continue
+            if suppress or caveat:
+                caveat = caveat or _loss_caveat(w, w.dns_records_lost() + 1)[1]
+                summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+                severity = _lower(severity)
+        findings.append(Finding("timeout-multiple-latency", severity, summary, evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
 
 
 def rule_truncated_not_cached(w: Window, min_repeats: int = 5) -> list[Finding]:
     truncated: dict[tuple, list[dict]] = defaultdict(list)
-    for q in w.queries():
-        if q.get("tc") and q.get("answered") is not False:
-            truncated[(q.get("qname"), q.get("server"))].append(q)
+    for q in w.facts().truncated:
+        truncated[(q.get("qname"), q.get("server"))].append(q)
     findings = []
+    fallbacks_by_name = Counter(q.get("qname") for q in w.facts().fallbacks if q.get("tcp_fallback"))
     for (qname, server), answers in truncated.items():
         if len(answers) < min_repeats:
             continue
-        fallbacks = sum(1 for q in w.queries() if q.get("tcp_fallback") and q.get("qname") == qname)
+        fallbacks = fallbacks_by_name.get(qname, 0)
         pids, comms, containers = _affected(answers)
         top = _top_process(answers)
         asker = proc_label(top["pid"], top["comm"], top["container"])
@@ -367,7 +613,7 @@ def rule_truncated_not_cached(w: Window, min_repeats: int = 5) -> list[Finding]:
 
 def rule_tcp_fallback(w: Window, min_fallbacks: int = 5) -> list[Finding]:
     findings = []
-    fallbacks = [q for q in w.queries() if q.get("tcp_fallback") or (q.get("proto") == "tcp" and q.get("after_tc"))]
+    fallbacks = w.facts().fallbacks
     for (pid, comm), items in _by_process(fallbacks).items():
         if len(items) < min_fallbacks:
             continue
@@ -479,14 +725,16 @@ def _same_port_groups(w: Window) -> tuple[list[dict], list[dict]]:
     single-request-reopen would not help. Queries are grouped by (pid, source port, name).
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    flagged = set()
+    flagged = {(q.get("pid"), q.get("sport"), str(q.get("qname") or "").lower()) for q in w.facts().same_port}
+    if not flagged:
+        return [], []
+    flagged_pids = {key[0] for key in flagged}
     for q in w.queries():
-        if q.get("qtype") not in ("A", "AAAA"):
+        if q.get("pid") not in flagged_pids or q.get("qtype") not in ("A", "AAAA"):
             continue
         key = (q.get("pid"), q.get("sport"), str(q.get("qname") or "").lower())
-        groups[key].append(q)
-        if q.get("same_port_pair"):
-            flagged.add(key)
+        if key in flagged:
+            groups[key].append(q)
     one_lost, both_lost = [], []
     for key in flagged:
         queries = groups[key]
@@ -515,6 +763,9 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
     """
     findings = []
     for (pid, comm), lost in _by_process(both_lost).items():
+        suppress, caveat = _loss_caveat(w, len(lost))
+        if suppress:
+            continue
         container = next((q.get("container") for q in lost if q.get("container")), "")
         servers = Counter(str(q.get("server")) for q in lost)
         resolv = w.process_resolv(pid)
@@ -533,8 +784,10 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
                "single-request-reopen will not help, since every new flow collides.")
         evidence = {**totals, "netns": netns, "both_of_pair_lost": len(lost), "pairs": pairs,
                     "servers": dict(servers.most_common(5)), "resolv_options": resolv["resolv_options"]}
-        findings.append(Finding("conntrack-insert-failed", "critical", summary, evidence, fix,
-                                key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
+        if caveat:
+            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+        findings.append(Finding("conntrack-insert-failed", _lower("critical") if caveat else "critical", summary,
+                                evidence, fix, key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
                                 containers=[container] if container else []))
     return findings
 
@@ -616,6 +869,9 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
     for (pid, comm), lost in _by_process(losses).items():
         if len(lost) < 2 and not (lost and insert_failed):
             continue
+        suppress, caveat = _loss_caveat(w, len(lost))
+        if suppress:
+            continue
         resolv = w.process_resolv(pid)
         if _has_option(resolv["resolv_options"], "single-request-reopen", "single-request", "use-vc"):
             continue  # already configured: the pairs seen are something else
@@ -639,15 +895,24 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
         fix = ("Add 'options single-request-reopen' to resolv.conf (Kubernetes: pod dnsConfig.options) so A and "
                "AAAA use different ports, or 'use-vc'; gRPC clients on c-ares need GRPC_DNS_RESOLVER=native to "
                "honour it.")
-        findings.append(Finding("aaaa-same-port-race", "critical", summary, evidence, fix, key=f"{pid}",
+        if caveat:
+            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+        findings.append(Finding("aaaa-same-port-race", _lower("critical") if caveat else "critical", summary,
+                                evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
 
 
 def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding]:
     findings = []
-    for (pid, comm), queries in _by_process(q for q in w.queries() if q.get("answered") is not False).items():
-        nx = [q for q in queries if q.get("rcode") == "NXDOMAIN" and q.get("qname")]
+    nx_per_pid = Counter(q.get("pid") for q in w.facts().nxdomain)
+    for (pid, comm), all_queries in w.queries_by_process().items():
+        if nx_per_pid.get(pid, 0) < min_nxdomain:
+            continue
+        nx = [q for q in all_queries if q.get("rcode") == "NXDOMAIN" and q.get("qname")]
+        if len(nx) < min_nxdomain:
+            continue
+        queries = [q for q in all_queries if q.get("answered") is not False]
         if len(nx) < min_nxdomain or len(nx) < 0.5 * len(queries):
             continue
         search = [s.rstrip(".").lower() for s in (queries[0].get("search") or w.process_resolv(pid)["search"])]
@@ -670,7 +935,8 @@ def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding
                    f"{w.window_s:g} s got NXDOMAIN from search-list expansion (e.g. {examples[0]}): names with "
                    f"fewer than ndots:{ndots} dots are tried with every search domain first")
         evidence = {"nxdomain_expansions": len(expansions), "queries": len(queries), "examples": examples,
-                    "search": search, "ndots": ndots}
+                    "search": search, "ndots": ndots,
+                    "servers": sorted({str(q.get("server")) for q in nx if q.get("server")})[:8]}
         fix = ("Use fully-qualified names with a trailing dot (e.g. 'api.example.com.'), or lower ndots "
                "('options ndots:1'; Kubernetes: pod dnsConfig.options ndots) or trim the search list.")
         findings.append(Finding("ndots-nxdomain-storm", "warning", summary, evidence, fix, key=f"{pid}",
@@ -682,15 +948,17 @@ def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
     # Two passes: count every (name, type) cheaply, then gather the queries of the few asked
     # often enough to matter (a node asks tens of thousands of names once or twice a minute).
     floor = max(min_queries, 0.8 * w.window_s)  # below both thresholds whatever the TTL
-    candidates = [q for q in w.queries() if q.get("qname") and not q.get("retransmit")
-                  and q.get("proto", "udp") == "udp"]
-    keys = [(str(q["qname"]).lower(), q.get("qtype")) for q in candidates]
-    frequent = {key for key, n in Counter(keys).items() if n >= floor}
     asked: dict[tuple, list[dict]] = defaultdict(list)
+    if sum(w.facts().name_counts.values()) < floor:
+        return []
+    frequent = {key for key, n in w.facts().case_folded_counts().items() if n >= floor}
     if frequent:
-        for key, q in zip(keys, candidates):
-            if key in frequent:
-                asked[key].append(q)
+        for q in w.queries():
+            qname = q.get("qname")
+            if qname and not q.get("retransmit") and q.get("proto", "udp") == "udp":
+                key = (str(qname).lower(), q.get("qtype"))
+                if key in frequent:
+                    asked[key].append(q)
     findings = []
     for (qname, qtype), queries in asked.items():
         if len(queries) < floor:
@@ -730,7 +998,7 @@ def rule_resolver_bypasses_libc(w: Window, min_queries: int = 3) -> list[Finding
         return []
     gai_pids = {e.get("pid") for e in w.kind("gai")}
     findings = []
-    for (pid, comm), queries in _by_process(w.kind("dns")).items():
+    for (pid, comm), queries in w.by_process("dns").items():
         if pid in gai_pids or _is_dns_server_comm(comm) or len(queries) < min_queries:
             continue
         if any(q.get("sport") in DNS_PORTS for q in queries):
@@ -793,7 +1061,7 @@ class FindingsEngine(Stage):
     """Keeps the last minute of events (bounded per kind) and evaluates the rules every tick."""
 
     name = "findings"
-    KINDS = ("gai", "dns", "lookup", "syn_retry", "connect", "drop", "conntrack")
+    KINDS = ("gai", "dns", "lookup", "syn_retry", "connect", "drop", "conntrack", "agent")
 
     def __init__(self, window_ns: int = WINDOW_NS, max_events_per_kind: int = MAX_EVENTS_PER_KIND,
                  host: str = "", gai_traced: bool | None = None,
@@ -802,7 +1070,7 @@ class FindingsEngine(Stage):
         self.host = host
         self.gai_traced = gai_traced
         self.on_finding = on_finding
-        self.events: dict[str, deque] = {k: deque(maxlen=max_events_per_kind) for k in self.KINDS}
+        self.events: dict[str, FairBuffer] = {k: FairBuffer(max_events_per_kind) for k in self.KINDS}
         self.active: list[Finding] = []
         self.first_seen: dict[tuple, int] = {}
         self._emitted_at: dict[tuple, int] = {}
@@ -816,13 +1084,19 @@ class FindingsEngine(Stage):
         self._last_eval_monotonic = -1e9
 
     def handle(self, events: list[dict]) -> None:
+        buffers = self.events
+        unused = UNUSED_FIELDS
         for e in events:
-            queue = self.events.get(e.get("kind"))
-            if queue is None:
+            buffer = buffers.get(e.get("kind"))
+            if buffer is None:
                 continue
-            if len(queue) == queue.maxlen:
-                self.counters["evicted_over_bound"] += 1
-            queue.append(e)
+            if unused.isdisjoint(e):
+                buffer.append(e)
+            else:  # keep a slim copy: the answers, partner and fallback records are not read by any rule
+                slim = e.copy()
+                for name in unused.intersection(e):
+                    del slim[name]
+                buffer.append(slim)
             self.counters["events"] += 1
             ts = e.get("ts") or 0
             if ts > self.now_ns:
@@ -858,11 +1132,12 @@ class FindingsEngine(Stage):
         now_ns = max(now_ns or 0, self.now_ns)
         horizon = now_ns - self.window_ns
         by_kind = {}
-        for kind, queue in self.events.items():
-            while queue and (queue[0].get("ts") or now_ns) <= horizon:
-                queue.popleft()
-            by_kind[kind] = list(queue)
-        self.active = run_rules(Window(by_kind, now_ns, self.window_ns, self.gai_traced))
+        by_pid = {}
+        for kind, buffer in self.events.items():
+            buffer.expire(horizon)
+            by_kind[kind] = buffer.events()
+            by_pid[kind] = buffer.by_pid
+        self.active = run_rules(Window(by_kind, now_ns, self.window_ns, self.gai_traced, by_pid=by_pid))
         self.counters["evaluations"] += 1
         for finding in self.active:
             ident = (finding.rule, finding.key)
@@ -904,4 +1179,6 @@ class FindingsEngine(Stage):
         return [f.event(self.now_ns, self.host) for f in self.active]
 
     def stats(self) -> dict:
-        return {**self.counters, "active": len(self.active)}
+        return {**self.counters, "evicted_over_bound": sum(b.evicted for b in self.events.values()),
+                "buffered": sum(len(b) for b in self.events.values()),
+                "buffered_processes": sum(len(b.by_pid) for b in self.events.values()), "active": len(self.active)}

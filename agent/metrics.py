@@ -14,7 +14,7 @@ from dnstrace.errors import UsageError
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
 LABEL_LIMITS = {"comm": 200, "container": 200, "server": 64, "reason": 64, "error": 32, "rcode": 16,
-                "destination": 128}
+                "destination": 128, "source": 32, "counter": 64}
 OTHER = "other"
 
 
@@ -81,6 +81,9 @@ class MetricsSink(Sink):
         self.findings = Gauge("dnstrace_findings_active", "active findings by rule", ["rule", "severity"],
                               registry=r)
         self.events = Counter("dnstrace_events", "events seen by kind", ["kind"], registry=r)
+        self.agent_lost = Counter("dnstrace_agent_lost_records", "records the agent itself lost, by source and "
+                                  "counter (ring buffer full, kernel misses, sampling, full tables)",
+                                  ["source", "counter"], registry=r)
         self.server = None
         self._thread = None
         self._netns_seen: set[str] = set()
@@ -105,6 +108,11 @@ class MetricsSink(Sink):
         g = self.guards
         for e in events:
             kind = e.get("kind")
+            if kind == "agent":
+                for counter, value in (e.get("losses") or {}).items():
+                    if isinstance(value, int) and value > 0:
+                        self.agent_lost.labels(g["source"](e.get("source")), g["counter"](counter)).inc(value)
+                continue
             if kind not in ("gai", "lookup", "dns", "syn_retry", "drop", "conntrack", "connect", "finding"):
                 continue
             self.events.labels(kind).inc()

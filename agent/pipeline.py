@@ -13,6 +13,10 @@ Which sinks: ``sink_modules`` (default ``SINK_MODULES``: shipper + metrics, each
 built by its module's ``make_sink(config)``) plus ``extra_sinks``. Interactive tools
 pass ``sink_modules=()`` (nothing shipped) or only the metrics module.
 
+Every tick, ``LossMonitor`` turns the sources' loss counters (ring buffer full, kernel
+misses, sampling, full tables) into ``agent`` events that go to stages and sinks like
+any other: the findings engine, top, metrics and the collector see what the agent lost.
+
 Stages (``Stage``) are sinks whose output re-enters the stream: the findings engine
 is one. Events reach stages before sinks; whatever a stage's ``tick()`` returns
 (e.g. events of kind "finding") is handed to every sink like any other event, so
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import threading
 import time
 from typing import Callable, Iterable
@@ -41,6 +46,16 @@ ENRICH_MODULE = "dnstrace.agent.enrich"
 
 # Log a failing sink or enricher at most this often (the agent must not flood its own log).
 ERROR_LOG_INTERVAL_S = 30.0
+
+# Source stats counters that count records the agent lost (a source's ``stats()`` key ends
+# with one of these; the lookups source prefixes its parts' keys with "dns_" / "gai_").
+LOSS_COUNTERS = ("ringbuf_lost", "ringbuf_full", "kernel_missed", "sampled_out", "pairs_lost", "inflight_full",
+                 "inflight_evicted", "conn_table_full", "flow_table_full", "key_table_full")
+# Estimates derived from several counters read at different moments (they can dip or jump
+# transiently): not counted, a false loss would silence real findings.
+DERIVED_COUNTERS = ("kernel_inflight_evicted",)
+# Losses of DNS packets/pairs: answers among them look like silence to the absence-based rules.
+DNS_LOSS_COUNTERS = ("ringbuf_lost", "ringbuf_full", "kernel_missed", "pairs_lost", "inflight_evicted")
 
 
 def available_targets() -> dict:
@@ -133,6 +148,58 @@ class _SignalRunner(Runner):
             )
 
 
+def loss_counters(stats: dict) -> dict[str, int]:
+    """The loss counters among a source's stats (numbers only)."""
+    return {name: value for name, value in stats.items()
+            if isinstance(value, int) and not isinstance(value, bool) and name.endswith(LOSS_COUNTERS)
+            and not name.endswith(DERIVED_COUNTERS)}
+
+
+def dns_losses(source_name: str, losses: dict[str, int]) -> int:
+    """How many of ``losses`` are DNS records (the dns source's, or the lookups source's dns_* part)."""
+    total = 0
+    for name, value in losses.items():
+        if source_name == "dns" or name.startswith("dns_"):
+            if name.endswith(DNS_LOSS_COUNTERS):
+                total += value
+    return total
+
+
+class LossMonitor:
+    """Turns the sources' loss counters into ``agent`` events (deltas since the last check).
+
+    The agent's own losses are evidence: findings that conclude from silence need them,
+    and top, metrics and the collector show them. One event per source that lost something."""
+
+    def __init__(self, host: str = ""):
+        self.host = host
+        self.last: dict[str, dict[str, int]] = {}
+        self.totals: dict[str, int] = {}  # per source, since start
+        self.errors = 0
+
+    def check(self, sources: Iterable[Source], now_ns: int) -> list[dict]:
+        events = []
+        for source in sources:
+            try:
+                current = loss_counters(source.stats())
+            except Exception:  # a source whose stats fail must not stop the loop
+                self.errors += 1
+                continue
+            previous = self.last.get(source.name, {})
+            # only increases count: some loss figures are derived (e.g. kernel_inflight_evicted) and may dip
+            deltas = {k: v - previous.get(k, 0) for k, v in current.items() if v > previous.get(k, 0)}
+            self.last[source.name] = {k: max(v, previous.get(k, 0)) for k, v in current.items()}  # high-water
+            if not deltas:
+                continue
+            lost = sum(deltas.values())
+            self.totals[source.name] = self.totals.get(source.name, 0) + lost
+            events.append({"kind": "agent", "ts": now_ns, "host": self.host, "pid": os.getpid(), "tid": 0,
+                           "comm": "dnstrace", "container": "", "pod": "", "namespace": "",
+                           "source": source.name, "losses": deltas, "lost": lost,
+                           "dns_lost": dns_losses(source.name, deltas)})
+        return events
+
+
 class Stage(Sink):
     """A sink whose output re-enters the stream (see the module docstring).
 
@@ -168,9 +235,11 @@ class Pipeline:
         self.running = False
         self.last_loop_monotonic = time.monotonic()  # liveness: the loop ticks about once a second
         self._runner: _SignalRunner | None = None
+        self.losses = LossMonitor(host=config["agent.host_id"] if config is not None and "agent.host_id" in config
+                                  else "")
         self._enricher = None
         self._counters = {"batches": 0, "events": 0, "derived_events": 0, "enrich_errors": 0, "sink_errors": 0,
-                          "stage_errors": 0}
+                          "stage_errors": 0, "agent_events": 0}
         self._last_error_log: dict[str, float] = {}
         self._targets = None
         self._validate_signals()
@@ -272,6 +341,17 @@ class Pipeline:
 
     def _on_tick(self, now_ns: int) -> None:
         self.last_loop_monotonic = time.monotonic()
+        if self._runner is not None:
+            agent_events = self.losses.check(self._runner.started, now_ns)
+            if agent_events:  # not enriched: they are about the agent itself
+                self._counters["agent_events"] += len(agent_events)
+                for stage in self.stages:
+                    try:
+                        stage.handle(agent_events)
+                    except Exception as err:
+                        self._counters["stage_errors"] += 1
+                        self._log_error(f"stage:{stage.name}", "stage failed to take events", err, stage=stage.name)
+                self._deliver(agent_events)
         for stage in self.stages:
             try:
                 derived = stage.tick(now_ns)
@@ -338,6 +418,7 @@ class Pipeline:
                 enricher = {"stats_error": str(err)}
         return {
             "pipeline": dict(self._counters),
+            "agent_losses": dict(self.losses.totals),
             "enricher": enricher,
             "signals": {"attached": list(self.attached_signals), "failed": dict(self.failed_signals)},
             "sources": sources,

@@ -95,6 +95,16 @@ def cell(column: TopColumn, row: dict) -> str:
     return text.rjust(column.width) if column.numeric else text.ljust(column.width)
 
 
+def loss_status(losses: dict | None) -> str:
+    """The agent's own losses for the status line ("" when it lost nothing)."""
+    if not losses or not losses.get("total"):
+        return ""
+    text = f"AGENT LOST {losses.get('lost', 0)} records/{losses.get('window_s', 60)}s"
+    if losses.get("dns_lost"):
+        text += f" ({losses['dns_lost']} DNS: findings from silence unreliable)"
+    return text + f", {losses['total']} total"
+
+
 class TopView:
     """Screen state (sort, filter, selection, mode) and rendering of a snapshot to lines."""
 
@@ -226,8 +236,10 @@ class TopView:
         lines += self._findings_lines(snap, width, findings_room)
         while len(lines) < height - 1:
             lines.append("")
-        lines.append(("keys: q quit  / filter  c container  w window  Enter detail  sort: "
-                      "p n o l 5 9 m f u t y d  < > r")[:width] if attached != "attaching" else "attaching probes…")
+        status_line = (("keys: q quit  / filter  c container  w window  Enter detail  sort: "
+                        "p n o l 5 9 m f u t y d  < > r") if attached != "attaching" else "attaching probes…")
+        losses = loss_status(snap.get("agent_losses"))
+        lines.append(((losses + " · " + status_line) if losses else status_line)[:width])
         return lines
 
     def render_detail(self, snap: dict, width: int, height: int) -> list[str]:
@@ -302,6 +314,7 @@ class TopModel:
             return {"ts": time.time_ns(), "host": self.host, "by": by, "window": window, "signals": self.signals,
                     "rows": rows, "findings": self.findings.current(), "servers": servers,
                     "node": self.aggregator.node_view(), "details": details,
+                    "agent_losses": self.aggregator.agent_losses(),
                     "stats": {"aggregate": self.aggregator.stats(), "findings": self.findings.stats()}}
 
 

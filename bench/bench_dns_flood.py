@@ -4,8 +4,10 @@ A C sender (sendmmsg, batches of 64, rotating ids) floods a C responder
 (recvmmsg/sendmmsg, answers each query by setting QR) on 127.0.0.1:53 inside a
 network namespace made for the run. The agent side is ``DnsWireSource`` in this
 process, woken by its ring buffer fd through epoll and drained as the runner does. Printed: queries sent, answers
-received by the sender, dns events emitted, ring-buffer losses counted by the
-kernel, and the agent's CPU time. Needs root, bcc and gcc.
+received by the sender, what the kernel did with them (paired in the kernel, one
+record per query+answer; records lost because the ring buffer was full; queries
+the in-flight LRU map evicted), dns events emitted, and the agent's CPU time.
+Needs root, bcc and gcc.
 
     sudo .venv/bin/python bench/bench_dns_flood.py [seconds] [queries per second, 0 = flat out]
 """
@@ -186,15 +188,21 @@ def main() -> int:
     print(f"duration            {seconds:.1f} s flood ({pace}), {wall:.1f} s measured")
     print(f"queries sent        {sent}  ({sent / seconds:,.0f}/s)")
     print(f"answers received    {received}  (by the sender)")
-    print(f"kernel records      {stats['kernel_events']} written, {stats['ringbuf_lost']} lost (ring buffer full); "
-          f"written + lost = {stats['kernel_events'] + stats['ringbuf_lost']} vs queries sent + answers received "
-          f"= {sent + received}")
-    print(f"agent decoded       {stats['records']} records, {stats['queries']} queries, {stats['answers']} answers")
+    print(f"kernel              {stats['kernel_paired']} queries paired with their answer in the kernel, "
+          f"{stats['kernel_inflight_added']} stored in flight; ring buffer records {stats['kernel_events']} written, "
+          f"lost (full): {stats['pairs_lost']} pairs + {stats['ringbuf_lost']} others; "
+          f"{stats['kernel_inflight_evicted']} in-flight queries evicted by the LRU")
+    print(f"agent decoded       {stats['records']} records ({stats['pairs']} pairs), {stats['queries']} queries, "
+          f"{stats['answers']} answers; {stats['swept']} unanswered-so-far queries taken from the kernel map "
+          f"({stats['gap_sweeps']} sweeps to restore send order, {stats['gap_sweeps_skipped']} skipped)")
     print(f"dns events          {counts['answered']} answered, {counts['unanswered']} unanswered (answer lost "
           f"or not yet timed out), {in_flight} still in flight at the end")
     seen = stats["queries"]
+    counted = stats["pairs_lost"] + stats["kernel_inflight_evicted"]
+    other_lost = stats["ringbuf_lost"]  # query or answer packets and owner notices
     print(f"queries seen/sent   {seen}/{sent} = {100.0 * seen / max(sent, 1):.2f}%  "
-          f"(missing {sent - seen}; ring-buffer losses counted: {stats['ringbuf_lost']})")
+          f"(missing {sent - seen}; counted as lost: {counted} queries in lost pair records or LRU evictions, "
+          f"plus up to {other_lost} in other lost records)")
     print(f"malformed           {stats['malformed']}, unmatched answers {stats['unmatched_answers']}, "
           f"inflight evicted {stats['inflight_evicted']}")
     print(f"agent CPU           {cpu:.2f} s ({user:.2f} user, {system:.2f} sys) over {wall:.1f} s = "

@@ -89,6 +89,9 @@ def main() -> None:
           f"({len(found)} findings)")
     print(f"aggregator: {stats['processes']} process series kept, {stats['process_evictions']} evicted to 'other'; "
           f"{stats['containers']} containers; {stats['servers']} servers, {stats['server_evictions']} evicted")
+    fstats = model.findings.stats()
+    print(f"findings buffers (fair per process): {fstats['buffered']} events of {fstats['buffered_processes']} "
+          f"process slots kept, {fstats['evicted_over_bound']} evicted over the bound")
     print(f"RSS: {rss_mib():.0f} MiB (baseline before feeding {base_rss:.0f} MiB; "
           f"max {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 

@@ -1,12 +1,23 @@
 /* DNS on the wire: cgroup_skb egress + ingress on the cgroup v2 root.
  *
  * Sees the sockets of every network namespace. For packets to (egress) or from
- * (ingress) a configured DNS port, over UDP or TCP, IPv4 or IPv6, it copies the
- * addresses, ports and a bounded prefix of the DNS payload into one ring buffer
- * (one buffer for both directions keeps a query ahead of its answer).
+ * (ingress) a configured DNS port, over UDP or TCP, IPv4 or IPv6.
+ * UDP queries are paired with their answers here, in the kernel: a query waits in
+ * the bounded LRU map `inflight` (socket cookie + DNS id -> send time, owner,
+ * addresses, the query bytes); its answer takes it out and writes ONE ring-buffer
+ * record holding both (half the records of a flood, and no user-space matching
+ * table on the fast path). Everything else goes out as one record per packet with
+ * a bounded payload prefix: TCP (length-prefixed, segmented: user space reassembles
+ * message starts), queries too long to store, answers whose query is not in the map
+ * (user space took it out as unanswered, or the LRU evicted it), and a query whose
+ * socket sends the same id again (taken out so user space sees both sends, in order).
+ * Unanswered queries stay in the map: user space sweeps it once a second.
+ * One ring buffer for everything keeps a query ahead of its answer.
  * Owner process: bpf_get_current_pid_tgid() is only right when a process sends,
  * so the first egress packet of a socket (UDP query, TCP SYN) records
- * socket cookie -> owner, and every later packet of that socket uses it.
+ * socket cookie -> owner (and announces it with a DNS_KIND_OWNER record), and every
+ * later packet of that socket uses it. Each query gets the owner's next send
+ * sequence number (`qseq`), so user space can restore send order across pairs.
  * Only packet bytes are read (bpf_skb_load_bytes): no kernel struct.
  * Both programs always return 1: dnstrace observes, never drops.
  */
@@ -19,30 +30,95 @@
 #ifndef OWNER_MAX
 #define OWNER_MAX 65536
 #endif
+#ifndef INFLIGHT_MAX
+#define INFLIGHT_MAX 32768
+#endif
 
 #define PROTO_TCP 6
 #define PROTO_UDP 17
 #define TCP_FLAG_SYN 0x02
+#define DNS_FLAG_QR 0x80 /* in the third payload byte */
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(scratch, struct dns_event, 1);
+BPF_PERCPU_ARRAY(scratch, struct dns_pair, 1);
+BPF_PERCPU_ARRAY(query_scratch, struct dns_query, 1);
 BPF_HASH(dns_ports, u16, u8, 64);
 BPF_TABLE("lru_hash", u64, struct dns_owner, owners, OWNER_MAX);
+BPF_TABLE("lru_hash", u32, u32, send_seq, OWNER_MAX); /* tgid -> next qseq */
+BPF_TABLE("lru_hash", struct dns_query_key, struct dns_query, inflight, INFLIGHT_MAX);
 BPF_PERCPU_ARRAY(counters, u64, DNS_CNT_MAX);
 
 static __always_inline void count(int index)
 {
-	u64 *value = counters.lookup(&index);
+	u32 key = index;
+	u64 *value = counters.lookup(&key);
 	if (value)
 		(*value)++; /* per-CPU slot: no atomic needed */
+}
+
+/* Default wake-ups on purpose (not dt_wakeup_flags): the kernel wakes the agent only
+ * when it has read everything before this record, so a flood it lags behind costs
+ * no wake-ups, while a lone record (a new socket's owner, a pair) reaches it at once. */
+static __always_inline void submit(void *record, u64 size, int lost_counter)
+{
+	if (events.ringbuf_output(record, size, 0) == 0)
+		count(DNS_CNT_EVENTS);
+	else
+		count(lost_counter);
+}
+
+static __always_inline u32 next_qseq(u32 pid)
+{
+	u32 *next = send_seq.lookup(&pid);
+	if (next) {
+		/* not atomic (this LLVM rejects using XADD's result): two threads of one
+		 * process sending at once on two CPUs may share a number; user space then
+		 * only loses the ordering hint for them */
+		u32 qseq = *next;
+		*next = qseq + 1;
+		return qseq;
+	}
+	u32 one = 1;
+	send_seq.update(&pid, &one);
+	return 0;
+}
+
+/* A query taken out of the map (its id was sent again): as a plain egress packet. */
+static __always_inline void emit_query(struct dns_event *e, struct dns_query *q, u64 cookie)
+{
+	e->hdr.ts_ns = q->ts_ns;
+	e->hdr.cookie = cookie;
+	e->hdr.pid = q->pid;
+	e->hdr.tid = q->tid;
+	e->hdr.tcp_seq = 0;
+	e->hdr.qseq = q->qseq;
+	__builtin_memcpy(e->hdr.saddr, q->saddr, 16);
+	__builtin_memcpy(e->hdr.daddr, q->daddr, 16);
+	e->hdr.sport = q->sport;
+	e->hdr.dport = q->dport;
+	e->hdr.family = q->family;
+	e->hdr.proto = PROTO_UDP;
+	e->hdr.dir = DNS_DIR_EGRESS;
+	e->hdr.kind = DNS_KIND_PACKET;
+	e->hdr.reserved = 0;
+	__builtin_memcpy(e->hdr.comm, q->comm, TASK_COMM_LEN);
+	__builtin_memcpy(e->data, q->data, DNS_QUERY_CAPTURE);
+	u64 len = q->len;
+	asm volatile("" : "+r"(len));
+	if (len > DNS_QUERY_CAPTURE)
+		len = DNS_QUERY_CAPTURE;
+	e->hdr.payload_len = len;
+	e->hdr.cap_len = len;
+	submit(e, sizeof(struct dns_event_hdr) + len, DNS_CNT_RINGBUF_FULL);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, int dir)
 {
 	u32 zero = 0;
-	struct dns_event *e = scratch.lookup(&zero);
-	if (!e)
+	struct dns_pair *p = scratch.lookup(&zero);
+	if (!p)
 		return 1;
+	struct dns_event *e = (struct dns_event *)p; /* same header; data right after it */
 
 	u8 ip[40];
 	u32 l4_off, ip_end;
@@ -65,9 +141,9 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		family = 4;
 		l4_off = ihl;
 		ip_end = (ip[2] << 8) | ip[3];
-		__builtin_memset(e->hdr.saddr, 0, 32);
-		__builtin_memcpy(e->hdr.saddr, ip + 12, 4);
-		__builtin_memcpy(e->hdr.daddr, ip + 16, 4);
+		__builtin_memset(p->hdr.saddr, 0, 32);
+		__builtin_memcpy(p->hdr.saddr, ip + 12, 4);
+		__builtin_memcpy(p->hdr.daddr, ip + 16, 4);
 	} else if (version == 6) {
 		if (bpf_skb_load_bytes(skb, 0, ip, 40) < 0)
 			return 1;
@@ -77,8 +153,8 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		family = 6;
 		l4_off = 40;
 		ip_end = 40 + ((ip[4] << 8) | ip[5]);
-		__builtin_memcpy(e->hdr.saddr, ip + 8, 16);
-		__builtin_memcpy(e->hdr.daddr, ip + 24, 16);
+		__builtin_memcpy(p->hdr.saddr, ip + 8, 16);
+		__builtin_memcpy(p->hdr.daddr, ip + 24, 16);
 	} else {
 		return 1;
 	}
@@ -119,19 +195,94 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		payload_len = ip_end - payload_off;
 	}
 
+	u64 now = bpf_ktime_get_ns();
 	struct dns_owner *owner;
-	if (dir == DNS_DIR_EGRESS) {
+	/* lookup first: an LRU map's insert takes (and may evict) a node even when the key exists */
+	if (dir == DNS_DIR_EGRESS && !owners.lookup(&cookie)) {
 		u64 pid_tgid = bpf_get_current_pid_tgid();
 		if (pid_tgid >> 32) {
 			struct dns_owner fresh = {};
 			fresh.pid = pid_tgid >> 32;
 			fresh.tid = (u32)pid_tgid;
 			bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
-			owners.insert(&cookie, &fresh); /* first egress wins */
+			if (owners.insert(&cookie, &fresh) == 0) { /* first egress wins */
+				e->hdr.ts_ns = now;
+				e->hdr.cookie = cookie;
+				e->hdr.pid = fresh.pid;
+				e->hdr.tid = fresh.tid;
+				e->hdr.tcp_seq = 0;
+				e->hdr.qseq = 0;
+				e->hdr.sport = sport;
+				e->hdr.dport = dport;
+				e->hdr.payload_len = 0;
+				e->hdr.cap_len = 0;
+				e->hdr.family = family;
+				e->hdr.proto = proto;
+				e->hdr.dir = dir;
+				e->hdr.kind = DNS_KIND_OWNER;
+				e->hdr.reserved = 0;
+				__builtin_memcpy(e->hdr.comm, fresh.comm, TASK_COMM_LEN);
+				submit(e, sizeof(struct dns_event_hdr), DNS_CNT_RINGBUF_FULL);
+			}
 		}
 	}
 	if (syn || payload_len == 0)
 		return 1; /* handshake and pure ACKs carry no DNS */
+
+	u8 head[4] = {}; /* DNS id and flags (UDP only: TCP starts with the length prefix) */
+	if (proto == PROTO_UDP && bpf_skb_load_bytes(skb, payload_off, head, 4) < 0) {
+		count(DNS_CNT_MALFORMED);
+		return 1;
+	}
+	struct dns_query_key key = {};
+	key.cookie = cookie;
+	key.id = (head[0] << 8) | head[1];
+
+	if (proto == PROTO_UDP && dir == DNS_DIR_INGRESS && (head[2] & DNS_FLAG_QR)) {
+		struct dns_query *q = inflight.lookup(&key);
+		if (q) {
+			p->query_ts_ns = q->ts_ns;
+			p->query_len = q->len;
+			p->hdr.pid = q->pid;
+			p->hdr.tid = q->tid;
+			p->hdr.qseq = q->qseq;
+			__builtin_memcpy(p->hdr.comm, q->comm, TASK_COMM_LEN);
+			__builtin_memcpy(p->data, q->data, DNS_QUERY_CAPTURE);
+			if (inflight.delete(&key) == 0) { /* not taken meanwhile by the user-space sweep */
+				count(DNS_CNT_PAIRED);
+				p->hdr.ts_ns = now;
+				p->hdr.cookie = cookie;
+				p->hdr.tcp_seq = 0;
+				p->hdr.sport = sport;
+				p->hdr.dport = dport;
+				p->hdr.payload_len = payload_len > 0xffff ? 0xffff : payload_len;
+				p->hdr.family = family;
+				p->hdr.proto = proto;
+				p->hdr.dir = dir;
+				p->hdr.kind = DNS_KIND_PAIR;
+				p->hdr.reserved = 0;
+				u64 cap = payload_len;
+				asm volatile("" : "+r"(cap));
+				if (cap > DNS_MAX_CAPTURE)
+					cap = DNS_MAX_CAPTURE;
+				asm volatile("" : "+r"(cap));
+				if (cap < 1 || cap > DNS_MAX_CAPTURE)
+					return 1;
+				u64 qlen = p->query_len;
+				asm volatile("" : "+r"(qlen));
+				if (qlen > DNS_QUERY_CAPTURE)
+					return 1;
+				/* the answer right after the query's bytes */
+				if (bpf_skb_load_bytes(skb, payload_off, p->data + qlen, cap) < 0) {
+					count(DNS_CNT_MALFORMED);
+					return 1;
+				}
+				p->hdr.cap_len = cap;
+				submit(p, sizeof(struct dns_pair) - sizeof(p->data) + qlen + cap, DNS_CNT_LOST_PAIRS);
+				return 1;
+			}
+		}
+	}
 
 	owner = owners.lookup(&cookie);
 	if (owner) {
@@ -144,7 +295,53 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		e->hdr.tid = 0;
 		__builtin_memset(e->hdr.comm, 0, TASK_COMM_LEN);
 	}
-	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->hdr.qseq = dir == DNS_DIR_EGRESS ? next_qseq(e->hdr.pid) : 0;
+
+	if (proto == PROTO_UDP && dir == DNS_DIR_EGRESS && !(head[2] & DNS_FLAG_QR) &&
+	    payload_len <= DNS_QUERY_CAPTURE) {
+		struct dns_query *fresh = query_scratch.lookup(&zero);
+		if (!fresh)
+			return 1;
+		u64 qcap = payload_len;
+		asm volatile("" : "+r"(qcap));
+		if (qcap > DNS_QUERY_CAPTURE)
+			qcap = DNS_QUERY_CAPTURE;
+		asm volatile("" : "+r"(qcap));
+		if (qcap < 1 || qcap > DNS_QUERY_CAPTURE)
+			return 1;
+		if (bpf_skb_load_bytes(skb, payload_off, fresh->data, qcap) < 0) {
+			count(DNS_CNT_MALFORMED);
+			return 1;
+		}
+		fresh->ts_ns = now;
+		fresh->pid = e->hdr.pid;
+		fresh->tid = e->hdr.tid;
+		fresh->qseq = e->hdr.qseq;
+		fresh->sport = sport;
+		fresh->dport = dport;
+		__builtin_memcpy(fresh->saddr, e->hdr.saddr, 16);
+		__builtin_memcpy(fresh->daddr, e->hdr.daddr, 16);
+		fresh->len = qcap;
+		fresh->family = family;
+		fresh->pad = 0;
+		__builtin_memcpy(fresh->comm, e->hdr.comm, TASK_COMM_LEN);
+		if (inflight.insert(&key, fresh) == 0) {
+			count(DNS_CNT_INFLIGHT_ADDED);
+			return 1;
+		}
+		struct dns_query *previous = inflight.lookup(&key);
+		if (previous) {
+			/* the same id again on this socket: the earlier send goes out first, as a packet */
+			emit_query(e, previous, cookie);
+			if (inflight.delete(&key) == 0)
+				count(DNS_CNT_RESENT);
+		}
+		if (inflight.update(&key, fresh) == 0)
+			count(DNS_CNT_INFLIGHT_ADDED);
+		return 1;
+	}
+
+	e->hdr.ts_ns = now;
 	e->hdr.cookie = cookie;
 	e->hdr.tcp_seq = seq;
 	e->hdr.sport = sport;
@@ -153,7 +350,8 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 	e->hdr.family = family;
 	e->hdr.proto = proto;
 	e->hdr.dir = dir;
-	e->hdr.pad = 0;
+	e->hdr.kind = DNS_KIND_PACKET;
+	e->hdr.reserved = 0;
 
 	/* 64-bit, and opaque to clang after the barrier, so the verifier sees the
 	 * bound checked on the very register passed to bpf_skb_load_bytes. */
@@ -169,15 +367,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		return 1;
 	}
 	e->hdr.cap_len = cap;
-	/* Default wake-ups on purpose (not dt_wakeup_flags): the kernel wakes the agent
-	 * only when it has read everything before this record, so a flood it lags
-	 * behind costs no wake-ups, while a lone query reaches it at once: its process
-	 * is looked up (its resolv.conf) while it still waits for the answer. Batching
-	 * answers' wake-ups would leave unread records that silence the next query's. */
-	if (events.ringbuf_output(e, sizeof(struct dns_event_hdr) + cap, 0) == 0)
-		count(DNS_CNT_EVENTS);
-	else
-		count(DNS_CNT_RINGBUF_FULL);
+	submit(e, sizeof(struct dns_event_hdr) + cap, DNS_CNT_RINGBUF_FULL);
 	return 1;
 }
 

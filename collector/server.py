@@ -200,8 +200,8 @@ class _Servicer:
                     except Exception as err:  # refused before queueing: no later batch of this stream is taken
                         put((batch, None, err))
                         return
-            except Exception:  # the stream broke or was cancelled
-                pass
+            except Exception as err:  # the stream broke (e.g. undecodable protobuf) or was cancelled
+                put((None, None, err))
             finally:
                 put(None)
 
@@ -212,6 +212,8 @@ class _Servicer:
                 if item is None:
                     return
                 batch, pending, error = item
+                if batch is None:
+                    raise error  # as if the handler had read the stream itself: gRPC ends the call with an error
                 try:
                     if error is not None:
                         raise error

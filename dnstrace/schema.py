@@ -111,6 +111,13 @@ KINDS: dict[str, dict[str, str]] = {
         "count": "entries in the table",
         "max": "table size limit",
     },
+    "agent": {
+        "source": "the agent's source (signal) that lost records",
+        "losses": "per loss counter of that source (ringbuf_lost, ringbuf_full, kernel_missed, sampled_out...): "
+                  "its increase since the last agent event",
+        "lost": "sum of losses",
+        "dns_lost": "how many of them were DNS records (answers among them look unanswered)",
+    },
     "finding": {
         "rule": "stable rule id",
         "severity": "critical, warning or info",

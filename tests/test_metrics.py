@@ -77,3 +77,22 @@ def test_make_sink_is_off_without_address_and_rejects_bad_address():
     assert make_sink({"agent.metrics_addr": ""}) is None
     with pytest.raises(UsageError):
         make_sink({"agent.metrics_addr": "nonsense"})
+
+
+def test_agent_losses_are_counters_by_source_and_counter():
+    sink = MetricsSink("127.0.0.1:0")
+    try:
+        sink.handle([
+            {"kind": "agent", "ts": 1, "pid": 1, "comm": "dnstrace", "source": "dns",
+             "losses": {"ringbuf_lost": 40, "pairs_lost": 2}, "lost": 42, "dns_lost": 42},
+            {"kind": "agent", "ts": 2, "pid": 1, "comm": "dnstrace", "source": "dns",
+             "losses": {"ringbuf_lost": 5}, "lost": 5, "dns_lost": 5},
+            {"kind": "agent", "ts": 2, "pid": 1, "comm": "dnstrace", "source": "tcp",
+             "losses": {"sampled_out": 7}, "lost": 7, "dns_lost": 0},
+        ])
+        families = scrape(sink.port)
+        lost = {(s.labels["source"], s.labels["counter"]): s.value
+                for s in families["dnstrace_agent_lost_records"].samples if s.name.endswith("_total")}
+        assert lost == {("dns", "ringbuf_lost"): 45, ("dns", "pairs_lost"): 2, ("tcp", "sampled_out"): 7}
+    finally:
+        sink.close()

@@ -56,7 +56,7 @@ def hostile_v2_payloads(draw):
             cols[name] = {"v": draw(st.binary(max_size=48)), **({"m": draw(st.binary(max_size=6))}
                                                                if draw(st.booleans()) else {})}
         elif shape == 2:
-            cols[name] = {"d": draw(st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=4), st.integers(),
+            cols[name] = {"d": draw(st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=4), st.integers(-(2**63), 2**64 - 1),
                                                        st.sampled_from(["{}", "{\"a\":1}", "{]", "{}, {}"])),
                                              max_size=4)),
                           "i": draw(st.binary(max_size=24))}

@@ -6,6 +6,7 @@ One tracer process serves the whole module (each bcc compile costs seconds).
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -74,7 +75,7 @@ def test_ipv6_nameserver(wire_lab, dns_trace):
     assert "10.1.2.4" in out
     events = of_pid(dns_trace, pid, count=2)
     assert {e["qtype"] for e in events} == {"A", "AAAA"}
-    assert all(e["server"] == "fd53::2" and e["answered"] and e["ns_index"] == 0 for e in events)
+    assert all(e["server"] == "fd53::2" and e["answered"] and e["ns_index"] == 0 for e in events), events
 
 
 def test_dns_over_tcp_use_vc(wire_lab, dns_trace):
@@ -122,6 +123,33 @@ def test_same_port_pair_default_versus_single_request_reopen(wire_lab, dns_trace
     assert not a["same_port_pair"] and not aaaa["same_port_pair"]
 
 
+RESEND_SCRIPT = """
+import socket, sys, time
+from dnstrace.agent.lab.dns_servers import build_message
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], 53))
+query = build_message(0x4242, 0x0100, "web.example.test", 1)
+s.send(query)
+time.sleep(0.05)
+s.send(query)  # the same id again on the same socket, as a resolver's retry does
+s.recv(512)
+s.recv(512)
+"""
+
+
+def test_same_id_resent_on_one_socket_both_seen(wire_lab, dns_trace):
+    """The kernel holds one query per socket and id: a resend pushes the first out as a packet,
+    so both sends are reported, the second as a retransmit, and both answers find a query."""
+    pid, _ = run_in(wire_lab.client, [sys.executable, "-c", RESEND_SCRIPT, wire_lab.server_v4])
+    events = sorted(of_pid(dns_trace, pid, count=2), key=lambda e: e["ts"])
+    assert [e["id"] for e in events] == [0x4242, 0x4242]
+    assert all(e["answered"] and e["rcode"] == "NOERROR" and e["answers"] == ["10.1.2.3"] for e in events)
+    assert [e["retransmit"] for e in events] == [False, True]
+    assert events[1]["ts"] - events[0]["ts"] >= 40_000_000
+    assert len({e["sport"] for e in events}) == 1
+
+
 def test_malformed_packets_through_the_kernel_are_counted(wire_lab):
     """Hostile answers and queries reach the agent through the BPF path; it counts them and keeps going."""
     tp = TraceProcess(["trace", "dns", "--json", "--port", str(HOSTILE_PORT)])
@@ -142,4 +170,6 @@ def test_malformed_packets_through_the_kernel_are_counted(wire_lab):
     malformed = int(stats.split("malformed=")[1].split(",")[0])
     # 8 hostile answers + the bad queries (some too short for the kernel, the rest for the parser)
     assert malformed >= len(payloads) + len(bad_queries) - 2, stats
+    # UDP answers met their queries in the kernel (one record each), hostile ones included
+    assert int(stats.split("kernel_paired=")[1].split(",")[0]) >= len(payloads) + 1, stats
     assert "Traceback" not in "".join(tp.stderr_lines)

@@ -35,7 +35,8 @@ def tracer(kernel):
     proc.stop()
 
 
-@pytest.mark.parametrize("name", ["dead-nameserver", "truncation", "syn-drops", "conntrack-race", "rp-filter"])
+@pytest.mark.parametrize("name", ["dead-nameserver", "truncation", "syn-drops", "conntrack-race", "rp-filter",
+                                  "ndots"])
 def test_incident_produces_its_finding(tracer, name):
     incident = BY_NAME[name]
     missing = set(incident.signals) - available_signals()

@@ -93,3 +93,27 @@ def test_process_detail_keeps_slowest_lookups_with_attempts():
     assert detail["nameservers"] == ["10.0.0.9", "10.0.0.2"]
     assert detail["slowest"][0]["attempts"][0]["server"] == "10.0.0.9"
     assert agg.process_detail(99) is None
+
+
+def test_agent_losses_reach_the_top_status_line():
+    from dnstrace.agent.top import TopModel, TopView
+
+    model = TopModel(host="n1")
+    model.sinks.handle([ev("dns", 1, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR",
+                           latency_ns=1000)])
+    view = TopView()
+    lines = view.render(model.snapshot("process", "10s"), 120, 24)
+    assert "AGENT LOST" not in "\n".join(lines)  # nothing lost: nothing said
+    model.sinks.handle([ev("agent", 2, pid=1, comm="dnstrace", source="dns", losses={"ringbuf_lost": 1500},
+                           lost=1500, dns_lost=1500),
+                        ev("agent", 3, pid=1, comm="dnstrace", source="tcp", losses={"sampled_out": 20},
+                           lost=20, dns_lost=0)])
+    snap = model.snapshot("process", "10s")
+    assert snap["agent_losses"]["lost"] == 1520 and snap["agent_losses"]["dns_lost"] == 1500
+    assert snap["agent_losses"]["by_source"] == {"dns": 1500, "tcp": 20}
+    status_line = view.render(snap, 120, 24)[-1]
+    assert status_line.startswith("AGENT LOST 1520 records/60s (1500 DNS")
+    # a minute later the window no longer has them; the total stays
+    model.sinks.handle([ev("dns", 100, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR")])
+    later = model.snapshot("process", "10s")["agent_losses"]
+    assert later["lost"] == 0 and later["total"] == 1520

@@ -273,3 +273,118 @@ def test_both_queries_of_pair_lost_is_a_nat_collision_not_the_race():
     assert "pid 77 (app)" in c.summary and "10.96.0.10" in c.summary and "not the A/AAAA race" in c.summary
     assert "--random-fully" in c.fix and "will not help" in c.fix
     assert c.evidence["both_of_pair_lost"] == 6 and c.pids == [77]
+
+
+# --- fair evidence buffers and the agent's own losses ------------------------------------
+
+
+def ndots_expansions(pid=77, comm="web-frontend", n=20, t=50):
+    search = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    base = {"search": search, "resolv_options": ["ndots:5"], "nameservers": ["10.96.0.10"]}
+    events = []
+    for i in range(n):
+        events.append(ev("dns", t + i * 0.1, pid=pid, comm=comm, qname=f"api.example.test.{search[i % 3]}",
+                         qtype="A", server="10.96.0.10", answered=True, rcode="NXDOMAIN", latency_ns=1000, **base))
+    events.append(ev("dns", t + 3, pid=pid, comm=comm, qname="api.example.test", qtype="A", server="10.96.0.10",
+                     answered=True, rcode="NOERROR", latency_ns=1000, **base))
+    return events
+
+
+def flood(n, pid=666, t0=0.0, t1=59.0):
+    return [ev("dns", t0 + (t1 - t0) * i / n, pid=pid, comm="flooder", qname=f"f{i}.example", qtype="A",
+               server="127.0.0.1", answered=True, rcode="NOERROR", latency_ns=50_000, sport=30000 + i % 20000)
+            for i in range(n)]
+
+
+def test_flood_from_one_process_does_not_evict_another_processes_ndots_evidence():
+    engine = FindingsEngine()
+    flood_events = flood(100_000)
+    engine.handle(flood_events[:50_000])
+    engine.handle(ndots_expansions())
+    engine.handle(flood_events[50_000:])  # the flood goes on after the incident
+    found = [f for f in engine.evaluate(T0 + 60 * S) if f.rule == "ndots-nxdomain-storm"]
+    assert found and found[0].pids == [77] and "web-frontend" in found[0].summary
+    stats = engine.stats()
+    # bounded: the flooder paid for the bound, with its own events only
+    assert engine.events["dns"].total <= 20_000 and stats["evicted_over_bound"] == 100_021 - 20_000
+    assert len(engine.events["dns"].by_pid[77]) == 21
+
+
+def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
+    engine = FindingsEngine(max_events_per_kind=1000)
+    engine.handle([ev("dns", i / 1000, pid=10_000 + i, comm="p", qname="x", server="10.0.0.2", answered=True,
+                      rcode="NOERROR") for i in range(50_000)])
+    buffer = engine.events["dns"]
+    assert buffer.total == 1000 and len(buffer.by_pid) <= 1000 and buffer.evicted == 49_000
+    # max-min fair: ten flooders share the bound; a quieter process keeps all of its 50 events
+    engine = FindingsEngine(max_events_per_kind=1000)
+    buffer = engine.events["dns"]
+    engine.handle([ev("dns", 56 + i / 100_000, pid=100 + i % 10, comm="flood", qname="x", server="10.0.0.2",
+                      answered=True, rcode="NOERROR") for i in range(100_000)])
+    engine.handle([ev("dns", 58, pid=5, comm="q", qname="y", server="10.0.0.2", answered=True, rcode="NOERROR")
+                   for _ in range(50)])
+    assert len(buffer.by_pid[5]) == 50 and buffer.total == 1000
+    assert all(90 <= len(buffer.by_pid[100 + i]) <= 96 for i in range(10))
+
+
+def test_buffered_events_keep_only_fields_rules_read():
+    engine = FindingsEngine()
+    engine.handle([ev("dns", 1, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR",
+                      answers=["1.2.3.4"] * 16, pair_of={"ts": 1}, ns_index=0)])
+    kept = engine.events["dns"].by_pid[4711][0]
+    assert "answers" not in kept and "pair_of" not in kept
+    assert kept["qname"] == "a" and kept["server"] == "10.0.0.2" and kept["pid"] == 4711
+
+
+def test_flood_and_the_must_not_fire_cases_still_hold():
+    engine = FindingsEngine()
+    engine.handle(flood(50_000))
+    unrelated = [ev("dns", 30 + i, pid=8, comm="web", qname=f"typo{i}.example.org", qtype="A",
+                    server="10.96.0.10", answered=True, rcode="NXDOMAIN", latency_ns=1000, search=[],
+                    resolv_options=[]) for i in range(20)]
+    engine.handle(unrelated)
+    rules = rules_of(engine.evaluate(T0 + 60 * S))
+    assert "ndots-nxdomain-storm" not in rules and "dead-nameserver" not in rules
+
+
+def agent_loss(t, dns_lost, source="dns"):
+    return ev("agent", t, pid=1, comm="dnstrace", source=source, losses={"ringbuf_lost": dns_lost},
+              lost=dns_lost, dns_lost=dns_lost)
+
+
+def test_dead_nameserver_with_and_without_the_agents_own_losses():
+    stream = dead_nameserver_stream()  # 6 queries to 10.100.0.9 unanswered
+    plain = [f for f in evaluate(stream) if f.rule == "dead-nameserver"]
+    assert plain and plain[0].severity == "critical" and "unreliable" not in plain[0].summary
+    # the agent lost more DNS records than there are unanswered queries: its own loss may explain it all
+    assert "dead-nameserver" not in rules_of(evaluate(stream + [agent_loss(20, 500)]))
+    # fewer lost than unanswered: the finding stands, marked unreliable, one severity lower
+    shaky = [f for f in evaluate(stream + [agent_loss(20, 2)]) if f.rule == "dead-nameserver"]
+    assert shaky and shaky[0].severity == "warning"
+    assert shaky[0].summary.startswith("unreliable: the agent itself lost 2 DNS records")
+    assert shaky[0].evidence["agent_lost_dns_records"] == 2
+    # losses of other records (SYN retransmit events) say nothing about DNS answers
+    other = dict(agent_loss(20, 0, source="tcp"), losses={"ringbuf_full": 900}, lost=900)
+    assert [f.severity for f in evaluate(stream + [other]) if f.rule == "dead-nameserver"] == ["critical"]
+    # losses older than the window do not count
+    old = evaluate([agent_loss(-120, 500)] + stream, now_ns=T0 + 40 * S)
+    assert [f.severity for f in old if f.rule == "dead-nameserver"] == ["critical"]
+
+
+def test_engine_takes_agent_events_from_the_stream():
+    engine = FindingsEngine()
+    engine.handle(dead_nameserver_stream())
+    engine.handle([agent_loss(30, 10_000)])
+    assert "dead-nameserver" not in rules_of(engine.evaluate(T0 + 40 * S))
+
+
+def test_wire_lookups_at_timeout_multiples_are_unreliable_under_loss():
+    lookups = [ev("lookup", i * 5, name="svc", latency_ns=5_000_000_000 + 1000 * i, error=None, source="wire",
+                  **RESOLV) for i in range(4)]
+    assert [f.severity for f in evaluate(lookups) if f.rule == "timeout-multiple-latency"] == ["warning"]
+    assert "timeout-multiple-latency" not in rules_of(evaluate(lookups + [agent_loss(10, 100)]))
+    shaky = [f for f in evaluate(lookups + [agent_loss(10, 1)]) if f.rule == "timeout-multiple-latency"]
+    assert shaky and shaky[0].severity == "info" and "unreliable" in shaky[0].summary
+    gai_measured = [dict(e, source="gai") for e in lookups]
+    assert [f.severity for f in evaluate(gai_measured + [agent_loss(10, 100)])
+            if f.rule == "timeout-multiple-latency"] == ["warning"]

@@ -335,3 +335,60 @@ def test_findings_engine_as_stage_ships_findings_and_feeds_metrics(fake_signals)
     assert metrics.registry.get_sample_value("dnstrace_events_total", {"kind": "finding"}) == 1
     pipe._on_tick(now + S)  # not due again: nothing new shipped
     assert len([e for e in shipped.events if e["kind"] == "finding"]) == 1
+
+
+class LossySource(Source):
+    """A source whose stats count lost records, like the dns source's ring buffer."""
+
+    def __init__(self, name="dns"):
+        self.name = name
+        self.counters = {"ringbuf_lost": 0, "pairs_lost": 0, "events": 0, "malformed": 0,
+                         "kernel_inflight_evicted": 0}
+
+    def stats(self):
+        return dict(self.counters, servers={"10.0.0.2:53": {"answered": 1}})
+
+
+def test_loss_monitor_emits_deltas_of_loss_counters_only():
+    from dnstrace.agent.pipeline import LossMonitor
+
+    dns, lookups, quiet = LossySource("dns"), LossySource("lookups"), LossySource("tcp")
+    lookups.counters = {"dns_ringbuf_lost": 0, "gai_ringbuf_full": 0, "gai_events": 0}
+    monitor = LossMonitor(host="n1")
+    assert monitor.check([dns, lookups, quiet], 1) == []
+    dns.counters.update(ringbuf_lost=40, pairs_lost=2, events=1000, malformed=7, kernel_inflight_evicted=9)
+    lookups.counters.update(dns_ringbuf_lost=5, gai_ringbuf_full=3, gai_events=99)
+    events = {e["source"]: e for e in monitor.check([dns, lookups, quiet], 2)}
+    assert set(events) == {"dns", "lookups"}
+    assert events["dns"]["kind"] == "agent" and events["dns"]["ts"] == 2 and events["dns"]["host"] == "n1"
+    assert events["dns"]["losses"] == {"ringbuf_lost": 40, "pairs_lost": 2} and events["dns"]["dns_lost"] == 42
+    assert events["lookups"]["losses"] == {"dns_ringbuf_lost": 5, "gai_ringbuf_full": 3}
+    assert events["lookups"]["lost"] == 8 and events["lookups"]["dns_lost"] == 5  # gai records are not DNS
+    dns.counters["ringbuf_lost"] = 45
+    again = monitor.check([dns, lookups, quiet], 3)
+    assert [(e["source"], e["losses"]) for e in again] == [("dns", {"ringbuf_lost": 5})]
+    assert monitor.totals == {"dns": 47, "lookups": 8}
+    dns.counters["pairs_lost"] = 1  # a figure that dips and comes back is not counted twice
+    assert monitor.check([dns], 4) == []
+    dns.counters["pairs_lost"] = 3
+    assert [e["losses"] for e in monitor.check([dns], 5)] == [{"pairs_lost": 1}]
+
+
+def test_pipeline_tick_sends_agent_loss_events_to_stages_and_sinks(fake_signals):
+    from dnstrace.agent.findings import FindingsEngine
+
+    lossy = LossySource("dns")
+    engine, shipped = FindingsEngine(), RecordingSink("shipper")
+    pipe = Pipeline(config(), extra_sinks=[shipped], signals=["other"], stages=[engine])
+    pipe.sinks = [shipped]
+    pipe._runner = pipeline_mod._SignalRunner(pipe)
+    pipe._runner.started = [lossy]
+    pipe._on_tick(10)
+    assert [e for e in shipped.events if e["kind"] == "agent"] == []
+    lossy.counters["ringbuf_lost"] = 123
+    pipe._on_tick(11)
+    agent = [e for e in shipped.events if e["kind"] == "agent"]
+    assert len(agent) == 1 and agent[0]["dns_lost"] == 123
+    assert len(engine.events["agent"]) == 1  # the findings engine got it too
+    stats = pipe.stats()
+    assert stats["agent_losses"] == {"dns": 123} and stats["pipeline"]["agent_events"] == 1

@@ -86,9 +86,9 @@ def dns_record(payload: bytes, family=4, direction=0, cap_len=None) -> bytes:
         saddr, daddr = socket.inet_aton("10.0.0.2") + bytes(12), socket.inet_aton("10.0.0.53") + bytes(12)
     else:
         saddr, daddr = socket.inet_pton(socket.AF_INET6, "fd00::2"), socket.inet_pton(socket.AF_INET6, "fd00::35")
-    header = EVENT_HDR.pack(1_000, 77, 4711, 4712, 9, saddr, daddr, 40000, 53, len(payload),
+    header = EVENT_HDR.pack(1_000, 77, 4711, 4712, 9, 0, saddr, daddr, 40000, 53, len(payload),
                             len(payload) if cap_len is None else cap_len, family, 17, direction, 0,
-                            b"curl" + bytes(12))
+                            b"curl" + bytes(12), 0)
     return header + payload
 
 
