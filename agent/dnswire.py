@@ -1,7 +1,7 @@
 """DNS on the wire, per process: ``dnstrace trace dns``.
 
 Kernel side: ``bpf/dns.bpf.c`` (cgroup_skb egress + ingress on the cgroup v2 root,
-attached through BPF links). UDP queries wait in a kernel LRU map until their
+attached through BPF links). UDP queries wait in a bounded kernel hash map until their
 answer arrives; the answer then writes ONE ring-buffer record holding both (a
 "pair"). TCP, odd packets and answers whose query is not in the map come as one
 record per packet, with the socket's owner process. The first packet of a new DNS
@@ -71,7 +71,7 @@ KIND_PACKET, KIND_PAIR, KIND_OWNER = 0, 1, 2
 PROTO_TCP, PROTO_UDP = 6, 17
 # Kernel counter indexes (DNS_CNT_* in bpf/dns.h).
 KERNEL_COUNTERS = ("kernel_events", "ringbuf_lost", "kernel_malformed", "no_owner", "kernel_inflight_added",
-                   "kernel_paired", "kernel_resent", "pairs_lost")
+                   "kernel_paired", "kernel_resent", "pairs_lost", "kernel_unpaired_full")
 SWEEP_AGE_NS = 500_000_000  # tick: kernel-held queries older than this move to user space (min timeout 1 s)
 GAP_SWEEP_BUDGET_NS = 20_000_000  # CPU per second for map reads restoring send order; beyond, order as it comes
 ENOTSUPP = 524  # the kernel's internal "operation not supported" (no name in errno)
@@ -165,6 +165,48 @@ class BoundedDict(OrderedDict):
             self.evicted += 1
 
 
+class RecentMap:
+    """Bounded map of recent keys, cheaper than an LRU on the flood path: two plain dicts
+    (generations). Keys go into ``young``; when it holds ``limit // 2`` keys, ``old`` is
+    dropped (its entries counted in ``evicted``) and ``young`` becomes ``old``. At least the
+    last ``limit // 2`` keys put are always kept, never more than ``limit``."""
+
+    __slots__ = ("young", "old", "half", "evicted")
+
+    def __init__(self, limit: int):
+        self.young: dict = {}
+        self.old: dict = {}
+        self.half = max(1, limit // 2)
+        self.evicted = 0
+
+    def get(self, key, default=None):
+        value = self.young.get(key)
+        if value is None:
+            value = self.old.get(key, default)
+        return value
+
+    def put(self, key, value) -> None:
+        young = self.young
+        young[key] = value
+        if len(young) >= self.half:
+            self.age()
+
+    def age(self) -> None:
+        self.evicted += len(self.old)
+        self.old = self.young
+        self.young = {}
+
+    def pop(self, key, default=None):
+        value = self.young.pop(key, None)
+        old_value = self.old.pop(key, None)
+        if value is None:
+            value = old_value
+        return default if value is None else value
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+
 class DnsTracker:
     """Queries in, events out: matching, timeouts, detector flags, counters."""
 
@@ -174,9 +216,9 @@ class DnsTracker:
         self.default_timeout_ns = int(default_timeout_s * 1e9)
         # (cookie, id) -> [Query]; insertion order = send order, for timeouts.
         self.inflight: BoundedDict = BoundedDict(max_inflight)
-        self.recent_sent: BoundedDict = BoundedDict(16384)  # (pid, id, qname, qtype) -> ts
-        self.recent_pair: BoundedDict = BoundedDict(4096)  # (cookie, sport, qname, qtype) -> (ts, id, qtype)
-        self.recent_tc: BoundedDict = BoundedDict(4096)  # (pid, qname, qtype) -> UDP query with TC answer
+        self.recent_sent = RecentMap(32768)  # (pid, id, qname, qtype) -> ts
+        self.recent_pair = RecentMap(8192)  # (cookie, sport, qname, qtype) -> (ts, id, qtype)
+        self.recent_tc = RecentMap(8192)  # (pid, qname, qtype) -> UDP query with TC answer
         self.tcp_streams: BoundedDict = BoundedDict(4096)  # (cookie, dir) -> [next seq, {starts}]
         self.servers: BoundedDict = BoundedDict(max_servers)  # (addr, port) -> [answered, unanswered]
         self._parsed: dict = {}  # (message minus id, length, direction) -> DnsMessage | _MALFORMED
@@ -410,29 +452,25 @@ class DnsTracker:
         event["id"] = msg_id
         latency_ns = answer_ts - ts
         event["latency_ns"] = latency_ns if latency_ns > 0 else 0
-        event["answers"] = list(answers)
-        recent_sent = self.recent_sent
+        event["answers"] = list(answers) if answers else []
+        recent_sent = self.recent_sent  # RecentMap get/put, inlined
         sent_key = (pid, msg_id, qname_key, qtype)
-        previous = recent_sent.get(sent_key)
+        young = recent_sent.young
+        previous = young.get(sent_key)
+        if previous is None:
+            previous = recent_sent.old.get(sent_key)
         if previous is not None and 0 <= ts - previous < RETRANSMIT_WINDOW_NS:
             event["retransmit"] = True
-        recent_sent[sent_key] = ts
-        recent_sent.move_to_end(sent_key)
-        if len(recent_sent) > recent_sent.limit:
-            recent_sent.popitem(last=False)
-            recent_sent.evicted += 1
+        young[sent_key] = ts
+        if len(young) >= recent_sent.half:
+            recent_sent.age()
         if check_pair:
             recent_pair = self.recent_pair
             partner = recent_pair.get((cookie, sport, qname_key, 28 if qtype == 1 else 1))
             if partner is not None and ts - partner[0] <= SAME_PORT_WINDOW_NS:
                 event["same_port_pair"] = True
                 event["pair_of"] = {"ts": partner[0], "id": partner[1], "qtype": qtype_name(partner[2])}
-            pair_key = (cookie, sport, qname_key, qtype)
-            recent_pair[pair_key] = (ts, msg_id, qtype)  # BoundedDict.put, inlined
-            recent_pair.move_to_end(pair_key)
-            if len(recent_pair) > recent_pair.limit:
-                recent_pair.popitem(last=False)
-                recent_pair.evicted += 1
+            recent_pair.put((cookie, sport, qname_key, qtype), (ts, msg_id, qtype))
         return event
 
     def _pair_check(self, query: Query, qname_key: str) -> None:
@@ -923,7 +961,7 @@ class DnsWireSource(Source):
         if kernel:
             held = self.inflight_map.read() if self.inflight_map is not None else kernel.pop("kernel_inflight", 0)
             stats["kernel_inflight"] = held
-            # the LRU map evicts silently: what went in and never came out by a known way
+            # what went in and never came out by a known way (0 unless the kernel map lost entries)
             stats["kernel_inflight_evicted"] = max(0, kernel["kernel_inflight_added"] - kernel["kernel_paired"]
                                                    - kernel["kernel_resent"] - self.order["swept"] - held)
         stats["malformed"] += self.records_malformed

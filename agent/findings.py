@@ -12,8 +12,8 @@ addresses involved, the ``evidence`` (counts, addresses, pids, the resolv.conf l
 and a ``fix``. Findings are events too (kind ``finding``), so they ship like the rest.
 
 The agent's own losses arrive as ``agent`` events (see ``pipeline.LossMonitor``): rules
-that conclude from silence (no answer, a timeout) stay quiet when the DNS records the
-agent lost could explain it, and otherwise say "unreliable" at a lower severity.
+that conclude from silence (no answer, a timeout) then say "unreliable" and lower their
+severity (to "info" when the records lost could alone explain the silence).
 
 Rules (one per seed incident at least, see shared/seeds/README.md):
 dead-nameserver, slow-nameserver, timeout-multiple-latency, truncated-not-cached,
@@ -132,18 +132,20 @@ def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _loss_caveat(w: "Window", absent: int) -> tuple[bool, str]:
-    """For rules that conclude from silence: (suppress, caveat) given the agent's own DNS losses.
+def _unreliable(w: "Window", absent: int, severity: str) -> tuple[str, str]:
+    """For rules that conclude from silence: (caveat, severity) given the agent's own DNS losses.
 
-    Suppressed when the records the agent lost in the window could alone account for the
-    ``absent`` answers; otherwise the finding stands, marked unreliable (lower severity)."""
+    The losses cannot be tied to a process (a ring buffer overflows for everyone), so the
+    finding stays, marked unreliable: severity "info" when the records lost could alone
+    account for the ``absent`` answers, one level lower otherwise; unchanged without loss."""
     lost = w.dns_records_lost()
     if not lost:
-        return False, ""
+        return "", severity
     if lost >= absent:
-        return True, ""
-    return False, (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, "
-                   f"so some answers may not have been seen")
+        return (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, enough to "
+                f"explain the {absent} missing answers", "info")
+    return (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, so some answers "
+            f"may not have been seen", _lower(severity))
 
 
 def _lower(severity: str) -> str:
@@ -460,9 +462,6 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
         answered = answered_for[pid]
         if len(lost) < 2 or answered[server]:
             continue
-        suppress, caveat = _loss_caveat(w, len(lost))
-        if suppress:
-            continue
         top = _top_process(lost)
         resolv = w.process_resolv(top["pid"])
         nameservers = resolv["nameservers"]
@@ -497,10 +496,9 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
                f"(Docker --dns, Nomad network.dns, Kubernetes dnsPolicy/dnsConfig)."
                + (" Meanwhile 'options timeout:1' caps the wait at 1 s per attempt." if timeout > 1 else ""))
         severity = "critical" if position == 0 else "warning"
+        caveat, severity = _unreliable(w, len(lost), severity)
         if caveat:
-            summary = f"{caveat}: {summary}"
-            evidence["agent_lost_dns_records"] = w.dns_records_lost()
-            severity = _lower(severity)
+            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
         findings.append(Finding("dead-nameserver", severity, summary, evidence, fix, key=f"{server}/{pid}",
                                 pids=pids, comms=comms, containers=containers))
     return findings
@@ -568,13 +566,9 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
         # seen: with DNS records lost by the agent, a "timeout" may be an answer it missed.
         from_wire = sum(1 for _, e in multiples if e.get("source") == "wire")
         if from_wire:
-            suppress, caveat = _loss_caveat(w, from_wire)
-            if suppress and from_wire == len(multiples):
-                continue
-            if suppress or caveat:
-                caveat = caveat or _loss_caveat(w, w.dns_records_lost() + 1)[1]
+            caveat, severity = _unreliable(w, from_wire, severity)
+            if caveat:
                 summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
-                severity = _lower(severity)
         findings.append(Finding("timeout-multiple-latency", severity, summary, evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
@@ -763,9 +757,6 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
     """
     findings = []
     for (pid, comm), lost in _by_process(both_lost).items():
-        suppress, caveat = _loss_caveat(w, len(lost))
-        if suppress:
-            continue
         container = next((q.get("container") for q in lost if q.get("container")), "")
         servers = Counter(str(q.get("server")) for q in lost)
         resolv = w.process_resolv(pid)
@@ -784,10 +775,10 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
                "single-request-reopen will not help, since every new flow collides.")
         evidence = {**totals, "netns": netns, "both_of_pair_lost": len(lost), "pairs": pairs,
                     "servers": dict(servers.most_common(5)), "resolv_options": resolv["resolv_options"]}
+        caveat, severity = _unreliable(w, len(lost), "critical")
         if caveat:
             summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
-        findings.append(Finding("conntrack-insert-failed", _lower("critical") if caveat else "critical", summary,
-                                evidence, fix, key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
+        findings.append(Finding("conntrack-insert-failed", severity, summary, evidence, fix, key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
                                 containers=[container] if container else []))
     return findings
 
@@ -869,9 +860,6 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
     for (pid, comm), lost in _by_process(losses).items():
         if len(lost) < 2 and not (lost and insert_failed):
             continue
-        suppress, caveat = _loss_caveat(w, len(lost))
-        if suppress:
-            continue
         resolv = w.process_resolv(pid)
         if _has_option(resolv["resolv_options"], "single-request-reopen", "single-request", "use-vc"):
             continue  # already configured: the pairs seen are something else
@@ -895,10 +883,10 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
         fix = ("Add 'options single-request-reopen' to resolv.conf (Kubernetes: pod dnsConfig.options) so A and "
                "AAAA use different ports, or 'use-vc'; gRPC clients on c-ares need GRPC_DNS_RESOLVER=native to "
                "honour it.")
+        caveat, severity = _unreliable(w, len(lost), "critical")
         if caveat:
             summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
-        findings.append(Finding("aaaa-same-port-race", _lower("critical") if caveat else "critical", summary,
-                                evidence, fix, key=f"{pid}",
+        findings.append(Finding("aaaa-same-port-race", severity, summary, evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
 

@@ -6,7 +6,7 @@ network namespace made for the run. The agent side is ``DnsWireSource`` in this
 process, woken by its ring buffer fd through epoll and drained as the runner does. Printed: queries sent, answers
 received by the sender, what the kernel did with them (paired in the kernel, one
 record per query+answer; records lost because the ring buffer was full; queries
-the in-flight LRU map evicted), dns events emitted, and the agent's CPU time.
+sent unpaired because the in-flight map was full), dns events emitted, and the agent's CPU time.
 Needs root, bcc and gcc.
 
     sudo .venv/bin/python bench/bench_dns_flood.py [seconds] [queries per second, 0 = flat out]
@@ -191,7 +191,7 @@ def main() -> int:
     print(f"kernel              {stats['kernel_paired']} queries paired with their answer in the kernel, "
           f"{stats['kernel_inflight_added']} stored in flight; ring buffer records {stats['kernel_events']} written, "
           f"lost (full): {stats['pairs_lost']} pairs + {stats['ringbuf_lost']} others; "
-          f"{stats['kernel_inflight_evicted']} in-flight queries evicted by the LRU")
+          f"{stats['kernel_unpaired_full']} sent unpaired (map full), {stats['kernel_inflight_evicted']} unaccounted")
     print(f"agent decoded       {stats['records']} records ({stats['pairs']} pairs), {stats['queries']} queries, "
           f"{stats['answers']} answers; {stats['swept']} unanswered-so-far queries taken from the kernel map "
           f"({stats['gap_sweeps']} sweeps to restore send order, {stats['gap_sweeps_skipped']} skipped)")
@@ -201,7 +201,7 @@ def main() -> int:
     counted = stats["pairs_lost"] + stats["kernel_inflight_evicted"]
     other_lost = stats["ringbuf_lost"]  # query or answer packets and owner notices
     print(f"queries seen/sent   {seen}/{sent} = {100.0 * seen / max(sent, 1):.2f}%  "
-          f"(missing {sent - seen}; counted as lost: {counted} queries in lost pair records or LRU evictions, "
+          f"(missing {sent - seen}; counted as lost: {counted} queries in lost pair records or unaccounted in the map, "
           f"plus up to {other_lost} in other lost records)")
     print(f"malformed           {stats['malformed']}, unmatched answers {stats['unmatched_answers']}, "
           f"inflight evicted {stats['inflight_evicted']}")

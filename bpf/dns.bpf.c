@@ -3,15 +3,16 @@
  * Sees the sockets of every network namespace. For packets to (egress) or from
  * (ingress) a configured DNS port, over UDP or TCP, IPv4 or IPv6.
  * UDP queries are paired with their answers here, in the kernel: a query waits in
- * the bounded LRU map `inflight` (socket cookie + DNS id -> send time, owner,
+ * the bounded hash map `inflight` (socket cookie + DNS id -> send time, owner,
  * addresses, the query bytes); its answer takes it out and writes ONE ring-buffer
  * record holding both (half the records of a flood, and no user-space matching
  * table on the fast path). Everything else goes out as one record per packet with
  * a bounded payload prefix: TCP (length-prefixed, segmented: user space reassembles
  * message starts), queries too long to store, answers whose query is not in the map
- * (user space took it out as unanswered, or the LRU evicted it), and a query whose
+ * (user space took it out as unanswered, or the map was full), and a query whose
  * socket sends the same id again (taken out so user space sees both sends, in order).
- * Unanswered queries stay in the map: user space sweeps it once a second.
+ * Unanswered queries stay in the map: user space sweeps it once a second; when the
+ * map is full, queries go out unpaired (as packets) until there is room again.
  * One ring buffer for everything keeps a query ahead of its answer.
  * Owner process: bpf_get_current_pid_tgid() is only right when a process sends,
  * so the first egress packet of a socket (UDP query, TCP SYN) records
@@ -38,6 +39,7 @@
 #define PROTO_UDP 17
 #define TCP_FLAG_SYN 0x02
 #define DNS_FLAG_QR 0x80 /* in the third payload byte */
+#define ERR_EXIST 17      /* EEXIST: map insert of a key already there */
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct dns_pair, 1);
@@ -45,7 +47,9 @@ BPF_PERCPU_ARRAY(query_scratch, struct dns_query, 1);
 BPF_HASH(dns_ports, u16, u8, 64);
 BPF_TABLE("lru_hash", u64, struct dns_owner, owners, OWNER_MAX);
 BPF_TABLE("lru_hash", u32, u32, send_seq, OWNER_MAX); /* tgid -> next qseq */
-BPF_TABLE("lru_hash", struct dns_query_key, struct dns_query, inflight, INFLIGHT_MAX);
+/* A plain (preallocated) hash, not an LRU: nothing vanishes silently; when it is full,
+ * queries are reported unpaired instead. */
+BPF_HASH(inflight, struct dns_query_key, struct dns_query, INFLIGHT_MAX);
 BPF_PERCPU_ARRAY(counters, u64, DNS_CNT_MAX);
 
 static __always_inline void count(int index)
@@ -325,19 +329,28 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		fresh->family = family;
 		fresh->pad = 0;
 		__builtin_memcpy(fresh->comm, e->hdr.comm, TASK_COMM_LEN);
-		if (inflight.insert(&key, fresh) == 0) {
+		long err = inflight.insert(&key, fresh);
+		if (err == 0) {
 			count(DNS_CNT_INFLIGHT_ADDED);
 			return 1;
 		}
-		struct dns_query *previous = inflight.lookup(&key);
-		if (previous) {
-			/* the same id again on this socket: the earlier send goes out first, as a packet */
-			emit_query(e, previous, cookie);
-			if (inflight.delete(&key) == 0)
-				count(DNS_CNT_RESENT);
+		if (err == -ERR_EXIST) {
+			struct dns_query *previous = inflight.lookup(&key);
+			if (previous) {
+				/* the same id again on this socket: the earlier send goes out first, as a packet */
+				emit_query(e, previous, cookie);
+				if (inflight.delete(&key) == 0)
+					count(DNS_CNT_RESENT);
+			}
+			if (inflight.update(&key, fresh) == 0) {
+				count(DNS_CNT_INFLIGHT_ADDED);
+				return 1;
+			}
 		}
-		if (inflight.update(&key, fresh) == 0)
-			count(DNS_CNT_INFLIGHT_ADDED);
+		/* the map is full (user space sweeps it once a second): this query goes out
+		 * unpaired, as a packet, and its answer will too */
+		count(DNS_CNT_UNPAIRED_FULL);
+		emit_query(e, fresh, cookie);
 		return 1;
 	}
 

@@ -39,7 +39,8 @@
 #define DNS_CNT_PAIRED 5       /* queries taken out of the map by their answer */
 #define DNS_CNT_RESENT 6       /* queries taken out of the map because their id was sent again */
 #define DNS_CNT_LOST_PAIRS 7   /* pair records lost: ring buffer full (a query and its answer each) */
-#define DNS_CNT_MAX 8
+#define DNS_CNT_UNPAIRED_FULL 8 /* queries sent as packets because the in-flight map was full */
+#define DNS_CNT_MAX 9
 
 struct dns_event_hdr {
 	__u64 ts_ns;        /* bpf_ktime_get_ns() (answer time for a pair) */

@@ -101,7 +101,9 @@ class CollectorServer:
     def stop(self, grace_s: float = 2.0) -> None:
         self._stop.set()
         if self._server is not None:
-            self._server.stop(grace_s).wait()
+            # Bounded: grpcio can leave a call whose request failed to deserialize unfinished forever, and
+            # then the shutdown event never fires (seen with 1.x here, with or without our handler).
+            self._server.stop(grace_s).wait(grace_s + 3.0)
             self._server = None
 
     def _retention_loop(self) -> None:

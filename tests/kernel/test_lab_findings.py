@@ -55,7 +55,10 @@ def test_incident_produces_its_finding(tracer, name):
         assert running.comm in finding["comms"]
         assert f"pid {running.pid} ({running.comm})" in finding["summary"]
         assert running.address in finding["summary"] or running.address in str(finding["evidence"])
-        assert finding["fix"] and finding["severity"] in ("critical", "warning")
+        # Other tests on this host may flood DNS hard enough for the agent to lose records: a rule that
+        # concludes from silence then says so and lowers its severity (see findings._unreliable).
+        assert finding["fix"] and (finding["severity"] in ("critical", "warning")
+                                   or finding["summary"].startswith("unreliable: the agent itself lost"))
         assert elapsed <= FINDING_TIMEOUT_S + 1
 
 

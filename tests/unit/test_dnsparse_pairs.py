@@ -4,17 +4,15 @@ send-order sweep) on hand-made records: the same events and flags as the per-pac
 from __future__ import annotations
 
 import socket
-import sys
-from pathlib import Path
 
 from dnstrace.agent.dnswire import (EVENT_HDR, KIND_OWNER, KIND_PACKET, KIND_PAIR, PAIR_EXT,
                                     QUERY_ENTRY, QUERY_KEY, DnsWireSource)
 from dnstrace.agent.lab.dns_servers import build_message
 from dnstrace.agent.ringbuf import drain_variable
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_dnsparse_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker  # noqa: E402
-from test_ringbuf import reader, ring  # noqa: E402
+# helpers of the sibling test modules (pytest puts this directory on sys.path)
+from test_dnsparse_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker
+from test_ringbuf import reader, ring
 
 
 def paired(t, q, a):

@@ -357,7 +357,10 @@ def test_dead_nameserver_with_and_without_the_agents_own_losses():
     plain = [f for f in evaluate(stream) if f.rule == "dead-nameserver"]
     assert plain and plain[0].severity == "critical" and "unreliable" not in plain[0].summary
     # the agent lost more DNS records than there are unanswered queries: its own loss may explain it all
-    assert "dead-nameserver" not in rules_of(evaluate(stream + [agent_loss(20, 500)]))
+    flood_loss = [f for f in evaluate(stream + [agent_loss(20, 500)]) if f.rule == "dead-nameserver"]
+    assert flood_loss and flood_loss[0].severity == "info"
+    assert flood_loss[0].summary.startswith("unreliable: the agent itself lost 500 DNS records in the last 60 s, "
+                                            "enough to explain the 6 missing answers: lookups by pid 4711")
     # fewer lost than unanswered: the finding stands, marked unreliable, one severity lower
     shaky = [f for f in evaluate(stream + [agent_loss(20, 2)]) if f.rule == "dead-nameserver"]
     assert shaky and shaky[0].severity == "warning"
@@ -375,16 +378,16 @@ def test_engine_takes_agent_events_from_the_stream():
     engine = FindingsEngine()
     engine.handle(dead_nameserver_stream())
     engine.handle([agent_loss(30, 10_000)])
-    assert "dead-nameserver" not in rules_of(engine.evaluate(T0 + 40 * S))
+    assert [f.severity for f in engine.evaluate(T0 + 40 * S) if f.rule == "dead-nameserver"] == ["info"]
 
 
 def test_wire_lookups_at_timeout_multiples_are_unreliable_under_loss():
     lookups = [ev("lookup", i * 5, name="svc", latency_ns=5_000_000_000 + 1000 * i, error=None, source="wire",
                   **RESOLV) for i in range(4)]
     assert [f.severity for f in evaluate(lookups) if f.rule == "timeout-multiple-latency"] == ["warning"]
-    assert "timeout-multiple-latency" not in rules_of(evaluate(lookups + [agent_loss(10, 100)]))
-    shaky = [f for f in evaluate(lookups + [agent_loss(10, 1)]) if f.rule == "timeout-multiple-latency"]
-    assert shaky and shaky[0].severity == "info" and "unreliable" in shaky[0].summary
+    for lost in (1, 100):  # fewer or more than the 4 lookups: "warning" goes to "info" either way
+        shaky = [f for f in evaluate(lookups + [agent_loss(10, lost)]) if f.rule == "timeout-multiple-latency"]
+        assert shaky and shaky[0].severity == "info" and shaky[0].summary.startswith("unreliable")
     gai_measured = [dict(e, source="gai") for e in lookups]
     assert [f.severity for f in evaluate(gai_measured + [agent_loss(10, 100)])
             if f.rule == "timeout-multiple-latency"] == ["warning"]
