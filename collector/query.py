@@ -11,7 +11,9 @@ bound parameters. Modes:
 - ``findings``: which rules fired on which hosts, first and last seen (fleet view).
 
 User values never enter the SQL text: they are parameters; group keys and
-orderings come from whitelists.
+orderings come from whitelists. ``plan_query`` answers ``top`` and ``timeseries``
+from the per-minute rollups when they cover the spec (``collector.rollup``: exact
+counts, failures, max and hosts; p50/p99 within 4.4%) and from raw events otherwise.
 """
 
 from __future__ import annotations

@@ -162,3 +162,26 @@ def test_generated_protobuf_code_is_up_to_date(tmp_path):
     for name in ("dnstrace_pb2.py", "dnstrace_pb2_grpc.py"):
         assert normalized(tmp_path / name) == normalized(REPO / "collector" / name), \
             f"collector/{name} is stale: run python collector/gen_proto.py"
+
+
+def test_spool_fsyncs_in_groups_and_on_close(tmp_path):
+    spool = Spool(str(tmp_path / "lazy"), 1 << 20, fsync_interval_s=3600)
+    for seq in range(1, 6):
+        spool.append(_record(seq))
+    assert spool.stats()["fsyncs"] == 0  # appends alone do not flush the disk each time
+    spool.sync()
+    assert spool.stats()["fsyncs"] == 1
+    spool.append(_record(6))
+    spool.close()
+    assert spool.stats()["fsyncs"] == 2  # close makes the tail durable
+    eager = Spool(str(tmp_path / "eager"), 1 << 20, fsync_interval_s=0)
+    eager.append(_record(1))
+    eager.append(_record(2))
+    assert eager.stats()["fsyncs"] == 2
+    eager.close()
+    assert [r.seq for _, r in Spool(str(tmp_path / "lazy"), 1 << 20).read(None, 10)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_spool_dir_has_the_issue_flag_name_as_alias():
+    key = next(k for k in config_mod.KEYS if k.name == "agent.spool_dir")
+    assert "--spool" in key.flag_aliases
