@@ -267,9 +267,19 @@ class LocalTransport:
         progressed = False
         while not stop.is_set():
             records = spool.read(None, 16, timeout_s=0.2)
+            # Queue them all first so the store's writer can commit them as one group, then settle in order.
+            admitted = []
             for position, record in records:
                 try:
-                    stored, events = self.server.accept(_batch_message(record))
+                    admitted.append((position, record, self.server.admit(_batch_message(record)), None))
+                except Exception as err:
+                    admitted.append((position, record, None, err))
+                    break  # later records wait for the next round, after this one is settled
+            for position, record, pending, admit_error in admitted:
+                try:
+                    if admit_error is not None:
+                        raise admit_error
+                    stored, events = self.server.finish(pending)
                 except BatchError as err:
                     spool.ack(position)
                     self.counters["batches_refused"] += 1

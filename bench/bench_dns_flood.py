@@ -2,9 +2,8 @@
 
 A C sender (sendmmsg, batches of 64, rotating ids) floods a C responder
 (recvmmsg/sendmmsg, answers each query by setting QR) on 127.0.0.1:53 inside a
-network namespace made for the run. The agent side is ``DnsWireSource`` in this
-process, woken by its ring buffer fd through epoll and drained as the runner does. Printed: queries sent, answers
-received by the sender, what the kernel did with them (paired in the kernel, one
+network namespace made for the run. The agent side is ``DnsWireSource`` run by the
+agent's own ``Runner`` in this process. Printed: queries sent, answers received by the sender, what the kernel did with them (paired in the kernel, one
 record per query+answer; records lost because the ring buffer was full; queries
 sent unpaired because the in-flight map was full), dns events emitted, and the agent's CPU time.
 Needs root, bcc and gcc.
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import os
 import resource
-import select
+import threading
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from dnstrace.agent.dnswire import DnsWireSource
 from dnstrace.agent.lab.netns import Lab
-from dnstrace.agent.runtime import tune_gc_for_event_loop
+from dnstrace.agent.runtime import Runner
 
 COMMON = r'''
 #define _GNU_SOURCE
@@ -146,40 +145,38 @@ def main() -> int:
         responder = ns.popen([str(work / "responder")], stdout=subprocess.PIPE, text=True)
         responder.stdout.readline()
         source = DnsWireSource(ports=[53], ringbuf_pages=8192)
-        source.start()
-        tune_gc_for_event_loop()  # as Runner.run does
-        try:
-            counts = {"answered": 0, "unanswered": 0}
-            poller = select.epoll()
-            for fd in source.fds():  # as the Runner does: sleep until the ring buffer wakes us
-                poller.register(fd, select.EPOLLIN)
-            wakeups = 0
+        runner = Runner([source])  # the agent's own event loop: epoll, wake-up coalescing, ticks, flush
+        counts = {"answered": 0, "unanswered": 0}
+        drains = {"n": 0}
+        measured: dict = {}
+        source_poll = source.poll
 
-            def drain() -> None:
-                for event in source.poll():
+        def counting_poll() -> list[dict]:
+            drains["n"] += 1
+            return source_poll()
+
+        source.poll = counting_poll
+
+        def on_events(events: list[dict]) -> None:
+            for event in events:
+                if event.get("kind") == "dns":
                     counts["answered" if event["answered"] else "unanswered"] += 1
 
-            cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-            wall0 = time.monotonic()
+        def start_flood() -> None:  # once attached: measure from here
+            measured["cpu0"] = resource.getrusage(resource.RUSAGE_SELF)
+            measured["wall0"] = time.monotonic()
+            drains["n"] = 0
             sender = ns.popen([str(work / "sender"), str(seconds), str(rate)], stdout=subprocess.PIPE, text=True)
-            next_tick = time.monotonic() + 1.0
-            while sender.poll() is None:
-                if poller.poll(max(0.0, next_tick - time.monotonic())):
-                    wakeups += 1
-                drain()
-                if time.monotonic() >= next_tick:  # the runner's tick: unanswered queries expire
-                    for event in source.tick(time.time_ns()):
-                        counts["answered" if event["answered"] else "unanswered"] += 1
-                    next_tick = time.monotonic() + 1.0
-            for event in source.flush():  # what is left, as the runner does at shutdown
-                counts["answered" if event["answered"] else "unanswered"] += 1
-            wall = time.monotonic() - wall0
-            cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-            poller.close()
-            sent, received, _ = sender.stdout.read().split()
-            stats = source.stats()
-        finally:
-            source.close()
+            measured["sender"] = sender
+            threading.Thread(target=lambda: (sender.wait(), runner.stop.set()), daemon=True).start()
+
+        runner.run(on_events, on_ready=start_flood)  # closes the source (flush first) on the way out
+        wall = time.monotonic() - measured["wall0"]
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = measured["cpu0"]
+        wakeups = drains["n"]
+        sent, received, _ = measured["sender"].stdout.read().split()
+        stats = source.stats()
     sent, received = int(sent), int(received)
     user, system = cpu1.ru_utime - cpu0.ru_utime, cpu1.ru_stime - cpu0.ru_stime
     cpu = user + system
@@ -207,7 +204,7 @@ def main() -> int:
           f"inflight evicted {stats['inflight_evicted']}")
     print(f"agent CPU           {cpu:.2f} s ({user:.2f} user, {system:.2f} sys) over {wall:.1f} s = "
           f"{100.0 * cpu / wall:.0f}% of one core ({stats['records'] / max(cpu, 1e-9):,.0f} records per CPU second)")
-    print(f"agent wake-ups      {wakeups} ({wakeups / wall:.0f}/s)")
+    print(f"agent drains        {wakeups} ({wakeups / wall:.0f}/s; the Runner coalesces wake-ups)")
     return 0
 
 

@@ -92,3 +92,14 @@ class TraceProcess:
                 self.proc.wait()
         time.sleep(0.1)  # let the reader threads finish
         return self.proc.returncode
+
+
+def lingering_lookup(name: str) -> list[str]:
+    """getaddrinfo(name) in a process that stays alive a moment afterwards.
+
+    The agent reads a process's resolv.conf through /proc/PID/root; a resolver that
+    exits within a millisecond of its answer (getent) can be gone before that read on a
+    loaded machine. Long-running services, the real subjects, do not race like this."""
+    code = (f"import socket, time\ntry: socket.getaddrinfo({name!r}, None)\n"
+            "except socket.gaierror: pass\ntime.sleep(1)")
+    return [sys.executable, "-c", code]

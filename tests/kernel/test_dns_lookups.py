@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
 
-from support import TraceProcess
+from support import TraceProcess, lingering_lookup
 from dnstrace.agent.lab.dns_servers import build_wire_lab, raw_query_argv
 from dnstrace.agent.lab.netns import Lab
 
@@ -33,17 +32,6 @@ def run_in(ns, argv) -> tuple[int, str, float]:
     proc = ns.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out, _ = proc.communicate(timeout=30)
     return proc.pid, out, time.monotonic() - start
-
-
-def lingering_lookup(name: str) -> list[str]:
-    """getaddrinfo(name) in a process that stays alive a moment afterwards.
-
-    The agent reads a process's resolv.conf through /proc/PID/root; a resolver that
-    exits within a millisecond of its answer (getent) can be gone before that read on a
-    loaded machine. Long-running services, the real subjects, do not race like this."""
-    code = (f"import socket, time\ntry: socket.getaddrinfo({name!r}, None)\n"
-            "except socket.gaierror: pass\ntime.sleep(1)")
-    return [sys.executable, "-c", code]
 
 
 def lookups_of(tp, pid, timeout_s=15.0):

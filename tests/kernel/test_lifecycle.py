@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import DNSTRACE
+from support import DNSTRACE
 
 pytestmark = pytest.mark.kernel
 
