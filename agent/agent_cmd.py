@@ -44,10 +44,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, section: str = "agent"
         help_text = f"{key.help} [{key.name}, ${key.env}; default {config_mod.default_text(key)}]"
         help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if key.parse is config_mod._bool:
-            group.add_argument(flag_name(key.name), dest=flag_dest(key.name), action="store_const",
+            group.add_argument(flag_name(key.name), *key.flag_aliases, dest=flag_dest(key.name), action="store_const",
                                const=True, default=None, help=help_text)
         else:
-            group.add_argument(flag_name(key.name), dest=flag_dest(key.name), default=None,
+            group.add_argument(flag_name(key.name), *key.flag_aliases, dest=flag_dest(key.name), default=None,
                                metavar=key.name.split(".", 1)[1].upper(), help=help_text)
 
 

@@ -152,6 +152,13 @@ def test_cli_print_config_and_precedence(tmp_path):
     assert 'metrics_addr = ":9200"  # flag' in result.stdout
 
 
+def test_cli_spool_flag_alias(tmp_path):
+    """The issue's `dnstrace agent --spool DIR` is the same flag as --spool-dir."""
+    result = run_cli("agent", "--config", write(tmp_path, ""), "--print-config", "--spool", "/alias")
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(result.stdout)["agent"]["spool_dir"] == "/alias"
+
+
 def test_cli_invalid_config_is_one_line_naming_the_key(tmp_path):
     path = write(tmp_path, '[agent]\nbatch_max_events = "many"\n')
     result = run_cli("agent", "--config", path, "--print-config")
