@@ -1,4 +1,4 @@
-"""Kernel-side statistics of loaded BPF programs, read from /proc/self/fdinfo.
+"""Kernel-side statistics of loaded BPF programs: fdinfo misses and our per-CPU counter arrays.
 
 ``recursion_misses``: times the kernel skipped a program because another BPF
 program (ours or anyone's) was already running on that CPU, e.g. a timer softirq
@@ -28,3 +28,8 @@ def recursion_misses(prog_fds) -> int:
 def bcc_prog_fds(bpf) -> list[int]:
     """The fds of every program a bcc ``BPF`` object has loaded."""
     return [fn.fd for fn in bpf.funcs.values() if getattr(fn, "fd", -1) >= 0]
+
+
+def per_cpu_counters(table, names) -> dict[str, int]:
+    """A BPF_PERCPU_ARRAY of counters, slot i named ``names[i]``, summed over CPUs."""
+    return {name: sum(table[table.Key(slot)]) for slot, name in enumerate(names)}

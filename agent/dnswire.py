@@ -49,6 +49,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from dnstrace.agent import bpfload
+from dnstrace.agent.bpfstats import per_cpu_counters
 from dnstrace.agent.dnsparse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
 from dnstrace.agent.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConfCache
 from dnstrace.agent.ringbuf import RingBufReader
@@ -941,11 +942,7 @@ class DnsWireSource(Source):
     def kernel_counters(self) -> dict:
         if self.bpf is None:
             return {}
-        table = self.bpf["counters"]
-        values = {}
-        for index, name in enumerate(KERNEL_COUNTERS):
-            values[name] = sum(table[ctypes.c_int(index)])
-        return values
+        return per_cpu_counters(self.bpf["counters"], KERNEL_COUNTERS)
 
     def stats(self) -> dict:
         stats = self.tracker.stats()

@@ -17,7 +17,7 @@ import struct
 import time
 
 from dnstrace.agent.proc import read_comm
-from dnstrace.agent.bpfstats import bcc_prog_fds, recursion_misses
+from dnstrace.agent.bpfstats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -260,8 +260,7 @@ class DropsSource(Source):
     def stats(self) -> dict:
         if self.bpf is None:
             return dict(self._final or {})
-        per_cpu = self.bpf["stats"]
-        stats = {name: sum(per_cpu[ctypes.c_int(i)]) for i, name in enumerate(STAT_NAMES)}
+        stats = per_cpu_counters(self.bpf["stats"], STAT_NAMES)
         stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf))
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)

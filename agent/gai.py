@@ -20,7 +20,7 @@ import struct
 import time
 
 from dnstrace import log
-from dnstrace.agent.bpfstats import recursion_misses
+from dnstrace.agent.bpfstats import per_cpu_counters, recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import DnstraceError
@@ -197,11 +197,7 @@ class GaiSource(Source):
     def stats(self) -> dict:
         if self.final_stats is not None:
             return self.final_stats
-        counters = dict.fromkeys(COUNTER_NAMES, 0)
-        if self.bpf:
-            table = self.bpf[b"counters"]
-            for slot, counter_name in enumerate(COUNTER_NAMES):
-                counters[counter_name] = sum(table[table.Key(slot)])
+        counters = per_cpu_counters(self.bpf[b"counters"], COUNTER_NAMES) if self.bpf else {}
         out = {name: value for name, value in counters.items() if value}
         if self.reader:
             out["events"] = self.reader.records

@@ -11,13 +11,12 @@ into aggregated events here (``count`` = how many events one stands for,
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno as errno_names
 import socket
 import struct
 import time
 
-from dnstrace.agent.bpfstats import bcc_prog_fds, recursion_misses
+from dnstrace.agent.bpfstats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -197,12 +196,9 @@ class TcpSource(Source):
         return events
 
     def kernel_stats(self) -> dict:
-        totals = [0] * len(STAT_NAMES)
-        if self.bpf:
-            per_cpu = self.bpf["stats"]
-            for index in range(len(STAT_NAMES)):
-                totals[index] = sum(per_cpu[ctypes.c_int(index)])
-        return dict(zip(STAT_NAMES, totals))
+        if not self.bpf:
+            return dict.fromkeys(STAT_NAMES, 0)
+        return per_cpu_counters(self.bpf["stats"], STAT_NAMES)
 
     def stats(self) -> dict:
         if self.bpf is None and hasattr(self, "_final_stats"):

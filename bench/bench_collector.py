@@ -253,6 +253,7 @@ def main() -> int:
     parser.add_argument("--query-events", type=int, default=10_000_000, help="events stored for the query run")
     parser.add_argument("--repeats", type=int, default=20, help="runs per query")
     parser.add_argument("--stores", default="duckdb,clickhouse")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the query-latency run")
     args = parser.parse_args()
 
     from dnstrace import log
@@ -277,12 +278,13 @@ def main() -> int:
                 rate, cpu = bench_ingest(make_url(f"ingest{agents}"), agents, per_agent, args.batch)
                 print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: {rate:,.0f} events/s "
                       f"({per_agent * agents:,} events; collector CPU {cpu:.2f} s per 1M events)", flush=True)
-            timings = bench_queries(make_url("query"), args.query_events, args.repeats)
-            every = []
-            for name, samples in timings.items():
-                every += samples
-                print(f"  query {name:40s} p50 {statistics.median(samples):7.1f} ms  p95 {p95(samples):7.1f} ms")
-            print(f"  all incident queries over {args.query_events:,} events: p95 {p95(every):.1f} ms")
+            if not args.ingest_only:
+                timings = bench_queries(make_url("query"), args.query_events, args.repeats)
+                every = []
+                for name, samples in timings.items():
+                    every += samples
+                    print(f"  query {name:40s} p50 {statistics.median(samples):7.1f} ms  p95 {p95(samples):7.1f} ms")
+                print(f"  all incident queries over {args.query_events:,} events: p95 {p95(every):.1f} ms")
             if clickhouse:
                 clickhouse.stop()
                 clickhouse = None
