@@ -67,28 +67,18 @@ class LockedSinks(Stage):
             sink.close()
 
 
-def local_signals(config) -> list[str]:
-    """The configured signals, with ``lookups`` replaced by gai + dns while the join is not in this build."""
-    from dnstrace.agent.pipeline import available_targets  # noqa: PLC0415
-
-    available = available_targets()
-    signals = []
-    for name in config["agent.signals"]:
-        if name == "lookups" and name not in available:
-            signals += [n for n in ("gai", "dns") if n in available]
-        else:
-            signals.append(name)
-    return list(dict.fromkeys(signals))
-
-
-def make_local_pipeline(config, stages: list[Sink], with_metrics: bool = False):
-    """A Pipeline feeding ``stages`` and nothing shipped (top and findings are interactive tools).
+def make_local_pipeline(config, stages: list[Sink], with_metrics: bool = False, as_agent: bool = False):
+    """A Pipeline feeding ``stages``. Interactive tools ship nothing unless ``as_agent``
+    (then every default sink runs: the shipper to the configured or embedded collector, metrics).
 
     With ``with_metrics`` the metrics sink runs too (when ``agent.metrics_addr`` is set)."""
-    from dnstrace.agent.pipeline import METRICS_MODULE, Pipeline  # noqa: PLC0415
+    from dnstrace.agent.pipeline import METRICS_MODULE, SINK_MODULES, Pipeline  # noqa: PLC0415
 
-    return Pipeline(config, stages=stages, signals=local_signals(config),
-                    sink_modules=(METRICS_MODULE,) if with_metrics else ())
+    if as_agent:
+        sink_modules = SINK_MODULES
+    else:
+        sink_modules = (METRICS_MODULE,) if with_metrics else ()
+    return Pipeline(config, stages=stages, sink_modules=sink_modules)
 
 
 def format_finding(finding: dict) -> str:

@@ -85,7 +85,7 @@ def restore_signal_handlers(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
-def tune_gc_for_event_loop() -> None:
+def tune_gc_for_event_loop() -> tuple[int, int, int]:
     """Keep the cyclic GC off the event path (measured: ~20% of a DNS flood's decode cost).
 
     What is loaded by now (bcc, compiled programs, modules) lives as long as the run, so
@@ -94,6 +94,14 @@ def tune_gc_for_event_loop() -> None:
     gc.freeze()
     threshold0, threshold1, threshold2 = gc.get_threshold()
     gc.set_threshold(max(threshold0, 20000), threshold1, threshold2)
+    return threshold0, threshold1, threshold2
+
+
+def restore_gc(previous_thresholds) -> None:
+    """Undo ``tune_gc_for_event_loop``: frozen objects must be collectable again at exit
+    (extension modules such as DuckDB's report every object still alive then as a leak)."""
+    gc.unfreeze()
+    gc.set_threshold(*previous_thresholds)
 
 
 class Runner:
@@ -136,9 +144,10 @@ class Runner:
     ) -> None:
         """Block until stopped or ``duration_s`` passed; always detaches before returning."""
         previous_handlers = install_signal_handlers(self.stop)
+        previous_gc = None
         try:
             self.start()
-            tune_gc_for_event_loop()
+            previous_gc = tune_gc_for_event_loop()
             if on_ready:
                 on_ready()
             else:
@@ -147,6 +156,8 @@ class Runner:
         finally:
             self.close()
             restore_signal_handlers(previous_handlers)
+            if previous_gc is not None:
+                restore_gc(previous_gc)
 
     def _loop(self, on_events, duration_s, on_tick) -> None:
         poller = select.epoll()

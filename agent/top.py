@@ -414,6 +414,10 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
     parser.add_argument("--duration", default="3s", metavar="DUR", help="with --once: how long to trace (3s)")
     parser.add_argument("--by", choices=("process", "container"), default="process", help="one row per ...")
+    parser.add_argument("--agent", action="store_true",
+                        help="also be this node's agent: take the agent lock and record every event and finding "
+                             "in the collector (the embedded one unless agent.collector is set), so "
+                             "'dnstrace query' can ask about them; what 'scripts/dev run' starts")
     parser.add_argument("--refresh", default="5s", metavar="DUR",
                         help="with --collector: how often to query the collector (5s)")
     parser.add_argument("--token", default=None, help="with --collector: the query token "
@@ -434,8 +438,20 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "cfg_agent_collector", None):  # --collector on the command line: the fleet view
         return run_fleet(args, config)
     model = TopModel(host=config["agent.host_id"])
-    pipeline = make_local_pipeline(config, [model.sinks], with_metrics=True)
+    pipeline = make_local_pipeline(config, [model.sinks], with_metrics=True, as_agent=args.agent)
     require_privileges()
+    if args.agent:
+        from dnstrace.agent.lock import InstanceLock  # noqa: PLC0415
+
+        lock = InstanceLock(config["agent.lock_file"]).acquire()
+        try:
+            return _run_view(args, model, pipeline, duration_s)
+        finally:
+            lock.release()
+    return _run_view(args, model, pipeline, duration_s)
+
+
+def _run_view(args: argparse.Namespace, model: "TopModel", pipeline, duration_s: float) -> int:
 
     def on_ready() -> None:
         model.signals = ", ".join(pipeline.attached_signals)
@@ -466,6 +482,11 @@ def run(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=run_pipeline, name="pipeline", daemon=True)
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    # The pipeline runs in a thread, so SIGTERM is ours to route: stop it (probes detached,
+    # spool flushed) and let the view end.
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
 
     stderr_buffer = io.StringIO()
     with contextlib.redirect_stderr(stderr_buffer):  # keep log lines from tearing the screen
