@@ -44,10 +44,12 @@ EAI_NAMES = {
 # gethostbyname* report failure only as a NULL return (see bpf/gai.bpf.c).
 GETHOSTBYNAME_FAILED = "NULL"
 
-COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable")
+# Slots of bpf/gai.bpf.c's counters array. inflight_full: a call not timed because another
+# thread's call held its in-flight slot; stale_inflight: slots taken over from threads
+# that died mid-call (their return never came).
+COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable", "stale_inflight")
 # Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
 RET_SP_ADJUST = {"x86_64": 8, "aarch64": 0}
-STALE_INFLIGHT_NS = 600 * 1_000_000_000  # no lookup lasts 10 min: such an entry lost its return
 
 
 def error_name(func: int, ret: int) -> str | None:
@@ -93,8 +95,6 @@ class GaiSource(Source):
         self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
         self.libcs = None
         self.next_rescan_ns = 0
-        self.next_stale_check_ns = 0
-        self.stale_inflight = 0
         self.unix_offset_ns = 0
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
         self.log = log.get("gai")
@@ -178,21 +178,7 @@ class GaiSource(Source):
             self.libcs.refresh()
             self.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
             self.next_rescan_ns = mono + self.rescan_interval_ns
-        if self.bpf and mono >= self.next_stale_check_ns:
-            self._drop_stale_inflight(mono)
-            self.next_stale_check_ns = mono + 60 * 1_000_000_000
         return []
-
-    def _drop_stale_inflight(self, mono_ns: int) -> None:
-        """Entries of threads that died mid-call (pthread_cancel, kill) never see a return."""
-        table = self.bpf[b"inflight"]
-        stale = [key for key, value in table.items() if mono_ns - value.start_ns > STALE_INFLIGHT_NS]
-        for key in stale[:4096]:
-            try:
-                del table[key]
-                self.stale_inflight += 1
-            except KeyError:
-                pass
 
     def stats(self) -> dict:
         if self.final_stats is not None:
@@ -208,8 +194,6 @@ class GaiSource(Source):
             for attr in ("probe_failures", "over_limit", "detached"):
                 if getattr(self.libcs, attr):
                     out[f"libc_{attr}"] = getattr(self.libcs, attr)
-        if self.stale_inflight:
-            out["stale_inflight"] = self.stale_inflight
         if self.bpf:
             missed = recursion_misses([self.enter_fd, self.return_fd])
             if missed:

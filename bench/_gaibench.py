@@ -1,7 +1,9 @@
-"""Shared pieces of the gai benchmarks: build the load program, run a tracer, read CPU time."""
+"""Shared pieces of the gai benchmarks: build the load program, run a tracer, read CPU time and BPF stats."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +37,50 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = sum(int(v) for v in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled=1 for the duration; the previous value is restored."""
+    with open(BPF_STATS_SYSCTL) as f:
+        previous = f.read().strip()
+    try:
+        with open(BPF_STATS_SYSCTL, "w") as f:
+            f.write("1")
+        yield
+    finally:
+        with open(BPF_STATS_SYSCTL, "w") as f:
+            f.write(previous)
+
+
+def _fdinfo(pid: int, fd: str) -> dict[str, str]:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def prog_run_stats(pid: int, names) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) of the BPF programs named ``names`` that process ``pid`` holds open.
+
+    The counters come from the process's fdinfo (this bpftool cannot list holders);
+    bpftool only gives each program id its name."""
+    by_id = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf-prog":
+                info = _fdinfo(pid, fd)
+                by_id[int(info["prog_id"])] = (int(info["run_time_ns"]), int(info["run_cnt"]))
+        except (OSError, KeyError, ValueError):
+            continue
+    out = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    found = {prog["name"]: by_id[prog["id"]] for prog in json.loads(out)
+             if prog.get("name") in names and prog["id"] in by_id}
+    missing = set(names) - set(found)
+    if missing:
+        raise RuntimeError(f"process {pid} holds no BPF program named {sorted(missing)}")
+    return found
 
 
 class Tracer:

@@ -10,17 +10,26 @@ once on the /etc/hosts fast path ("localhost") and once answered by dnsmasq on
 The loop is pinned to CPU 0 and the tracer to CPU 1, so the figure is the cost
 added to each call, not the 2-core box sharing one core with the consumer.
 Medians and minimums are both shown: other work on the machine adds noise.
-Run as root: ``.venv/bin/python bench/bench_gai_overhead.py``.
+
+Then, with ``kernel.bpf_stats_enabled=1`` (restored afterwards), the same calls
+are made again and the kernel's own accounting of each program (run_time_ns /
+run_cnt over exactly those calls) is printed for gai_enter, gai_return and the
+bare pair's two programs: the BPF programs' cost, independent of machine noise.
+Stats are on only in that phase, since they add a clock read per run themselves.
+Run as root: ``.venv/bin/python bench/bench_gai_overhead.py [--kernel-only]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import sys
 
-from _gaibench import BENCH_AGENT, Tracer, build_loop, run_loop
+from _gaibench import BENCH_AGENT, Tracer, bpf_stats_enabled, build_loop, prog_run_stats, run_loop
 
 ROUNDS = 7
+KERNEL_ROUNDS = 3
 CASES = (  # name, lookups per measurement, host name asked
     ("/etc/hosts fast path", 40000, "localhost"),
     ("dnsmasq on loopback", 6000, "web.example.test"),
@@ -33,9 +42,11 @@ class BarePair:
     def __init__(self, libc_path: str):
         from bcc import BPF
 
-        self.bpf = BPF(text="int noop(void *ctx) { return 0; }")
-        self.bpf.attach_uprobe(name=libc_path, sym="getaddrinfo", fn_name="noop")
-        self.bpf.attach_uretprobe(name=libc_path, sym="getaddrinfo", fn_name="noop")
+        # Two programs, not one attached twice, so the kernel accounts entry and return apart.
+        self.bpf = BPF(text="int noop_enter(void *ctx) { return 0; }\n"
+                            "int noop_return(void *ctx) { return 0; }")
+        self.bpf.attach_uprobe(name=libc_path, sym="getaddrinfo", fn_name="noop_enter")
+        self.bpf.attach_uretprobe(name=libc_path, sym="getaddrinfo", fn_name="noop_return")
 
     def close(self):
         self.bpf.cleanup()
@@ -52,33 +63,23 @@ def own_libc() -> str:
     raise SystemExit("no glibc mapped by this process")
 
 
-def main() -> int:
-    from dnstrace.agent.lab.netns import Lab
-
-    loop = build_loop()
-    libc = own_libc()
-    with Lab() as lab:
-        ns = lab.netns("bench")
-        lab.dnsmasq(ns, ["127.0.0.1"], {"web.example.test": ["10.1.2.3"]})
-        ns.write_resolv_conf(["127.0.0.1"])
-        pin = ["taskset", "-c", "0"]
-        prefixes = {"/etc/hosts fast path": pin, "dnsmasq on loopback": ns.cmd(pin)}
-        results = {case[0]: {"none": [], "bare": [], "dnstrace": []} for case in CASES}
-        for _round in range(ROUNDS):
+def wall_clock(loop: str, libc: str, prefixes: dict) -> None:
+    results = {case[0]: {"none": [], "bare": [], "dnstrace": []} for case in CASES}
+    for _round in range(ROUNDS):
+        for case, count, name in CASES:
+            results[case]["none"].append(run_loop(prefixes[case], loop, count, name))
+        pair = BarePair(libc)
+        try:
             for case, count, name in CASES:
-                results[case]["none"].append(run_loop(prefixes[case], loop, count, name))
-            pair = BarePair(libc)
-            try:
-                for case, count, name in CASES:
-                    results[case]["bare"].append(run_loop(prefixes[case], loop, count, name))
-            finally:
-                pair.close()
-            tracer = Tracer(["taskset", "-c", "1", *BENCH_AGENT], "stderr", "attached")
-            try:
-                for case, count, name in CASES:
-                    results[case]["dnstrace"].append(run_loop(prefixes[case], loop, count, name))
-            finally:
-                tracer.stop()
+                results[case]["bare"].append(run_loop(prefixes[case], loop, count, name))
+        finally:
+            pair.close()
+        tracer = Tracer(["taskset", "-c", "1", *BENCH_AGENT], "stderr", "attached")
+        try:
+            for case, count, name in CASES:
+                results[case]["dnstrace"].append(run_loop(prefixes[case], loop, count, name))
+        finally:
+            tracer.stop()
     verdicts = []
     for case, count, _name in CASES:
         for stat_name, stat in (("median", statistics.median), ("min", min)):
@@ -97,6 +98,65 @@ def main() -> int:
             spread = {c: f"{min(v) / 1e3:.2f}-{max(v) / 1e3:.2f}" for c, v in results[case].items()}
             print(f"  run-to-run range (µs/call): {spread}")
     print("\nverdict (medians):", "goal met" if all(verdicts) else "goal NOT met")
+
+
+def kernel_costs(loop: str, libc: str, prefixes: dict) -> None:
+    """ns per run of each program, by the kernel's own accounting, over the same loops."""
+    costs = {case[0]: {} for case in CASES}  # case -> program name -> [ns/run per round]
+
+    def measure(pid: int, names: tuple[str, ...]) -> None:
+        for case, count, name in CASES:
+            before = prog_run_stats(pid, names)
+            run_loop(prefixes[case], loop, count, name)
+            after = prog_run_stats(pid, names)
+            for prog in names:
+                runs = after[prog][1] - before[prog][1]
+                if runs < count:  # each program runs at least once per call of the loop
+                    raise RuntimeError(f"{prog} ran {runs} times for {count} calls")
+                costs[case].setdefault(prog, []).append((after[prog][0] - before[prog][0]) / runs)
+
+    with bpf_stats_enabled():
+        for _round in range(KERNEL_ROUNDS):
+            pair = BarePair(libc)
+            try:
+                measure(os.getpid(), ("noop_enter", "noop_return"))
+            finally:
+                pair.close()
+            tracer = Tracer(["taskset", "-c", "1", *BENCH_AGENT], "stderr", "attached")
+            try:
+                measure(tracer.proc.pid, ("gai_enter", "gai_return"))
+            finally:
+                tracer.stop()
+    for case, count, _name in CASES:
+        per_prog = {prog: statistics.median(values) for prog, values in costs[case].items()}
+        floor = per_prog["noop_enter"] + per_prog["noop_return"]
+        ours = per_prog["gai_enter"] + per_prog["gai_return"]
+        print(f"\n{case}: kernel run_time_ns / run_cnt (bpf_stats, median of {KERNEL_ROUNDS} rounds "
+              f"of {count} calls)")
+        for prog, value in per_prog.items():
+            values = ", ".join(f"{v:.0f}" for v in costs[case][prog])
+            print(f"  {prog:12s} {value:7.0f} ns/run   (rounds: {values})")
+        print(f"  bare pair {floor:.0f} ns/call, gai probes {ours:.0f} ns/call: "
+              f"+{ours - floor:.0f} ns of program work per call")
+
+
+def main() -> int:
+    from dnstrace.agent.lab.netns import Lab
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kernel-only", action="store_true", help="only the bpf_stats figures (fast)")
+    args = parser.parse_args()
+    loop = build_loop()
+    libc = own_libc()
+    with Lab() as lab:
+        ns = lab.netns("bench")
+        lab.dnsmasq(ns, ["127.0.0.1"], {"web.example.test": ["10.1.2.3"]})
+        ns.write_resolv_conf(["127.0.0.1"])
+        pin = ["taskset", "-c", "0"]
+        prefixes = {"/etc/hosts fast path": pin, "dnsmasq on loopback": ns.cmd(pin)}
+        if not args.kernel_only:
+            wall_clock(loop, libc, prefixes)
+        kernel_costs(loop, libc, prefixes)
     return 0
 
 

@@ -2,10 +2,11 @@
  *
  * gai_enter runs at function entry (uprobe), gai_return at its return (uretprobe),
  * both attached to every libc on the node by agent/gai.py with a BPF link whose
- * cookie is (libc_id << 8 | GAI_FUNC_*). A call is keyed by (pid_tgid, stack pointer
- * at entry): the return's stack pointer minus GAI_RET_SP_ADJUST is the same value,
- * so nested or tail-called functions pair up exactly and a stale entry from a
- * thread that died mid-call can never be matched by another call.
+ * cookie is (libc_id << 8 | GAI_FUNC_*). A call is held in its thread's slot of the
+ * inflight array with its owner (pid_tgid, stack pointer at entry): the return's
+ * stack pointer minus GAI_RET_SP_ADJUST is the same value, so a tail-called function
+ * pairs with its caller's entry, and a stale slot from a thread that died mid-call
+ * is never matched by another call (it is reused after GAI_STALE_NS).
  *
  * Calls in flight when probes are attached have no entry: their return is ignored
  * (the loader attaches return probes before entry probes). Events are written
@@ -15,6 +16,8 @@
  *   GAI_FILTER_PIDS      only tgids present in pid_filter are recorded
  *   GAI_MIN_LATENCY_NS   faster calls are dropped in the kernel
  *   GAI_RET_SP_ADJUST    bytes the return instruction pops (8 on x86-64, 0 on arm64)
+ *   GAI_INFLIGHT_SLOTS   in-flight slots, a power of two (threads whose tids collide
+ *                        modulo it cannot be timed at the same moment: inflight_full)
  */
 #include <uapi/linux/ptrace.h>
 #include "gai.h"
@@ -22,8 +25,11 @@
 #ifndef GAI_RET_SP_ADJUST
 #define GAI_RET_SP_ADJUST 8
 #endif
-#ifndef GAI_MAX_INFLIGHT
-#define GAI_MAX_INFLIGHT 10240
+#ifndef GAI_INFLIGHT_SLOTS
+#define GAI_INFLIGHT_SLOTS 16384 /* power of two: slot = tid & (GAI_INFLIGHT_SLOTS - 1) */
+#endif
+#ifndef GAI_STALE_NS
+#define GAI_STALE_NS (600ULL * 1000000000ULL) /* no lookup lasts 10 min: its return was lost */
 #endif
 #ifndef GAI_RINGBUF_PAGES
 #define GAI_RINGBUF_PAGES 512
@@ -32,26 +38,28 @@
 #define COUNTER_INFLIGHT_FULL 0
 #define COUNTER_RINGBUF_FULL 1
 #define COUNTER_NAME_FAULT 2
-#define COUNTER_SLOTS 3
+#define COUNTER_STALE_INFLIGHT 3
+#define COUNTER_SLOTS 4
 
 /* The helper exists since 5.15; bcc's helpers.h of this version does not declare it. */
 static __u64 (*dt_get_attach_cookie)(void *ctx) = (void *)BPF_FUNC_get_attach_cookie;
 
-struct inflight_key {
-	__u64 pid_tgid;
-	__u64 sp;
-};
-
 /* Only the name *pointer* is kept: the caller's string stays valid until the call
- * returns, so it is read once, at return, straight into the ring-buffer record.
- * That keeps the entry probe to a 24-byte map insert (the cheapest entry we found). */
-struct inflight_value {
+ * returns, so it is read once, at return, straight into the ring-buffer record. */
+struct inflight_call {
+	__u64 pid_tgid;         /* owner of the slot; 0 when free */
+	__u64 sp;               /* stack pointer at entry */
 	__u64 start_ns;
 	__u64 cookie;
 	__u64 name_ptr;
 };
 
-BPF_HASH(inflight, struct inflight_key, struct inflight_value, GAI_MAX_INFLIGHT);
+/* Calls in flight live in an array indexed by thread id, not in a hash map: an
+ * array lookup is inlined by the verifier (no helper call, no lock, no element
+ * allocation), which was most of both probes' cost. A slot holds one call per
+ * thread; the owner (pid_tgid, sp) is checked at return, so another thread whose
+ * tid shares the slot never pairs with it. */
+BPF_ARRAY(inflight, struct inflight_call, GAI_INFLIGHT_SLOTS);
 BPF_PERCPU_ARRAY(counters, __u64, COUNTER_SLOTS);
 BPF_ARRAY(last_wakeup, __u64, 1);
 BPF_RINGBUF_OUTPUT(events, GAI_RINGBUF_PAGES);
@@ -74,60 +82,79 @@ int gai_enter(struct pt_regs *ctx)
 	if (!pid_filter.lookup(&tgid))
 		return 0;
 #endif
-	struct inflight_value value = {
-		.start_ns = bpf_ktime_get_ns(),
-		.cookie = dt_get_attach_cookie(ctx),
-		.name_ptr = PT_REGS_PARM1(ctx),
-	};
-	struct inflight_key key = {.pid_tgid = pid_tgid, .sp = PT_REGS_SP(ctx)};
-	/* NOEXIST: a function tail-calling another (musl gethostbyname -> gethostbyname2)
-	 * enters twice with the same stack pointer; the outer call keeps its entry. */
-	int err = inflight.insert(&key, &value);
-	if (err == -E2BIG || err == -ENOMEM)
+	__u32 slot = (__u32)pid_tgid & (GAI_INFLIGHT_SLOTS - 1);
+	struct inflight_call *call = inflight.lookup(&slot);
+	if (!call)
+		return 0;
+	__u64 sp = PT_REGS_SP(ctx);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 owner = call->pid_tgid;
+	if (owner) {
+		/* A function tail-calling another (musl gethostbyname -> gethostbyname2)
+		 * enters twice with the same stack pointer: the outer call keeps the slot. */
+		if (owner == pid_tgid && call->sp == sp)
+			return 0;
+		if (now - call->start_ns < GAI_STALE_NS) {
+			if (owner != pid_tgid) {
+				count(COUNTER_INFLIGHT_FULL); /* another thread's call holds the slot */
+				return 0;
+			}
+			/* Same thread, other stack pointer: a call nested in a traced call;
+			 * the innermost one is timed. */
+		} else {
+			count(COUNTER_STALE_INFLIGHT); /* its thread died mid-call (cancel, kill) */
+		}
+	}
+	/* Claim atomically: two threads whose tids share the slot may enter at once on two
+	 * CPUs; exactly one wins, the other is counted, and no slot is ever half-written by both. */
+	if (owner != pid_tgid && __sync_val_compare_and_swap(&call->pid_tgid, owner, pid_tgid) != owner) {
 		count(COUNTER_INFLIGHT_FULL);
+		return 0;
+	}
+	call->sp = sp;
+	call->start_ns = now;
+	call->cookie = dt_get_attach_cookie(ctx);
+	call->name_ptr = PT_REGS_PARM1(ctx);
 	return 0;
 }
 
 int gai_return(struct pt_regs *ctx)
 {
-	struct inflight_key key = {
-		.pid_tgid = bpf_get_current_pid_tgid(),
-		.sp = PT_REGS_SP(ctx) - GAI_RET_SP_ADJUST,
-	};
-	struct inflight_value *value = inflight.lookup(&key);
-	if (!value)
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 slot = (__u32)pid_tgid & (GAI_INFLIGHT_SLOTS - 1);
+	struct inflight_call *call = inflight.lookup(&slot);
+	if (!call || call->pid_tgid != pid_tgid || call->sp != PT_REGS_SP(ctx) - GAI_RET_SP_ADJUST)
 		return 0; /* entered before the probes were attached (or filtered out) */
+	/* Copy the slot before releasing it: once free, another thread may claim it. */
+	__u64 start_ns = call->start_ns, cookie = call->cookie, name_ptr = call->name_ptr;
+	call->pid_tgid = 0;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 latency = now - value->start_ns;
+	__u64 latency = now - start_ns;
 #ifdef GAI_MIN_LATENCY_NS
-	if (latency < GAI_MIN_LATENCY_NS) {
-		inflight.delete(&key);
+	if (latency < GAI_MIN_LATENCY_NS)
 		return 0;
-	}
 #endif
 	struct gai_event *event = events.ringbuf_reserve(sizeof(struct gai_event));
 	if (!event) {
 		count(COUNTER_RINGBUF_FULL);
-		inflight.delete(&key);
 		return 0;
 	}
-	__u32 func = value->cookie & 0xff;
+	__u32 func = cookie & 0xff;
 	long rc = PT_REGS_RC(ctx);
-	event->start_ns = value->start_ns;
+	event->start_ns = start_ns;
 	event->latency_ns = latency;
-	event->pid_tgid = key.pid_tgid;
-	event->libc_id = value->cookie >> 8;
+	event->pid_tgid = pid_tgid;
+	event->libc_id = cookie >> 8;
 	event->func = func;
 	/* gethostbyname* return a pointer; NULL means failure (h_errno is thread-local
 	 * storage, out of reach of any stable ABI, so the reason is not known). */
 	event->ret = func == GAI_FUNC_GETADDRINFO ? (__s32)rc : (rc ? 0 : -1);
 	bpf_get_current_comm(event->comm, sizeof(event->comm));
-	if (bpf_probe_read_user_str(event->name, sizeof(event->name), (void *)value->name_ptr) < 0) {
+	if (bpf_probe_read_user_str(event->name, sizeof(event->name), (void *)name_ptr) < 0) {
 		event->name[0] = 0;
-		if (value->name_ptr)
+		if (name_ptr)
 			count(COUNTER_NAME_FAULT);
 	}
-	inflight.delete(&key);
 	int zero = 0;
 	events.ringbuf_submit(event, dt_wakeup_flags(last_wakeup.lookup(&zero), now));
 	return 0;
