@@ -32,14 +32,21 @@ def flag_dest(key_name: str) -> str:
     return "cfg_" + key_name.replace(".", "_")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, section: str = "agent") -> None:
-    """``--config`` plus one flag per key of ``section`` (for agent, top, findings)."""
+# The keys that shape what is traced (not where it is shipped): enough for `dnstrace findings`.
+TRACING_KEYS = ("agent.host_id", "agent.signals", "agent.dns_ports", "agent.libc_rescan_interval",
+                "agent.conntrack_interval")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, section: str = "agent",
+                         only: tuple[str, ...] | None = None) -> None:
+    """``--config`` plus one flag per key of ``section`` (for agent, top, findings); ``only`` narrows
+    the flags to those keys (the config file and environment still set every key)."""
     parser.add_argument("--config", metavar="PATH", default=None,
                         help=f"TOML config file (default: $DNSTRACE_CONFIG or {config_mod.DEFAULT_CONFIG_PATH}, "
                              "if it exists)")
     group = parser.add_argument_group(f"{section} configuration (each overrides its config key and variable)")
     for key in config_mod.KEYS:
-        if not key.name.startswith(section + "."):
+        if not key.name.startswith(section + ".") or (only is not None and key.name not in only):
             continue
         help_text = f"{key.help} [{key.name}, ${key.env}; default {config_mod.default_text(key)}]"
         help_text = help_text.replace("%", "%%")  # argparse formats help with %

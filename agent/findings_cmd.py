@@ -91,7 +91,7 @@ def format_finding(finding: dict) -> str:
 
 
 def register(subparsers) -> None:
-    from dnstrace.agent.agent_cmd import add_config_arguments  # noqa: PLC0415
+    from dnstrace.agent.agent_cmd import TRACING_KEYS, add_config_arguments  # noqa: PLC0415
 
     parser = subparsers.add_parser(
         "findings", help="watch this node for a while and print named causes with fixes",
@@ -107,7 +107,7 @@ def register(subparsers) -> None:
     parser.add_argument("--from", dest="from_file", metavar="FILE",
                         help="evaluate a recorded JSON-lines event stream ('-' = stdin) instead of tracing")
     parser.add_argument("--live", action="store_true", help="also print each finding as soon as it appears")
-    add_config_arguments(parser, "agent")
+    add_config_arguments(parser, "agent", only=TRACING_KEYS)
     parser.set_defaults(func=run)
 
 
