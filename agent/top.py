@@ -462,12 +462,7 @@ def _run_view(args: argparse.Namespace, model: "TopModel", pipeline, duration_s:
         model.findings.evaluate()
         snap = model.snapshot(args.by, "10s")
         snap.pop("details")
-        if args.json:
-            print(json.dumps(snap, default=str))
-        else:
-            view = TopView()
-            view.by = args.by
-            print("\n".join(line.rstrip() for line in view.render(snap, 80, 24)).rstrip())
+        print_snapshot(snap, args.by, args.json)
         return 0
     if not sys.stdin.isatty():
         raise UsageError("dnstrace top needs a terminal", hint="use --once --json in scripts")
@@ -501,6 +496,16 @@ def _run_view(args: argparse.Namespace, model: "TopModel", pipeline, duration_s:
     return 0
 
 
+def print_snapshot(snap: dict, by: str, as_json: bool) -> None:
+    """``--once``: the snapshot as JSON, or the screen an 80x24 terminal would show."""
+    if as_json:
+        print(json.dumps(snap, default=str))
+        return
+    view = TopView()
+    view.by = by
+    print("\n".join(line.rstrip() for line in view.render(snap, 80, 24)).rstrip())
+
+
 def run_fleet(args: argparse.Namespace, config) -> int:
     from dnstrace.collector.client import CollectorClient  # noqa: PLC0415
 
@@ -514,13 +519,7 @@ def run_fleet(args: argparse.Namespace, config) -> int:
     try:
         model = FleetModel(client, refresh_s=refresh_s)
         if args.once:
-            snap = model.snapshot(args.by, "10s")
-            if args.json:
-                print(json.dumps(snap, default=str))
-            else:
-                view = TopView()
-                view.by = args.by
-                print("\n".join(line.rstrip() for line in view.render(snap, 80, 24)).rstrip())
+            print_snapshot(model.snapshot(args.by, "10s"), args.by, args.json)
             return 0
         if not sys.stdin.isatty():
             raise UsageError("dnstrace top needs a terminal", hint="use --once --json in scripts")

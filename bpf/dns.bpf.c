@@ -87,24 +87,34 @@ static __always_inline u32 next_qseq(u32 pid)
 	return 0;
 }
 
+/* The header fields every record kind sets the same way (pid, tid, qseq, addresses and
+ * comm differ per kind and are set by the caller). */
+static __always_inline void set_hdr(struct dns_event_hdr *h, u64 ts, u64 cookie, u32 tcp_seq, u16 sport,
+				    u16 dport, u32 payload_len, u8 family, u8 proto, u8 dir, u8 kind)
+{
+	h->ts_ns = ts;
+	h->cookie = cookie;
+	h->tcp_seq = tcp_seq;
+	h->sport = sport;
+	h->dport = dport;
+	h->payload_len = payload_len > 0xffff ? 0xffff : payload_len;
+	h->family = family;
+	h->proto = proto;
+	h->dir = dir;
+	h->kind = kind;
+	h->reserved = 0;
+}
+
 /* A query taken out of the map (its id was sent again): as a plain egress packet. */
 static __always_inline void emit_query(struct dns_event *e, struct dns_query *q, u64 cookie)
 {
-	e->hdr.ts_ns = q->ts_ns;
-	e->hdr.cookie = cookie;
+	set_hdr(&e->hdr, q->ts_ns, cookie, 0, q->sport, q->dport, 0, q->family, PROTO_UDP, DNS_DIR_EGRESS,
+		DNS_KIND_PACKET);
 	e->hdr.pid = q->pid;
 	e->hdr.tid = q->tid;
-	e->hdr.tcp_seq = 0;
 	e->hdr.qseq = q->qseq;
 	__builtin_memcpy(e->hdr.saddr, q->saddr, 16);
 	__builtin_memcpy(e->hdr.daddr, q->daddr, 16);
-	e->hdr.sport = q->sport;
-	e->hdr.dport = q->dport;
-	e->hdr.family = q->family;
-	e->hdr.proto = PROTO_UDP;
-	e->hdr.dir = DNS_DIR_EGRESS;
-	e->hdr.kind = DNS_KIND_PACKET;
-	e->hdr.reserved = 0;
 	__builtin_memcpy(e->hdr.comm, q->comm, TASK_COMM_LEN);
 	__builtin_memcpy(e->data, q->data, DNS_QUERY_CAPTURE);
 	u64 len = q->len;
@@ -210,21 +220,11 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 			fresh.tid = (u32)pid_tgid;
 			bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
 			if (owners.insert(&cookie, &fresh) == 0) { /* first egress wins */
-				e->hdr.ts_ns = now;
-				e->hdr.cookie = cookie;
+				set_hdr(&e->hdr, now, cookie, 0, sport, dport, 0, family, proto, dir, DNS_KIND_OWNER);
 				e->hdr.pid = fresh.pid;
 				e->hdr.tid = fresh.tid;
-				e->hdr.tcp_seq = 0;
 				e->hdr.qseq = 0;
-				e->hdr.sport = sport;
-				e->hdr.dport = dport;
-				e->hdr.payload_len = 0;
 				e->hdr.cap_len = 0;
-				e->hdr.family = family;
-				e->hdr.proto = proto;
-				e->hdr.dir = dir;
-				e->hdr.kind = DNS_KIND_OWNER;
-				e->hdr.reserved = 0;
 				__builtin_memcpy(e->hdr.comm, fresh.comm, TASK_COMM_LEN);
 				submit(e, sizeof(struct dns_event_hdr), DNS_CNT_RINGBUF_FULL);
 			}
@@ -254,17 +254,8 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 			__builtin_memcpy(p->data, q->data, DNS_QUERY_CAPTURE);
 			if (inflight.delete(&key) == 0) { /* not taken meanwhile by the user-space sweep */
 				count(DNS_CNT_PAIRED);
-				p->hdr.ts_ns = now;
-				p->hdr.cookie = cookie;
-				p->hdr.tcp_seq = 0;
-				p->hdr.sport = sport;
-				p->hdr.dport = dport;
-				p->hdr.payload_len = payload_len > 0xffff ? 0xffff : payload_len;
-				p->hdr.family = family;
-				p->hdr.proto = proto;
-				p->hdr.dir = dir;
-				p->hdr.kind = DNS_KIND_PAIR;
-				p->hdr.reserved = 0;
+				set_hdr(&p->hdr, now, cookie, 0, sport, dport, payload_len, family, proto, dir,
+					DNS_KIND_PAIR);
 				u64 cap = payload_len;
 				asm volatile("" : "+r"(cap));
 				if (cap > DNS_MAX_CAPTURE)
@@ -354,17 +345,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		return 1;
 	}
 
-	e->hdr.ts_ns = now;
-	e->hdr.cookie = cookie;
-	e->hdr.tcp_seq = seq;
-	e->hdr.sport = sport;
-	e->hdr.dport = dport;
-	e->hdr.payload_len = payload_len > 0xffff ? 0xffff : payload_len;
-	e->hdr.family = family;
-	e->hdr.proto = proto;
-	e->hdr.dir = dir;
-	e->hdr.kind = DNS_KIND_PACKET;
-	e->hdr.reserved = 0;
+	set_hdr(&e->hdr, now, cookie, seq, sport, dport, payload_len, family, proto, dir, DNS_KIND_PACKET);
 
 	/* 64-bit, and opaque to clang after the barrier, so the verifier sees the
 	 * bound checked on the very register passed to bpf_skb_load_bytes. */
