@@ -7,6 +7,7 @@ and ``from conftest import`` would pick whichever was imported last.
 from __future__ import annotations
 
 import json
+import struct
 import os
 import shutil
 import signal
@@ -103,3 +104,30 @@ def lingering_lookup(name: str) -> list[str]:
     code = (f"import socket, time\ntry: socket.getaddrinfo({name!r}, None)\n"
             "except socket.gaierror: pass\ntime.sleep(1)")
     return [sys.executable, "-c", code]
+
+
+FAKE_RING_PAGE = 64  # the fake rings' "page": where the data area starts in the producer area
+
+
+def fake_ring(records: list[tuple[int, bytes]], data_size: int = 1024, start_pos: int = 0):
+    """A BPF ring buffer as the kernel maps it, in plain memory: (producer area = page + data
+    twice, consumer area, producer position), holding ``records`` as (header flags, payload)."""
+    data = bytearray(data_size)
+    pos = start_pos
+    for flags, payload in records:
+        blob = struct.pack("<II", len(payload) | flags, 0) + payload
+        for i, byte in enumerate(blob):
+            data[(pos + i) % data_size] = byte
+        pos += (len(blob) + 7) & ~7
+    producer = bytearray(FAKE_RING_PAGE) + data + data
+    struct.pack_into("<Q", producer, 0, pos)
+    consumer = bytearray(8)
+    struct.pack_into("<Q", consumer, 0, start_pos)
+    return bytes(producer), consumer, pos
+
+
+def fake_ring_reader(data_size: int):
+    """The attributes of a RingBufReader that ``drain_buffer`` reads, for a fake ring."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(_page=FAKE_RING_PAGE, _mask=data_size - 1, records=0, malformed=0)

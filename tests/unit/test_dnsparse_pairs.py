@@ -12,7 +12,7 @@ from dnstrace.agent.ringbuf import drain_variable
 
 # helpers of the sibling test modules (pytest puts this directory on sys.path)
 from test_dnsparse_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker
-from test_ringbuf import reader, ring
+from support import fake_ring, fake_ring_reader
 
 
 def paired(t, q, a):
@@ -111,9 +111,9 @@ class FakeInflight:
 
 
 def drain(source, records):
-    producer, consumer, _ = ring([(0, r) for r in records], data_size=8192)
+    producer, consumer, _ = fake_ring([(0, r) for r in records], data_size=8192)
     source._events = []
-    drain_variable(reader(8192), producer, consumer, source._record, limit=100)
+    drain_variable(fake_ring_reader(8192), producer, consumer, source._record, limit=100)
     return source._events
 
 

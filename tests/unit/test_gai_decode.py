@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from dnstrace.agent.gai import GAI_EVENT, decode, error_name, make_sources
 from dnstrace.agent.ringbuf import RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, drain_fixed
+from support import fake_ring, fake_ring_reader
 
 
 def _raw(start=1_000, latency=2_000_000, pid=4711, tid=4712, libc_id=1, ret=0, func=0,
@@ -43,33 +44,11 @@ def test_error_names():
     assert error_name(2, 0) is None
 
 
-class _Reader:
-    def __init__(self, page, data_size):
-        self._page, self._mask = page, data_size - 1
-        self.records = self.malformed = 0
-
-
-def _ring(records: list[tuple[int, bytes]], data_size=4096, page=64, start_pos=0):
-    """A fake producer area (page + data twice) and consumer area holding ``records`` (flags, payload)."""
-    data = bytearray(data_size)
-    pos = start_pos
-    for flags, payload in records:
-        blob = struct.pack("<II", len(payload) | flags, 0) + payload
-        for i, byte in enumerate(blob):
-            data[(pos + i) % data_size] = byte
-        pos += (len(blob) + 7) & ~7
-    producer = bytearray(page) + data + data
-    struct.pack_into("<Q", producer, 0, pos)
-    consumer = bytearray(8)
-    struct.pack_into("<Q", consumer, 0, start_pos)
-    return producer, consumer, pos
-
-
 def test_ringbuf_reads_records_skips_discarded_and_stops_at_busy():
     good1, good2 = _raw(name=b"one"), _raw(name=b"two")
-    producer, consumer, end = _ring([(0, good1), (RINGBUF_DISCARD_BIT, _raw(name=b"gone")), (0, good2),
-                                     (RINGBUF_BUSY_BIT, _raw(name=b"half"))])
-    reader = _Reader(64, 4096)
+    producer, consumer, end = fake_ring([(0, good1), (RINGBUF_DISCARD_BIT, _raw(name=b"gone")), (0, good2),
+                                         (RINGBUF_BUSY_BIT, _raw(name=b"half"))], data_size=4096)
+    reader = fake_ring_reader(4096)
     out = drain_fixed(reader, producer, consumer, GAI_EVENT, limit=100)
     assert [decode(r, 0, {})["name"] for r in out] == ["one", "two"]
     consumed = struct.unpack_from("<Q", consumer)[0]
@@ -79,9 +58,9 @@ def test_ringbuf_reads_records_skips_discarded_and_stops_at_busy():
 
 def test_ringbuf_record_wrapping_the_end_is_read_whole_and_malformed_counted():
     # Start near the end of a 1 KiB data area so the second record wraps around.
-    producer, consumer, end = _ring([(0, _raw(name=b"first")), (0, _raw(name=b"wraps")), (0, b"short")],
-                                    data_size=1024, start_pos=1024 * 3 - 400)
-    reader = _Reader(64, 1024)
+    producer, consumer, end = fake_ring([(0, _raw(name=b"first")), (0, _raw(name=b"wraps")), (0, b"short")],
+                                         data_size=1024, start_pos=1024 * 3 - 400)
+    reader = fake_ring_reader(1024)
     out = drain_fixed(reader, producer, consumer, GAI_EVENT, limit=100)
     assert [decode(r, 0, {})["name"] for r in out] == ["first", "wraps"]
     assert reader.malformed == 1

@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import socket
 import struct
-from types import SimpleNamespace
 
 from dnstrace.agent.dnswire import EVENT_HDR, DnsWireSource
 from dnstrace.agent.ringbuf import RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, drain_fixed, drain_variable
+from support import fake_ring, fake_ring_reader
 
-PAGE = 64
-
-
-def reader(data_size: int):
-    return SimpleNamespace(_page=PAGE, _mask=data_size - 1, records=0, malformed=0)
-
-
-def ring(records: list[tuple[int, bytes]], data_size: int = 1024, start_pos: int = 0):
-    """Producer area (page + data twice, as the kernel maps it) and consumer area holding ``records``."""
-    data = bytearray(data_size)
-    pos = start_pos
-    for flags, payload in records:
-        blob = struct.pack("<II", len(payload) | flags, 0) + payload
-        for i, byte in enumerate(blob):
-            data[(pos + i) % data_size] = byte
-        pos += (len(blob) + 7) & ~7
-    producer = bytearray(PAGE) + data + data
-    struct.pack_into("<Q", producer, 0, pos)
-    consumer = bytearray(8)
-    struct.pack_into("<Q", consumer, 0, start_pos)
-    return bytes(producer), consumer, pos
 
 
 def as_bytes(area, offset, length):
@@ -39,8 +18,8 @@ def as_bytes(area, offset, length):
 def test_variable_lengths_padding_discard_and_busy():
     payloads = [b"a", b"bcdefghij", b"x" * 17, b"discarded", b"k" * 8, b"busy"]
     flags = [0, 0, 0, RINGBUF_DISCARD_BIT, 0, RINGBUF_BUSY_BIT]
-    producer, consumer, end = ring(list(zip(flags, payloads)))
-    rb = reader(1024)
+    producer, consumer, end = fake_ring(list(zip(flags, payloads)))
+    rb = fake_ring_reader(1024)
     assert drain_variable(rb, producer, consumer, as_bytes, limit=100) == [b"a", b"bcdefghij", b"x" * 17, b"k" * 8]
     assert rb.records == 4 and rb.malformed == 0
     assert struct.unpack_from("<Q", consumer)[0] < end  # stopped before the busy record
@@ -49,8 +28,8 @@ def test_variable_lengths_padding_discard_and_busy():
 
 def test_wrapping_record_is_contiguous_and_limit_resumes():
     records = [(0, bytes([n]) * (40 + n)) for n in range(6)]
-    producer, consumer, end = ring(records, data_size=512, start_pos=512 * 5 - 100)
-    rb = reader(512)
+    producer, consumer, end = fake_ring(records, data_size=512, start_pos=512 * 5 - 100)
+    rb = fake_ring_reader(512)
     first = drain_variable(rb, producer, consumer, as_bytes, limit=2)
     rest = drain_variable(rb, producer, consumer, as_bytes, limit=100)
     assert first + rest == [payload for _, payload in records]
@@ -67,16 +46,16 @@ def test_decoder_errors_are_counted_not_fatal_and_nones_left_out():
             return None  # read, nothing to hand back
         return length
 
-    producer, consumer, end = ring([(0, b"abc"), (0, b"abcd"), (0, b"abcde"), (0, b"abcdefg")])
-    rb = reader(1024)
+    producer, consumer, end = fake_ring([(0, b"abc"), (0, b"abcd"), (0, b"abcde"), (0, b"abcdefg")])
+    rb = fake_ring_reader(1024)
     assert drain_variable(rb, producer, consumer, picky, limit=100) == [7]
     assert rb.malformed == 2 and rb.records == 2 and struct.unpack_from("<Q", consumer)[0] == end
 
 
 def test_fixed_layout_counts_wrong_sizes():
     layout = struct.Struct("<QI")
-    producer, consumer, _ = ring([(0, layout.pack(1, 2)), (0, b"short"), (0, layout.pack(3, 4))])
-    rb = reader(1024)
+    producer, consumer, _ = fake_ring([(0, layout.pack(1, 2)), (0, b"short"), (0, layout.pack(3, 4))])
+    rb = fake_ring_reader(1024)
     assert drain_fixed(rb, producer, consumer, layout, limit=100) == [(1, 2), (3, 4)]
     assert rb.malformed == 1
 
@@ -97,8 +76,8 @@ def test_dns_records_decode_from_the_ring():
     source._offset_ns = 5
     # cap_len larger than the record (a lying header) is clipped to what the record holds
     records = [(0, dns_record(b"\x12\x34query")), (0, dns_record(b"v6", family=6, cap_len=200)), (0, b"tiny")]
-    producer, consumer, _ = ring(records)
-    rb = reader(1024)
+    producer, consumer, _ = fake_ring(records)
+    rb = fake_ring_reader(1024)
     packets = drain_variable(rb, producer, consumer, source.decode, limit=100)
     assert rb.malformed == 1  # the record shorter than a header
     first, second = packets
