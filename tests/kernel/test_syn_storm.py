@@ -82,15 +82,20 @@ def test_syn_storm_counts_are_exact_and_memory_bounded(kernel, lab, tmp_path):
 
     print(f"storm: {storm.attempts} SYNs in {storm.seconds:.1f}s = {storm.rate:.0f}/s; "
           f"events={len(events)}; rss KiB min={min(rss)} max={max(rss)}; peer dropped={dropped}")
+    stats = stats_line(tp, "tcp")
+    # The kernel skips a tracepoint program when another BPF program already runs on that CPU
+    # (e.g. the retransmit timer firing inside a traced connect); it counts those skips and the
+    # tracer reports them as kernel_missed. Everything else is exact.
+    missed = int(stats["kernel_missed"])
     assert storm.attempts > 0 and storm.failed == 0
-    assert storm_connects == storm.attempts
+    assert storm.attempts - missed <= storm_connects <= storm.attempts, (storm_connects, storm.attempts, missed)
     assert retries > 0  # the holders' SYNs were retransmitted during the storm
-    assert connects + retries == dropped  # exact, against the peer's firewall counter
+    # exact against the peer's firewall counter, but for what the kernel itself reported skipped
+    assert dropped - missed <= connects + retries <= dropped, (connects, retries, dropped, missed)
 
     # Sampled, and saying so: far fewer lines than connects, aggregated ones carry a count.
     assert len(events) < storm.attempts / 20
     assert any(e["sampled"] and e["count"] > 1 for e in mine)
-    stats = stats_line(tp, "tcp")
     assert int(stats["sampled_out"]) > 0 and int(stats["flow_table_full"]) == 0
     assert int(stats["conn_table_full"]) == 0
 
