@@ -87,6 +87,19 @@ static __always_inline u32 next_qseq(u32 pid)
 	return 0;
 }
 
+/* Declare ``var``, the number of bytes to copy from the packet: ``len`` clamped to ``max``,
+ * 64-bit and opaque to clang after each barrier, so the verifier sees the bound checked on the
+ * very register passed to bpf_skb_load_bytes (clang would otherwise fold the check away).
+ * Out of range (0 bytes), the program returns 1: the packet is allowed, nothing is recorded. */
+#define CLAMP_CAPTURE(var, len, max)                 \
+	u64 var = (len);                             \
+	asm volatile("" : "+r"(var));                \
+	if (var > (max))                             \
+		var = (max);                         \
+	asm volatile("" : "+r"(var));                \
+	if (var < 1 || var > (max))                  \
+		return 1
+
 /* The header fields every record kind sets the same way (pid, tid, qseq, addresses and
  * comm differ per kind and are set by the caller). */
 static __always_inline void set_hdr(struct dns_event_hdr *h, u64 ts, u64 cookie, u32 tcp_seq, u16 sport,
@@ -256,13 +269,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 				count(DNS_CNT_PAIRED);
 				set_hdr(&p->hdr, now, cookie, 0, sport, dport, payload_len, family, proto, dir,
 					DNS_KIND_PAIR);
-				u64 cap = payload_len;
-				asm volatile("" : "+r"(cap));
-				if (cap > DNS_MAX_CAPTURE)
-					cap = DNS_MAX_CAPTURE;
-				asm volatile("" : "+r"(cap));
-				if (cap < 1 || cap > DNS_MAX_CAPTURE)
-					return 1;
+				CLAMP_CAPTURE(cap, payload_len, DNS_MAX_CAPTURE);
 				u64 qlen = p->query_len;
 				asm volatile("" : "+r"(qlen));
 				if (qlen > DNS_QUERY_CAPTURE)
@@ -297,13 +304,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 		struct dns_query *fresh = query_scratch.lookup(&zero);
 		if (!fresh)
 			return 1;
-		u64 qcap = payload_len;
-		asm volatile("" : "+r"(qcap));
-		if (qcap > DNS_QUERY_CAPTURE)
-			qcap = DNS_QUERY_CAPTURE;
-		asm volatile("" : "+r"(qcap));
-		if (qcap < 1 || qcap > DNS_QUERY_CAPTURE)
-			return 1;
+		CLAMP_CAPTURE(qcap, payload_len, DNS_QUERY_CAPTURE);
 		if (bpf_skb_load_bytes(skb, payload_off, fresh->data, qcap) < 0) {
 			count(DNS_CNT_MALFORMED);
 			return 1;
@@ -347,15 +348,7 @@ static __always_inline int handle(struct __sk_buff *skb, int dir)
 
 	set_hdr(&e->hdr, now, cookie, seq, sport, dport, payload_len, family, proto, dir, DNS_KIND_PACKET);
 
-	/* 64-bit, and opaque to clang after the barrier, so the verifier sees the
-	 * bound checked on the very register passed to bpf_skb_load_bytes. */
-	u64 cap = payload_len;
-	asm volatile("" : "+r"(cap));
-	if (cap > DNS_MAX_CAPTURE)
-		cap = DNS_MAX_CAPTURE;
-	asm volatile("" : "+r"(cap));
-	if (cap < 1 || cap > DNS_MAX_CAPTURE)
-		return 1;
+	CLAMP_CAPTURE(cap, payload_len, DNS_MAX_CAPTURE);
 	if (bpf_skb_load_bytes(skb, payload_off, e->data, cap) < 0) {
 		count(DNS_CNT_MALFORMED);
 		return 1;
