@@ -18,6 +18,7 @@ import time
 
 from dnstrace.agent.proc import read_comm
 from dnstrace.agent.bpfstats import bcc_prog_fds, per_cpu_counters, recursion_misses
+from dnstrace.agent.bpfsource import BpfRingSource
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -126,7 +127,7 @@ def resolve_reasons(names: list[str] | None, table: dict[int, str]) -> tuple[dic
     return {by_name[n]: n for n in wanted if n in by_name}, unknown
 
 
-class DropsSource(Source):
+class DropsSource(BpfRingSource):
     name = "drops"
 
     def __init__(self, reasons: list[str] | None = None, event_budget: int = DEFAULT_EVENT_BUDGET,
@@ -136,11 +137,9 @@ class DropsSource(Source):
         self.reason_names = reasons
         self.event_budget = event_budget
         self.explain = explain
-        self.bpf = None
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.reader = None
         self.offset_ns = 0
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
@@ -148,7 +147,6 @@ class DropsSource(Source):
         self.key_evictions = 0
         self.explain_errors = 0
         self.facts = None
-        self._final: dict | None = None
 
     def start(self) -> None:
         from dnstrace.agent import bpfload, tracefs  # noqa: PLC0415
@@ -200,9 +198,6 @@ class DropsSource(Source):
         event["why"] = explain_rp_filter_drop(facts, event["return_dev"])
         if facts and facts[0].netns:
             event["netns"] = facts[0].netns.label
-
-    def fds(self) -> list[int]:
-        return [self.reader.fd] if self.reader else []
 
     def poll(self) -> list[dict]:
         if not self.reader:
@@ -257,9 +252,9 @@ class DropsSource(Source):
             self.key_evictions += 1
         return events
 
-    def stats(self) -> dict:
+    def live_stats(self) -> dict:
         if self.bpf is None:
-            return dict(self._final or {})
+            return {}
         stats = per_cpu_counters(self.bpf["stats"], STAT_NAMES)
         stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf))
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
@@ -269,15 +264,6 @@ class DropsSource(Source):
         if self.missing_reasons:
             stats["reasons_missing_on_kernel"] = "+".join(self.missing_reasons)
         return stats
-
-    def close(self) -> None:
-        if self.bpf is not None:
-            self._final = self.stats()
-            if self.reader is not None:
-                self.reader.close()
-                self.reader = None
-            self.bpf.cleanup()
-            self.bpf = None
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:

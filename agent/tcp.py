@@ -17,6 +17,7 @@ import struct
 import time
 
 from dnstrace.agent.bpfstats import bcc_prog_fds, per_cpu_counters, recursion_misses
+from dnstrace.agent.bpfsource import BpfRingSource
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import UsageError
@@ -121,15 +122,13 @@ class FlowDeltas:
         self.seen.pop(key, None)
 
 
-class TcpSource(Source):
+class TcpSource(BpfRingSource):
     name = "tcp"
 
     def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.event_budget = event_budget
-        self.bpf = None
-        self.reader = None
         self.deltas = FlowDeltas()
         self.offset_ns = 0
         self.events_out = 0
@@ -147,9 +146,6 @@ class TcpSource(Source):
         self.bpf = bpfload.load("tcp", text_prefix=defines)
         self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.reader = RingBufReader(self.bpf["events"].map_fd)
-
-    def fds(self) -> list[int]:
-        return [self.reader.fd] if self.reader else []
 
     def poll(self) -> list[dict]:
         if not self.reader:
@@ -200,24 +196,13 @@ class TcpSource(Source):
             return dict.fromkeys(STAT_NAMES, 0)
         return per_cpu_counters(self.bpf["stats"], STAT_NAMES)
 
-    def stats(self) -> dict:
-        if self.bpf is None and hasattr(self, "_final_stats"):
-            return dict(self._final_stats)
+    def live_stats(self) -> dict:
         stats = self.kernel_stats()
         malformed = self.reader.malformed if self.reader is not None else 0
         stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf)) if self.bpf else 0
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
                      flow_evictions=self.flow_evictions, decode_errors=self.decode_errors + malformed)
         return stats
-
-    def close(self) -> None:
-        if self.bpf is not None:
-            self._final_stats = self.stats()
-            if self.reader is not None:
-                self.reader.close()
-                self.reader = None
-            self.bpf.cleanup()
-            self.bpf = None
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
