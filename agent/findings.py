@@ -132,20 +132,22 @@ def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _unreliable(w: "Window", absent: int, severity: str) -> tuple[str, str]:
-    """For rules that conclude from silence: (caveat, severity) given the agent's own DNS losses.
+def _unreliable(w: "Window", absent: int, severity: str, summary: str, evidence: dict) -> tuple[str, str]:
+    """For rules that conclude from silence: (severity, summary) given the agent's own DNS losses;
+    with losses, the summary starts with the caveat and ``evidence`` gets ``agent_lost_dns_records``.
 
     The losses cannot be tied to a process (a ring buffer overflows for everyone), so the
     finding stays, marked unreliable: severity "info" when the records lost could alone
     account for the ``absent`` answers, one level lower otherwise; unchanged without loss."""
     lost = w.dns_records_lost()
     if not lost:
-        return "", severity
+        return severity, summary
+    evidence["agent_lost_dns_records"] = lost
     if lost >= absent:
-        return (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, enough to "
-                f"explain the {absent} missing answers", "info")
-    return (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, so some answers "
-            f"may not have been seen", _lower(severity))
+        return "info", (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, "
+                        f"enough to explain the {absent} missing answers: {summary}")
+    return _lower(severity), (f"unreliable: the agent itself lost {lost} DNS records in the last {w.window_s:g} s, "
+                              f"so some answers may not have been seen: {summary}")
 
 
 def _lower(severity: str) -> str:
@@ -496,9 +498,7 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
                f"(Docker --dns, Nomad network.dns, Kubernetes dnsPolicy/dnsConfig)."
                + (" Meanwhile 'options timeout:1' caps the wait at 1 s per attempt." if timeout > 1 else ""))
         severity = "critical" if position == 0 else "warning"
-        caveat, severity = _unreliable(w, len(lost), severity)
-        if caveat:
-            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+        severity, summary = _unreliable(w, len(lost), severity, summary, evidence)
         findings.append(Finding("dead-nameserver", severity, summary, evidence, fix, key=f"{server}/{pid}",
                                 pids=pids, comms=comms, containers=containers))
     return findings
@@ -566,9 +566,7 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
         # seen: with DNS records lost by the agent, a "timeout" may be an answer it missed.
         from_wire = sum(1 for _, e in multiples if e.get("source") == "wire")
         if from_wire:
-            caveat, severity = _unreliable(w, from_wire, severity)
-            if caveat:
-                summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+            severity, summary = _unreliable(w, from_wire, severity, summary, evidence)
         findings.append(Finding("timeout-multiple-latency", severity, summary, evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
@@ -775,9 +773,7 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
                "single-request-reopen will not help, since every new flow collides.")
         evidence = {**totals, "netns": netns, "both_of_pair_lost": len(lost), "pairs": pairs,
                     "servers": dict(servers.most_common(5)), "resolv_options": resolv["resolv_options"]}
-        caveat, severity = _unreliable(w, len(lost), "critical")
-        if caveat:
-            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+        severity, summary = _unreliable(w, len(lost), "critical", summary, evidence)
         findings.append(Finding("conntrack-insert-failed", severity, summary, evidence, fix, key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
                                 containers=[container] if container else []))
     return findings
@@ -883,9 +879,7 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
         fix = ("Add 'options single-request-reopen' to resolv.conf (Kubernetes: pod dnsConfig.options) so A and "
                "AAAA use different ports, or 'use-vc'; gRPC clients on c-ares need GRPC_DNS_RESOLVER=native to "
                "honour it.")
-        caveat, severity = _unreliable(w, len(lost), "critical")
-        if caveat:
-            summary, evidence["agent_lost_dns_records"] = f"{caveat}: {summary}", w.dns_records_lost()
+        severity, summary = _unreliable(w, len(lost), "critical", summary, evidence)
         findings.append(Finding("aaaa-same-port-race", severity, summary, evidence, fix, key=f"{pid}",
                                 pids=[pid], comms=[comm], containers=[container] if container else []))
     return findings
