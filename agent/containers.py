@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from dnstrace.agent.bounded import BoundedDict
 
 _HEX_ID = r"[0-9a-f]{64}"
 _UUID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
@@ -166,24 +167,23 @@ class PodNames:
     def __init__(self, root: str = "/", max_entries: int = 4096):
         self.root = Path(root)
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, Attribution] = OrderedDict()
-        self.evictions = 0
+        self._cache: BoundedDict = BoundedDict(max_entries)  # container id or pod uid -> Attribution
         self.lookups = 0
+
+    @property
+    def evictions(self) -> int:
+        return self._cache.evicted
 
     def complete(self, attribution: Attribution) -> Attribution:
         if attribution.is_host or attribution.runtime == "nomad":
             return attribution
         key = attribution.container_id or attribution.pod_uid
-        cached = self._cache.get(key)
+        cached = self._cache.touch(key)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
         self.lookups += 1
         result = self._lookup(attribution)
-        self._cache[key] = result
-        if len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-            self.evictions += 1
+        self._cache.put(key, result)
         return result
 
     def _lookup(self, att: Attribution) -> Attribution:
@@ -246,21 +246,20 @@ class ContainerResolver:
     def __init__(self, root: str = "/", max_entries: int = 8192):
         self.pod_names = PodNames(root, max_entries=max_entries // 2)
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, Attribution] = OrderedDict()
-        self.evictions = 0
+        self._cache: BoundedDict = BoundedDict(max_entries)  # cgroup path -> Attribution
+
+    @property
+    def evictions(self) -> int:
+        return self._cache.evicted
 
     def resolve(self, cgroup_path: str | None) -> Attribution:
         if not cgroup_path:
             return HOST
-        cached = self._cache.get(cgroup_path)
+        cached = self._cache.touch(cgroup_path)
         if cached is not None:
-            self._cache.move_to_end(cgroup_path)
             return cached
         attribution = self.pod_names.complete(parse_cgroup(cgroup_path))
-        self._cache[cgroup_path] = attribution
-        if len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-            self.evictions += 1
+        self._cache.put(cgroup_path, attribution)
         return attribution
 
     def stats(self) -> dict:

@@ -45,10 +45,10 @@ import os
 import socket
 import struct
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from dnstrace.agent import bpfload
+from dnstrace.agent.bounded import BoundedDict
 from dnstrace.agent.bpfstats import per_cpu_counters
 from dnstrace.agent.dnsparse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
 from dnstrace.agent.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConfCache
@@ -148,22 +148,6 @@ class Query:
             "same_port_pair": self.same_port_pair, "tcp_fallback": self.tcp_fallback,
             "fallback_of": self.fallback_of, "pair_of": self.pair_of,
         }
-
-
-class BoundedDict(OrderedDict):
-    """Insertion-ordered dict that drops its oldest entries past ``limit`` and counts them."""
-
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit = limit
-        self.evicted = 0
-
-    def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.limit:
-            self.popitem(last=False)
-            self.evicted += 1
 
 
 class RecentMap:

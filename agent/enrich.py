@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from dnstrace.agent.bounded import BoundedDict
 from dnstrace.agent.containers import ContainerResolver
 from dnstrace.agent.proc import ProcessCache, process_root
 
@@ -76,10 +76,14 @@ class ResolvCache:
 
     def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
-        self._entries: OrderedDict[int, tuple[float, float, ResolvSummary | None]] = OrderedDict()
-        self.evictions = 0
+        # mnt ns inode (or -pid) -> (checked at, mtime, ResolvSummary | None)
+        self._entries: BoundedDict = BoundedDict(max_entries)
         self.read_errors = 0
         self._external = _external_parser()
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evicted
 
     def get(self, pid: int, mnt_ns: int | None) -> ResolvSummary | None:
         now = time.monotonic()
@@ -95,15 +99,10 @@ class ResolvCache:
             # the process is gone: keep what this mount namespace showed before
             return entry[2] if entry is not None else None
         if entry is not None and entry[1] == mtime:
-            self._entries[key] = (now, mtime, entry[2])
-            self._entries.move_to_end(key)
+            self._entries.put(key, (now, mtime, entry[2]))
             return entry[2]
         summary = self._read(path)
-        self._entries[key] = (now, mtime, summary)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-            self.evictions += 1
+        self._entries.put(key, (now, mtime, summary))
         return summary
 
     def _read(self, path: str) -> ResolvSummary | None:
@@ -135,9 +134,9 @@ class Enricher:
         self.processes = ProcessCache(max_entries=max_processes)
         self.containers = ContainerResolver(root=proc_root)
         self.resolv = ResolvCache()
-        # pid -> (comm, container fields, service, resolv) remembered after the process exits
-        self._last_seen: OrderedDict[int, tuple] = OrderedDict()
         self.max_processes = max_processes
+        # pid -> (comm, container fields, service, resolv) remembered after the process exits
+        self._last_seen: BoundedDict = BoundedDict(max_processes)
         self.counters = {"enriched": 0, "pid_unknown": 0, "remembered": 0}
 
     def enrich(self, events: list[dict]) -> list[dict]:
@@ -186,10 +185,7 @@ class Enricher:
         previous = self._last_seen.get(pid)
         if resolv is None and previous is not None:
             resolv = previous[3]
-        self._last_seen[pid] = (comm, fields, service, resolv)
-        self._last_seen.move_to_end(pid)
-        if len(self._last_seen) > self.max_processes:
-            self._last_seen.popitem(last=False)
+        self._last_seen.put(pid, (comm, fields, service, resolv))
 
     def stats(self) -> dict:
         return {**self.counters, "process_evictions": self.processes.evictions,

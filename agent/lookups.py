@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict, deque
 
 from dnstrace import log
+from dnstrace.agent.bounded import BoundedDict
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import DnstraceError
@@ -87,7 +88,7 @@ class LookupJoiner:
         self.wire: dict[int, list[tuple[int, dict]]] = defaultdict(list)  # pid -> [(arrival, dns event)]
         self.wire_count = 0
         self.gai_pending: deque[dict] = deque()
-        self.claimed: OrderedDict[tuple, None] = OrderedDict()  # attempts already in a lookup
+        self.claimed: BoundedDict = BoundedDict(65536)  # attempts already in a lookup -> None
         self.counters = dict(lookups_gai=0, lookups_wire=0, wire_evicted=0, gai_evicted=0)
 
     def add(self, event: dict, now_ns: int) -> None:
@@ -119,9 +120,7 @@ class LookupJoiner:
         self.counters["wire_evicted"] += 1
 
     def _claim(self, event: dict) -> None:
-        self.claimed[_attempt_key(event)] = None
-        while len(self.claimed) > 65536:
-            self.claimed.popitem(last=False)
+        self.claimed.put(_attempt_key(event), None)
 
     def flush(self, now_ns: int, inflight: list[dict] = ()) -> list[dict]:
         """Lookups that are complete at ``now_ns``. ``inflight``: queries sent and not yet answered."""

@@ -7,8 +7,9 @@ past ``max_entries``). A pid that vanished yields ``None`` fields, not errors.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from dnstrace.agent.bounded import BoundedDict
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,15 @@ class ProcessCache:
 
     def __init__(self, max_entries: int = 8192):
         self.max_entries = max_entries
-        self._entries: OrderedDict[int, ProcessInfo] = OrderedDict()
-        self.evictions = 0
+        self._entries: BoundedDict = BoundedDict(max_entries)  # pid -> ProcessInfo
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evicted
 
     def get(self, pid: int) -> ProcessInfo:
-        info = self._entries.get(pid)
+        info = self._entries.touch(pid)
         if info is not None:
-            self._entries.move_to_end(pid)
             return info
         info = ProcessInfo(
             pid=pid,
@@ -90,10 +93,7 @@ class ProcessCache:
             start_time=start_time(pid),
         )
         if info.comm is not None:  # cache only live processes
-            self._entries[pid] = info
-            if len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-                self.evictions += 1
+            self._entries.put(pid, info)
         return info
 
     def forget(self, pid: int) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from dnstrace.agent import proc
+from dnstrace.agent.bounded import BoundedDict
 
 GLIBC_MAXNS = 3
 DEFAULT_TIMEOUT_S = 5
@@ -151,9 +151,12 @@ class ResolvConfCache:
 
     def __init__(self, max_entries: int = 1024):
         self.max_entries = max_entries
-        self._by_mntns: OrderedDict[int, tuple[tuple | None, ResolvConf]] = OrderedDict()
-        self.evictions = 0
+        self._by_mntns: BoundedDict = BoundedDict(max_entries)  # mnt ns inode -> (file signature, ResolvConf)
         self.reads = 0
+
+    @property
+    def evictions(self) -> int:
+        return self._by_mntns.evicted
 
     def for_pid(self, pid: int) -> ResolvConf | None:
         mnt_ns = proc.ns_inode(pid, "mnt")
@@ -162,15 +165,11 @@ class ResolvConfCache:
         signature = file_signature(pid)
         cached = self._by_mntns.get(mnt_ns)
         if cached and cached[0] == signature:
-            self._by_mntns.move_to_end(mnt_ns)
+            self._by_mntns.move_to_end(mnt_ns)  # recently used only when still valid
             return cached[1]
         conf = read_for_pid(pid)
         self.reads += 1
         if conf is None:
             return None
-        self._by_mntns[mnt_ns] = (signature, conf)
-        self._by_mntns.move_to_end(mnt_ns)
-        while len(self._by_mntns) > self.max_entries:
-            self._by_mntns.popitem(last=False)
-            self.evictions += 1
+        self._by_mntns.put(mnt_ns, (signature, conf))
         return conf
