@@ -24,12 +24,9 @@ from collections import deque
 from dnstrace import log
 from dnstrace.agent.runtime import Sink
 from dnstrace.agent.spool import Spool, SpoolRecord
-from dnstrace.collector.codec import SCHEMA_VERSION, BatchError, encode_events
+from dnstrace.collector.codec import (SCHEMA_VERSION, STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES, BatchError,
+                                      encode_events)
 
-# Unacknowledged batches in flight per stream. The collector commits in groups (DuckDB is cheapest per event
-# at >= ~120k rows per transaction), so one agent must be able to keep that much in flight; bytes bound memory.
-WINDOW = 64
-WINDOW_BYTES = 48 << 20
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0
 
 
@@ -188,10 +185,10 @@ class GrpcTransport:
             cursor = None
             while not (stop.is_set() or session_over.is_set()):
                 with room:
-                    if len(inflight) >= WINDOW or inflight_bytes[0] >= WINDOW_BYTES:
+                    if len(inflight) >= STREAM_WINDOW_BATCHES or inflight_bytes[0] >= STREAM_WINDOW_BYTES:
                         room.wait(0.2)
                         continue
-                    want = min(WINDOW - len(inflight), 16)
+                    want = min(STREAM_WINDOW_BATCHES - len(inflight), 16)
                 for position, record in spool.read(cursor, want, timeout_s=0.2):
                     with room:
                         inflight.append((position, record.seq, record.event_count, len(record.events)))

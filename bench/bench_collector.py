@@ -8,7 +8,9 @@ Prints figures for DuckDB and (when clickhouse-server is installed) ClickHouse:
 Ingest: a real ``dnstrace collector`` process; each agent process replays pre-encoded
 msgpack columnar batches (encoding is the agents' CPU, not the collector's) over one
 gRPC Ingest stream with the shipper's window of batches in flight. Throughput is events
-acknowledged (stored) per wall-clock second, first send to last ack.
+acknowledged (stored) per wall-clock second, first send to last ack; each configuration
+runs ``--ingest-runs`` times on a fresh store and the median is the figure, because run
+to run this 2-core VM varies by +-15%.
 Queries: the store is filled with synthetic events by SQL (no Python per row), then
 the collector serves incident queries over gRPC; latency is measured at the client.
 """
@@ -76,20 +78,21 @@ def agent_main(address: str, host: str, events: int, batch: int, ready, go, resu
     go.wait()
     import threading
 
-    from dnstrace.agent.shipper import WINDOW
+    from dnstrace.collector.codec import STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES
 
-    window = threading.Semaphore(WINDOW)
+    # The shipper's flow control: at most this many batches, and bytes, unacknowledged.
+    batches_room = threading.Semaphore(min(STREAM_WINDOW_BATCHES, max(1, STREAM_WINDOW_BYTES // len(payload))))
 
     def requests():
         for b in batches:
-            window.acquire()
+            batches_room.acquire()
             yield b
 
     started = time.perf_counter()
     stored = 0
     for ack in client.ingest_stream(requests()):
         stored += ack.stored
-        window.release()
+        batches_room.release()
     result.put((host, stored, started, time.perf_counter()))
     client.close()
 
@@ -101,8 +104,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int) -> tuple[float, float]:
-    """(events/s, collector CPU seconds per million events, start-up included)."""
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int) -> tuple[float, float, float]:
+    """(events/s, collector CPU seconds per million events with start-up, collector peak RSS MiB)."""
     proc, address = start_collector(store_url)
     try:
         ctx = mp.get_context("spawn")
@@ -121,8 +132,10 @@ def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int)
         for p in procs:
             p.join(30)
         total = sum(r[1] for r in results)
+        if total != agents * events_per_agent:
+            raise SystemExit(f"the collector stored {total:,} of {agents * events_per_agent:,} events")
         wall = max(r[3] for r in results) - min(r[2] for r in results)
-        return total / wall, cpu_seconds(proc.pid) / (total / 1e6)
+        return total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid)
     finally:
         stop(proc)
 
@@ -247,7 +260,12 @@ def start_clickhouse(directory: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=600_000, help="events per ingest run (split over agents)")
+    parser.add_argument("--events", type=int, default=3_000_000,
+                        help="events per ingest run, split over the agents (long enough to reach steady state)")
+    parser.add_argument("--clickhouse-events", type=int, default=600_000,
+                        help="events per ingest run on ClickHouse (its Python driver ingests ~10x slower)")
+    parser.add_argument("--ingest-runs", type=int, default=3,
+                        help="ingest runs per configuration; the median is the figure (this VM is noisy)")
     parser.add_argument("--batch", type=int, default=5000, help="events per batch")
     parser.add_argument("--agents", type=int, default=4, help="agent processes for the multi-agent run")
     parser.add_argument("--query-events", type=int, default=10_000_000, help="events stored for the query run")
@@ -273,11 +291,17 @@ def main() -> int:
             else:
                 make_url = lambda tag: f"duckdb:{workdir}/{tag}.duckdb"  # noqa: E731
             print(f"== {store_name}")
-            for agents in (1, args.agents):
-                per_agent = args.events // agents // args.batch * args.batch
-                rate, cpu = bench_ingest(make_url(f"ingest{agents}"), agents, per_agent, args.batch)
-                print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: {rate:,.0f} events/s "
-                      f"({per_agent * agents:,} events; collector CPU {cpu:.2f} s per 1M events)", flush=True)
+            for agents in sorted({1, args.agents}):
+                events = args.clickhouse_events if store_name == "clickhouse" else args.events
+                per_agent = events // agents // args.batch * args.batch
+                runs = [bench_ingest(make_url(f"ingest{agents}-{run}"), agents, per_agent, args.batch)
+                        for run in range(args.ingest_runs)]
+                rates = sorted(r[0] for r in runs)
+                print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: "
+                      f"{statistics.median(rates):,.0f} events/s median of {len(runs)} "
+                      f"(range {rates[0]:,.0f}-{rates[-1]:,.0f}; {per_agent * agents:,} events each; collector CPU "
+                      f"{statistics.median(r[1] for r in runs):.2f} s per 1M events, "
+                      f"peak RSS {max(r[2] for r in runs):.0f} MiB)", flush=True)
             if not args.ingest_only:
                 timings = bench_queries(make_url("query"), args.query_events, args.repeats)
                 every = []

@@ -58,6 +58,12 @@ COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 COLUMN_TYPES = dict(COLUMNS)
 # Fields of an event that become columns (``host`` comes from the batch envelope).
 EVENT_COLUMN_FIELDS = tuple(n for n in COLUMN_NAMES if n not in ("failed", "attrs"))
+# Ingest stream flow control, shared by the agent's shipper (unacknowledged batches it sends ahead) and the
+# collector (batches of one stream it decodes ahead of their acks). The collector commits in groups of
+# >= 2 DuckDB row groups (see ``store.Store``), so one agent must keep more than that in flight for decoding
+# to overlap writing; the byte limit bounds the memory a stream holds when batches are big.
+STREAM_WINDOW_BATCHES = 128
+STREAM_WINDOW_BYTES = 64 << 20
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _FAILED_RESULTS = frozenset(("refused", "timeout", "reset"))
 
@@ -226,17 +232,21 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
 
 
 def _unpack_v2(n: int, cols: dict) -> dict:
-    """Version 2 columns -> Arrow arrays wrapping the payload's buffers; validates sizes, codes and types."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """Version 2 columns -> Arrow arrays wrapping the payload's buffers; validates sizes, codes and types.
 
+    A handful of Arrow calls per column, whatever the batch size: per-call overhead (~5 us) is what a
+    small batch costs, so presence flags become validity bitmaps directly instead of masking afterwards.
+    """
+    import pyarrow as pa
+
+    arrow_types = {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
     arrays = {}
     for name, kind in COLUMNS:
         column = cols.get(name)
         if column is None:
             if name in ("ts", "kind"):
                 raise BatchError(f"column {name!r} is required")
-            arrays[name] = pa.nulls(n, {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}[kind])
+            arrays[name] = pa.nulls(n, arrow_types[kind])
             continue
         try:
             if kind == "int":
@@ -245,9 +255,8 @@ def _unpack_v2(n: int, cols: dict) -> dict:
                 values, present = column["v"], column.get("m")
                 if type(values) is not bytes or len(values) != 8 * n:
                     raise BatchError(f"column {name!r} must hold {n} int64 values")
-                array = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
-                if present is not None:
-                    array = pc.if_else(_flags(present, n, name), array, _const("null_int64"))
+                validity = None if present is None else _flags(present, n, name).buffers()[1]
+                array = pa.Array.from_buffers(pa.int64(), n, [validity, pa.py_buffer(values)])
             elif kind == "str":
                 if not isinstance(column, dict) or set(column) != {"d", "i"}:
                     raise BatchError(f"column {name!r} must be a map with 'd' and 'i'")
@@ -256,14 +265,15 @@ def _unpack_v2(n: int, cols: dict) -> dict:
                     raise BatchError(f"column {name!r}: 'd' must be a list of at most {n} strings")
                 if type(codes) is not bytes or len(codes) != 4 * n:
                     raise BatchError(f"column {name!r} must hold {n} int32 codes")
-                indices = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
-                if n:
-                    low, high = pc.min_max(indices).values()
-                    if low.as_py() < -1 or high.as_py() >= len(words):
-                        raise BatchError(f"column {name!r} holds codes outside its dictionary")
-                indices = pc.if_else(pc.equal(indices, _const("minus_one")), _const("null_int32"), indices)
-                # Dictionary arrays as they came (no copy); DuckDB reads them into VARCHAR columns.
-                array = pa.DictionaryArray.from_arrays(indices, pa.array(words, type=pa.string()))
+                raw = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
+                # -1 means missing: those slots become nulls; every other code must index the dictionary,
+                # which from_arrays checks (safe=True; null slots are not checked).
+                present = _NOT_EQUAL.call([raw, _const("minus_one")])
+                indices = pa.Array.from_buffers(pa.int32(), n, [present.buffers()[1], pa.py_buffer(codes)])
+                try:
+                    array = pa.DictionaryArray.from_arrays(indices, pa.array(words, type=pa.string()), safe=True)
+                except pa.ArrowIndexError:
+                    raise BatchError(f"column {name!r} holds codes outside its dictionary") from None
             else:
                 array = _flags(column, n, name)
         except BatchError:
@@ -277,15 +287,30 @@ def _unpack_v2(n: int, cols: dict) -> dict:
 
 
 def _flags(data, n: int, name: str):
-    """N bytes of 0/1 -> an Arrow boolean array."""
+    """N bytes of 0/1 -> an Arrow boolean array (its value bitmap doubles as a validity bitmap)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if type(data) is not bytes or len(data) != n:
         raise BatchError(f"column {name!r} must hold {n} flag bytes")
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8"))
+    return _NOT_EQUAL.call([pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8")])
 
 
+class _LazyFunction:
+    """An Arrow compute function looked up once and called without pyarrow's Python wrapper."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._function = None
+
+    def call(self, args: list):
+        if self._function is None:
+            import pyarrow.compute as pc
+
+            self._function = pc.get_function(self.name)
+        return self._function.call(args)
+
+
+_NOT_EQUAL = _LazyFunction("not_equal")
 _CONSTANTS: dict = {}
 
 
@@ -294,8 +319,7 @@ def _const(name: str):
     if not _CONSTANTS:
         import pyarrow as pa
 
-        _CONSTANTS.update(null_int64=pa.scalar(None, pa.int64()), null_int32=pa.scalar(None, pa.int32()),
-                          minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()))
+        _CONSTANTS.update(minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()))
     return _CONSTANTS[name]
 
 
@@ -335,8 +359,7 @@ def _check_attrs(array, texts: list | None, check_json: bool) -> None:
         return
     if hasattr(array, "dictionary"):
         array = array.dictionary  # every distinct value (codes were range-checked)
-    shaped = pc.and_(pc.starts_with(array, "{"), pc.ends_with(array, "}"))
-    if not pc.all(shaped, skip_nulls=True).as_py():
+    if pc.starts_with(array, "{").false_count or pc.ends_with(array, "}").false_count:  # nulls are not false
         raise BatchError("each 'attrs' value must be one JSON object")
     if not check_json:
         return

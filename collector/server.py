@@ -21,14 +21,14 @@ import msgpack
 
 from dnstrace import log
 from dnstrace.collector import auth
-from dnstrace.collector.codec import SCHEMA_VERSION, SUPPORTED_VERSIONS, BatchError, decode_batch
+from dnstrace.collector.codec import (SCHEMA_VERSION, STREAM_WINDOW_BATCHES, SUPPORTED_VERSIONS, BatchError,
+                                      decode_batch)
 from dnstrace.collector.query import QuerySpec
 from dnstrace.collector.store import BatchKey, Store
 from dnstrace.errors import DnstraceError, UsageError
 
 MAX_EVENTS_PER_BATCH = 1_000_000
 _ENVELOPE_SLACK = 1 << 20
-_PIPELINE_DEPTH = 64  # batches of one stream decoded and queued ahead of their acks (the shipper's window)
 
 
 class CollectorServer:
@@ -160,7 +160,7 @@ class CollectorServer:
         except Exception:
             self._count("store_errors")
             raise
-        return stored, pending.batch.count if stored else 0
+        return stored, pending.count if stored else 0
 
     def stats(self) -> dict:
         with self._counter_lock:
@@ -183,7 +183,7 @@ class _Servicer:
 
         server = self.server
         server._count("streams")
-        admitted: queue.Queue = queue.Queue(maxsize=_PIPELINE_DEPTH)
+        admitted: queue.Queue = queue.Queue(maxsize=STREAM_WINDOW_BATCHES)
         finished = threading.Event()
 
         def put(item) -> None:
@@ -197,10 +197,12 @@ class _Servicer:
         def read() -> None:
             try:
                 for batch in request_iterator:
+                    # Only the envelope fields outlive admit: the payload bytes are not held until the ack.
+                    envelope = (batch.host_id, batch.instance, batch.seq)
                     try:
-                        put((batch, server.admit(batch), None))
+                        put((envelope, server.admit(batch), None))
                     except Exception as err:  # refused before queueing: no later batch of this stream is taken
-                        put((batch, None, err))
+                        put((envelope, None, err))
                         return
             except Exception as err:  # the stream broke (e.g. undecodable protobuf) or was cancelled
                 put((None, None, err))
@@ -213,20 +215,21 @@ class _Servicer:
                 item = admitted.get()
                 if item is None:
                     return
-                batch, pending, error = item
-                if batch is None:
+                envelope, pending, error = item
+                if envelope is None:
                     raise error  # as if the handler had read the stream itself: gRPC ends the call with an error
+                host, instance, seq = envelope
                 try:
                     if error is not None:
                         raise error
                     stored, events = server.finish(pending)
                 except BatchError as err:
                     server._count("batches_rejected")
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch seq {batch.seq} refused: {err}")
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch seq {seq} refused: {err}")
                 except Exception as err:
-                    server.log.error("store failed", error=str(err), host=batch.host_id, seq=batch.seq)
+                    server.log.error("store failed", error=str(err), host=host, seq=seq)
                     context.abort(grpc.StatusCode.UNAVAILABLE, f"store failed: {type(err).__name__}")
-                yield dnstrace_pb2.Ack(instance=batch.instance, seq=batch.seq, duplicate=not stored, stored=events)
+                yield dnstrace_pb2.Ack(instance=instance, seq=seq, duplicate=not stored, stored=events)
         finally:
             finished.set()
 

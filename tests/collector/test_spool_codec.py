@@ -69,6 +69,8 @@ def test_codec_v2_refuses_bad_codes_and_sizes():
         ("comm", "i", b"\x00" * 15),  # not 4 int32
         ("ts", "v", b"\x00" * 31),
         ("pid", "m", b"\x01" * 3),
+        ("ts", "m", b"\x01\x00\x01\x01"),  # a missing timestamp
+        ("kind", "i", (-1).to_bytes(4, "little", signed=True) * 4),  # a missing kind
     ]
     for column, part, value in broken:
         obj = msgpack.unpackb(encode_events(make_events("c", 4)))
