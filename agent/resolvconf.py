@@ -3,8 +3,9 @@
 Containers (and ``ip netns exec``) give processes their own /etc/resolv.conf; the
 one on the host says nothing about them. ``ResolvConfCache.for_pid`` reads the
 file through the process's root, keyed by its mount namespace so a thousand
-processes of one container cost one read (and a stat to notice edits); the cache
-is bounded (LRU, evictions counted).
+processes of one container cost one read (and a stat to notice edits, or none
+within ``recheck_s``); the cache is bounded (LRU, evictions counted). The DNS
+source and enrichment both read resolv.conf through it.
 Parsing follows glibc's resolv.conf(5): nameserver (max 3 used), search/domain
 (the last one wins), options ndots/timeout/attempts (clamped as glibc does),
 rotate, single-request, single-request-reopen, use-vc, edns0.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from dataclasses import dataclass, field
 
 from dnstrace.agent import proc
@@ -49,12 +51,21 @@ class ResolvConf:
             "use_vc": self.use_vc, "edns0": self.edns0,
         }
 
+    def enrichment_fields(self) -> dict:
+        """What enrichment adds to an event: the process's nameservers, search list and options."""
+        options = [f"ndots:{self.ndots}", f"timeout:{self.timeout_s}", f"attempts:{self.attempts}"]
+        options += [name.replace("_", "-") for name in _FLAG_FIELDS if getattr(self, name)]
+        return {"nameservers": list(self.nameservers), "search": list(self.search), "resolv_options": options}
+
     def server_index(self, address: str) -> int | None:
         """Position (0-based) of ``address`` in the nameserver list, None if not listed."""
         try:
             return self.nameservers.index(address)
         except ValueError:
             return None
+
+
+_FLAG_FIELDS = ("rotate", "single_request", "single_request_reopen", "use_vc", "edns0")
 
 
 def _int_option(value: str, low: int, high: int, default: int) -> int:
@@ -146,30 +157,41 @@ class ResolvConfCache:
 
     A cached entry is reused only while the file's signature (device, inode,
     mtime, size) is unchanged: one stat instead of a read, and a mount namespace
-    whose inode number was recycled, or an edited file, is read again.
+    whose inode number was recycled, or an edited file, is read again. With
+    ``recheck_s`` an entry checked that recently is reused without the stat (for
+    callers on a per-event path). A process that already exited gets what its
+    mount namespace showed last.
     """
 
-    def __init__(self, max_entries: int = 1024):
+    def __init__(self, max_entries: int = 1024, recheck_s: float = 0.0):
         self.max_entries = max_entries
-        self._by_mntns: BoundedDict = BoundedDict(max_entries)  # mnt ns inode -> (file signature, ResolvConf)
+        self.recheck_ns = int(recheck_s * 1e9)
+        # mnt ns inode -> (file signature, ResolvConf, checked at monotonic ns)
+        self._by_mntns: BoundedDict = BoundedDict(max_entries)
         self.reads = 0
 
     @property
     def evictions(self) -> int:
         return self._by_mntns.evicted
 
-    def for_pid(self, pid: int) -> ResolvConf | None:
-        mnt_ns = proc.ns_inode(pid, "mnt")
+    def for_pid(self, pid: int, mnt_ns: int | None = None) -> ResolvConf | None:
+        """The resolv.conf ``pid`` sees; ``mnt_ns`` when the caller knows it already (saves a readlink)."""
         if mnt_ns is None:
-            return None
-        signature = file_signature(pid)
+            mnt_ns = proc.ns_inode(pid, "mnt")
+            if mnt_ns is None:
+                return None
         cached = self._by_mntns.get(mnt_ns)
+        now = time.monotonic_ns()
+        if cached and self.recheck_ns and now - cached[2] < self.recheck_ns:
+            self._by_mntns.move_to_end(mnt_ns)
+            return cached[1]
+        signature = file_signature(pid)
         if cached and cached[0] == signature:
-            self._by_mntns.move_to_end(mnt_ns)  # recently used only when still valid
+            self._by_mntns.put(mnt_ns, (signature, cached[1], now))  # recently used only when still valid
             return cached[1]
         conf = read_for_pid(pid)
         self.reads += 1
-        if conf is None:
-            return None
-        self._by_mntns.put(mnt_ns, (signature, conf))
+        if conf is None:  # the process is gone
+            return cached[1] if cached else None
+        self._by_mntns.put(mnt_ns, (signature, conf, now))
         return conf

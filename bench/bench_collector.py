@@ -46,12 +46,14 @@ def start_collector(store_url: str) -> tuple[subprocess.Popen, str]:
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen([sys.executable, "-m", "dnstrace", "collector", "--listen", address, "--store", store_url,
                              "--insecure", "--retention", "3650d"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    said = b""
     while True:
         line = proc.stderr.readline()
         if b"collector listening" in line:
             return proc, address
+        said += line
         if not line:
-            raise SystemExit(f"collector did not start: {proc.stderr.read()!r}")
+            raise SystemExit(f"collector did not start: {said.decode(errors='replace')}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -294,7 +296,7 @@ def main() -> int:
             for agents in sorted({1, args.agents}):
                 events = args.clickhouse_events if store_name == "clickhouse" else args.events
                 per_agent = events // agents // args.batch * args.batch
-                runs = [bench_ingest(make_url(f"ingest{agents}-{run}"), agents, per_agent, args.batch)
+                runs = [bench_ingest(make_url(f"ingest{agents}_{run}"), agents, per_agent, args.batch)
                         for run in range(args.ingest_runs)]
                 rates = sorted(r[0] for r in runs)
                 print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: "

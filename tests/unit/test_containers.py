@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from dnstrace.agent.containers import ContainerResolver, parse_cgroup
-from dnstrace.agent.enrich import Enricher, parse_resolv_conf
+from dnstrace.agent.enrich import Enricher
+from dnstrace.agent.resolvconf import parse
 
 CID = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e"
 UID = "8a1b2c3d-4e5f-6789-abcd-ef0123456789"
@@ -75,11 +76,11 @@ def test_pod_names_from_cri_annotations_docker_labels_and_kubelet(tmp_path):
     assert c.container == "c" * 12 and c.pod == ""
 
 
-def test_resolv_conf_parsing():
-    s = parse_resolv_conf("# x\nnameserver 10.0.0.9\nnameserver 10.0.0.2 # second\ndomain a\n"
-                          "search b.svc c.svc\noptions ndots:5 timeout:1\noptions rotate\n")
-    assert s.nameservers == ("10.0.0.9", "10.0.0.2") and s.search == ("b.svc", "c.svc")
-    assert s.options == ("ndots:5", "timeout:1", "rotate")
+def test_resolv_conf_enrichment_fields():
+    conf = parse("# x\nnameserver 10.0.0.9\nnameserver 10.0.0.2 # second\ndomain a\n"
+                 "search b.svc c.svc\noptions ndots:5 timeout:1\noptions rotate\n")
+    assert conf.enrichment_fields() == {"nameservers": ["10.0.0.9", "10.0.0.2"], "search": ["b.svc", "c.svc"],
+                                        "resolv_options": ["ndots:5", "timeout:1", "attempts:2", "rotate"]}
 
 
 def test_enricher_on_this_process():

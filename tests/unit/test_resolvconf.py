@@ -79,3 +79,24 @@ def test_cache_is_bounded(tmp_path, monkeypatch):
 
 def test_gone_process_gives_none():
     assert ResolvConfCache().for_pid(2**22 + 12345) is None
+
+
+def test_recheck_window_skips_the_stat_and_gone_process_keeps_its_namespace_view(tmp_path, monkeypatch):
+    (tmp_path / "etc").mkdir()
+    conf_file = tmp_path / "etc" / "resolv.conf"
+    conf_file.write_text("nameserver 10.0.0.1\n")
+    monkeypatch.setattr(resolvconf.proc, "process_root", lambda pid: str(tmp_path))
+    stats = []
+    real_signature = resolvconf.file_signature
+    monkeypatch.setattr(resolvconf, "file_signature", lambda pid: stats.append(pid) or real_signature(pid))
+    cache = ResolvConfCache(recheck_s=3600)
+    assert cache.for_pid(1, mnt_ns=77).nameservers == ("10.0.0.1",)
+    conf_file.write_text("nameserver 10.0.0.2\n")
+    assert cache.for_pid(2, mnt_ns=77).nameservers == ("10.0.0.1",)  # within the window: no stat, no read
+    assert stats == [1] and cache.reads == 1
+    # the process exited (its root is gone): the namespace's last view, not nothing
+    monkeypatch.setattr(resolvconf.proc, "process_root", lambda pid: str(tmp_path / "gone"))
+    monkeypatch.setattr(resolvconf.proc, "read_comm", lambda pid: None)
+    cache.recheck_ns = 0
+    assert cache.for_pid(3, mnt_ns=77).nameservers == ("10.0.0.1",)
+    assert cache.for_pid(4, mnt_ns=78) is None
