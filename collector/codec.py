@@ -238,6 +238,7 @@ def _unpack_v2(n: int, cols: dict) -> dict:
     small batch costs, so presence flags become validity bitmaps directly instead of masking afterwards.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     arrow_types = {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
     arrays = {}
@@ -268,7 +269,7 @@ def _unpack_v2(n: int, cols: dict) -> dict:
                 raw = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
                 # -1 means missing: those slots become nulls; every other code must index the dictionary,
                 # which from_arrays checks (safe=True; null slots are not checked).
-                present = _NOT_EQUAL.call([raw, _const("minus_one")])
+                present = pc.not_equal(raw, _const("minus_one"))
                 indices = pa.Array.from_buffers(pa.int32(), n, [present.buffers()[1], pa.py_buffer(codes)])
                 try:
                     array = pa.DictionaryArray.from_arrays(indices, pa.array(words, type=pa.string()), safe=True)
@@ -289,28 +290,13 @@ def _unpack_v2(n: int, cols: dict) -> dict:
 def _flags(data, n: int, name: str):
     """N bytes of 0/1 -> an Arrow boolean array (its value bitmap doubles as a validity bitmap)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if type(data) is not bytes or len(data) != n:
         raise BatchError(f"column {name!r} must hold {n} flag bytes")
-    return _NOT_EQUAL.call([pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8")])
+    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8"))
 
 
-class _LazyFunction:
-    """An Arrow compute function looked up once and called without pyarrow's Python wrapper."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self._function = None
-
-    def call(self, args: list):
-        if self._function is None:
-            import pyarrow.compute as pc
-
-            self._function = pc.get_function(self.name)
-        return self._function.call(args)
-
-
-_NOT_EQUAL = _LazyFunction("not_equal")
 _CONSTANTS: dict = {}
 
 
