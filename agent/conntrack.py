@@ -198,10 +198,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not trace the packets netfilter drops (skb:kfree_skb NETFILTER_DROP)")
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else str(value)
-
-
 TRACE = TraceTarget(
     name="conntrack",
     help="conntrack insert failures, drops and table pressure per network namespace",
@@ -216,16 +212,16 @@ TRACE = TraceTarget(
     columns=(
         TIME_COLUMN,
         Column("kind", "EVENT", 9),
-        Column("netns", "NETNS", 26, _fmt),
-        Column("insert_failed", "INS_FAIL", 8, _fmt),
-        Column("drop", "DROP", 6, _fmt),
-        Column("early_drop", "EARLY", 6, _fmt),
-        Column("clash_resolve", "CLASH_OK", 8, _fmt),
-        Column("count", "COUNT", 8, _fmt),
-        Column("max", "MAX", 8, _fmt),
-        Column("saddr", "SOURCE", 15, _fmt),
-        Column("daddr", "DESTINATION", 15, _fmt),
-        Column("comm", "COMM", 15, _fmt),
+        Column("netns", "NETNS", 26),
+        Column("insert_failed", "INS_FAIL", 8),
+        Column("drop", "DROP", 6),
+        Column("early_drop", "EARLY", 6),
+        Column("clash_resolve", "CLASH_OK", 8),
+        Column("count", "COUNT", 8),
+        Column("max", "MAX", 8),
+        Column("saddr", "SOURCE", 15),
+        Column("daddr", "DESTINATION", 15),
+        Column("comm", "COMM", 15),
     ),
     make_sources=make_sources,
     add_arguments=add_arguments,

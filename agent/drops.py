@@ -293,10 +293,6 @@ def make_filter(args: argparse.Namespace):
     return keep
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else str(value)
-
-
 TRACE = TraceTarget(
     name="drops",
     help="packets dropped by routing (rp_filter, martians) and netfilter, with the reason",
@@ -313,11 +309,11 @@ TRACE = TraceTarget(
         Column("reason", "REASON", 16),
         Column("saddr", "SOURCE", 15),
         Column("daddr", "DESTINATION", 15),
-        Column("iif_name", "IIF", 8, _fmt),
-        Column("return_dev", "BACK VIA", 8, _fmt),
-        Column("count", "COUNT", 6, _fmt),
+        Column("iif_name", "IIF", 8),
+        Column("return_dev", "BACK VIA", 8),
+        Column("count", "COUNT", 6),
         Column("sampled", "SAMPLED", 7, fmt_bool),
-        Column("why", "WHY", 40, _fmt),
+        Column("why", "WHY", 40),
     ),
     make_sources=make_sources,
     add_arguments=add_arguments,

@@ -237,10 +237,6 @@ def make_filter(args: argparse.Namespace):
     return keep
 
 
-def _fmt_count(value) -> str:
-    return "-" if value is None else str(value)
-
-
 TRACE = TraceTarget(
     name="tcp",
     help="SYN retransmits and connect outcomes per process and destination",
@@ -257,10 +253,10 @@ TRACE = TraceTarget(
         Column("kind", "EVENT", 9),
         Column("daddr", "DESTINATION", 24),
         Column("dport", "PORT", 5),
-        Column("retry", "RETRY", 5, _fmt_count),
+        Column("retry", "RETRY", 5),
         Column("result", "RESULT", 11),
         Column("latency_ns", "LATENCY", 9, fmt_latency),
-        Column("count", "COUNT", 6, _fmt_count),
+        Column("count", "COUNT", 6),
         Column("sampled", "SAMPLED", 7, fmt_bool),
     ),
     make_sources=make_sources,
