@@ -61,6 +61,13 @@ class Finding:
     comms: list = field(default_factory=list)
     containers: list = field(default_factory=list)
 
+    @classmethod
+    def of_process(cls, rule: str, severity: str, summary: str, evidence: dict, fix: str, pid: int, comm: str,
+                   container: str, key: str = "") -> "Finding":
+        """A finding about one process (keyed by its pid unless ``key`` says otherwise)."""
+        return cls(rule, severity, summary, evidence, fix, key=key or f"{pid}", pids=[pid], comms=[comm],
+                   containers=[container] if container else [])
+
     def event(self, ts_ns: int, host: str = "") -> dict:
         return {"kind": "finding", "ts": ts_ns, "host": host, "pid": self.pids[0] if self.pids else 0,
                 "tid": 0, "comm": self.comms[0] if self.comms else "",
@@ -78,6 +85,11 @@ def proc_label(pid, comm, container: str = "") -> str:
     if container:
         text += f", container {container}"
     return text + ")"
+
+
+def _container_of(events: Iterable[dict]) -> str:
+    """The first container name among the events ("" for a host process)."""
+    return next((e.get("container") for e in events if e.get("container")), "")
 
 
 def _dur(ns) -> str:
@@ -551,7 +563,7 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
             continue
         ks = Counter(k for k, _ in multiples)
         shown = ", ".join(f"{k * timeout_ns / 1e9:g} s x{n}" for k, n in sorted(ks.items()))
-        container = next((e.get("container") for e in lookups if e.get("container")), "")
+        container = _container_of(lookups)
         summary = (f"{len(multiples)} of {len(lookups)} lookups by {proc_label(pid, comm, container)} took whole "
                    f"multiples of its {timeout_ns / 1e9:g} s resolver timeout ({shown}): queries are lost and "
                    f"retried only after the timeout")
@@ -567,8 +579,8 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
         from_wire = sum(1 for _, e in multiples if e.get("source") == "wire")
         if from_wire:
             severity, summary = _unreliable(w, from_wire, severity, summary, evidence)
-        findings.append(Finding("timeout-multiple-latency", severity, summary, evidence, fix, key=f"{pid}",
-                                pids=[pid], comms=[comm], containers=[container] if container else []))
+        findings.append(Finding.of_process("timeout-multiple-latency", severity, summary, evidence, fix,
+                                           pid, comm, container))
     return findings
 
 
@@ -611,7 +623,7 @@ def rule_tcp_fallback(w: Window, min_fallbacks: int = 5) -> list[Finding]:
             continue
         servers = Counter(q.get("server") for q in items)
         latencies = [int(q["latency_ns"]) for q in items if q.get("latency_ns")]
-        container = next((q.get("container") for q in items if q.get("container")), "")
+        container = _container_of(items)
         summary = (f"{proc_label(pid, comm, container)} fell back to TCP {len(items)} times in {w.window_s:g} s "
                    f"after truncated UDP answers from {', '.join(s for s, _ in servers.most_common(3))}"
                    + (f" (TCP answers take {_dur(statistics.median(latencies))})" if latencies else ""))
@@ -619,8 +631,7 @@ def rule_tcp_fallback(w: Window, min_fallbacks: int = 5) -> list[Finding]:
                     "qnames": [n for n, _ in Counter(q.get("qname") for q in items).most_common(5)]}
         fix = ("Keep answers under the UDP size (fewer records, EDNS0) or cache them: each fallback costs a TCP "
                "handshake and a second round trip.")
-        findings.append(Finding("tcp-fallback", "info", summary, evidence, fix, key=f"{pid}",
-                                pids=[pid], comms=[comm], containers=[container] if container else []))
+        findings.append(Finding.of_process("tcp-fallback", "info", summary, evidence, fix, pid, comm, container))
     return findings
 
 
@@ -755,7 +766,7 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
     """
     findings = []
     for (pid, comm), lost in _by_process(both_lost).items():
-        container = next((q.get("container") for q in lost if q.get("container")), "")
+        container = _container_of(lost)
         servers = Counter(str(q.get("server")) for q in lost)
         resolv = w.process_resolv(pid)
         timeout = _timeout_s(resolv["resolv_options"])
@@ -774,8 +785,8 @@ def _nat_collision_findings(w: Window, both_lost: list[dict], insert_failed: int
         evidence = {**totals, "netns": netns, "both_of_pair_lost": len(lost), "pairs": pairs,
                     "servers": dict(servers.most_common(5)), "resolv_options": resolv["resolv_options"]}
         severity, summary = _unreliable(w, len(lost), "critical", summary, evidence)
-        findings.append(Finding("conntrack-insert-failed", severity, summary, evidence, fix, key=f"insert_failed/{pid}", pids=[pid], comms=[comm],
-                                containers=[container] if container else []))
+        findings.append(Finding.of_process("conntrack-insert-failed", severity, summary, evidence, fix,
+                                           pid, comm, container, key=f"insert_failed/{pid}"))
     return findings
 
 
@@ -862,7 +873,7 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
         bypass = w.gai_traced and not any(e.get("pid") == pid for e in w.kind("gai"))
         timeout = _timeout_s(resolv["resolv_options"])
         slow = [lat for lat in w.slow_lookups_of(pid) if lat >= 0.8 * timeout * 1e9]
-        container = next((q.get("container") for q in lost if q.get("container")), "")
+        container = _container_of(lost)
         ports = Counter(q.get("sport") for q in lost)
         summary = (f"{proc_label(pid, comm, container)} sends A and AAAA in parallel from one socket and "
                    f"{len(lost)} of those queries were never answered"
@@ -880,8 +891,8 @@ def rule_aaaa_same_port_race(w: Window) -> list[Finding]:
                "AAAA use different ports, or 'use-vc'; gRPC clients on c-ares need GRPC_DNS_RESOLVER=native to "
                "honour it.")
         severity, summary = _unreliable(w, len(lost), "critical", summary, evidence)
-        findings.append(Finding("aaaa-same-port-race", severity, summary, evidence, fix, key=f"{pid}",
-                                pids=[pid], comms=[comm], containers=[container] if container else []))
+        findings.append(Finding.of_process("aaaa-same-port-race", severity, summary, evidence, fix,
+                                           pid, comm, container))
     return findings
 
 
@@ -909,7 +920,7 @@ def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding
                 expansions.append(name)
         if len(expansions) < min_nxdomain or len(expansions) < 0.5 * len(nx):
             continue
-        container = next((q.get("container") for q in queries if q.get("container")), "")
+        container = _container_of(queries)
         options = queries[0].get("resolv_options") or w.process_resolv(pid)["resolv_options"]
         ndots = next((o.split(":", 1)[1] for o in options if o.startswith("ndots:")), "1")
         examples = [n for n, _ in Counter(expansions).most_common(3)]
@@ -921,8 +932,8 @@ def rule_ndots_nxdomain_storm(w: Window, min_nxdomain: int = 10) -> list[Finding
                     "servers": sorted({str(q.get("server")) for q in nx if q.get("server")})[:8]}
         fix = ("Use fully-qualified names with a trailing dot (e.g. 'api.example.com.'), or lower ndots "
                "('options ndots:1'; Kubernetes: pod dnsConfig.options ndots) or trim the search list.")
-        findings.append(Finding("ndots-nxdomain-storm", "warning", summary, evidence, fix, key=f"{pid}",
-                                pids=[pid], comms=[comm], containers=[container] if container else []))
+        findings.append(Finding.of_process("ndots-nxdomain-storm", "warning", summary, evidence, fix,
+                                           pid, comm, container))
     return findings
 
 
@@ -985,7 +996,7 @@ def rule_resolver_bypasses_libc(w: Window, min_queries: int = 3) -> list[Finding
             continue
         if any(q.get("sport") in DNS_PORTS for q in queries):
             continue  # a server's own traffic
-        container = next((q.get("container") for q in queries if q.get("container")), "")
+        container = _container_of(queries)
         summary = (f"{proc_label(pid, comm, container)} sent {len(queries)} DNS queries without calling "
                    f"getaddrinfo: it has its own resolver (Go, c-ares, Java...), which may ignore resolv.conf "
                    f"options such as single-request-reopen")
@@ -993,8 +1004,8 @@ def rule_resolver_bypasses_libc(w: Window, min_queries: int = 3) -> list[Finding
                     "qnames": [n for n, _ in Counter(q.get("qname") for q in queries).most_common(5)]}
         fix = ("Check the resolver the program uses: gRPC c-ares -> GRPC_DNS_RESOLVER=native; Go -> "
                "GODEBUG=netdns=cgo to use libc; or configure its own timeouts and nameservers.")
-        findings.append(Finding("resolver-bypasses-libc", "info", summary, evidence, fix, key=f"{pid}",
-                                pids=[pid], comms=[comm], containers=[container] if container else []))
+        findings.append(Finding.of_process("resolver-bypasses-libc", "info", summary, evidence, fix,
+                                           pid, comm, container))
     return findings
 
 
