@@ -28,6 +28,16 @@ def lab(kernel):
         yield the_lab
 
 
+@pytest.fixture(scope="module")
+def wire_lab(kernel):
+    """The DNS wire lab (dnsmasq resolvers, a hostile responder) shared by one module's tests."""
+    from dnstrace.agent.lab.dns_servers import build_wire_lab
+    from dnstrace.agent.lab.netns import Lab
+
+    with Lab() as the_lab:
+        yield build_wire_lab(the_lab)
+
+
 @pytest.fixture
 def trace(kernel):
     """``trace(["gai", "--pid", "123"])`` starts ``dnstrace trace gai --json --pid 123``."""

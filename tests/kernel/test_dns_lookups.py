@@ -8,16 +8,9 @@ import time
 import pytest
 
 from support import TraceProcess, lingering_lookup
-from dnstrace.agent.lab.dns_servers import build_wire_lab, raw_query_argv
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.agent.lab.dns_servers import raw_query_argv
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def wire_lab(kernel):
-    with Lab() as lab:
-        yield build_wire_lab(lab)
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,11 @@ import time
 import pytest
 
 from support import TraceProcess, lingering_lookup
-from dnstrace.agent.lab.dns_servers import (BIG_NAME, HostileResponder, build_message, build_wire_lab,
-                                            hostile_payloads, raw_query_argv, send_raw_udp_argv)
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.agent.lab.dns_servers import (BIG_NAME, HostileResponder, build_message, hostile_payloads,
+                                            raw_query_argv, send_raw_udp_argv)
 
 pytestmark = pytest.mark.kernel
 HOSTILE_PORT = 5300
-
-
-@pytest.fixture(scope="module")
-def wire_lab(kernel):
-    with Lab() as lab:
-        yield build_wire_lab(lab)
 
 
 @pytest.fixture(scope="module")
