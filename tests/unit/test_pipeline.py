@@ -130,6 +130,14 @@ def run_in_thread(pipe, **kwargs):
     return thread, errors
 
 
+def wait_until(predicate, timeout_s=5.0):
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return True
+        threading.Event().wait(0.05)
+    return predicate()
+
+
 def test_events_reach_sinks_and_everything_closes(fake_signals):
     made, namespaces = fake_signals
     sink = RecordingSink()
@@ -138,11 +146,7 @@ def test_events_reach_sinks_and_everything_closes(fake_signals):
     assert pipe.ready.wait(10)
     os.write(made["good"][0].write_fd, b"\x01\x02")
     os.write(made["other"][0].write_fd, b"\x03")
-    deadline = threading.Event()
-    for _ in range(100):
-        if len(sink.events) >= 3 and sink.ticks >= 1:
-            break
-        deadline.wait(0.05)
+    wait_until(lambda: len(sink.events) >= 3 and sink.ticks >= 1)
     pipe.stop()
     thread.join(10)
     assert not thread.is_alive() and not errors
@@ -195,10 +199,7 @@ def test_failing_sink_does_not_starve_the_others(fake_signals):
     thread, errors = run_in_thread(pipe)
     assert pipe.ready.wait(10)
     os.write(made["good"][1].write_fd, b"\x07")
-    for _ in range(100):
-        if good.events:
-            break
-        threading.Event().wait(0.05)
+    wait_until(lambda: good.events)
     pipe.stop()
     thread.join(10)
     assert [e["n"] for e in good.events] == [7]
@@ -233,10 +234,7 @@ def test_enricher_is_applied(fake_signals, monkeypatch, tmp_path):
     thread, _ = run_in_thread(pipe)
     assert pipe.ready.wait(10)
     os.write(made["other"][0].write_fd, b"\x01")
-    for _ in range(100):
-        if sink.events:
-            break
-        threading.Event().wait(0.05)
+    wait_until(lambda: sink.events)
     pipe.stop()
     thread.join(10)
     assert sink.events and sink.events[0]["host"] == "node-7"
@@ -258,14 +256,6 @@ class DerivingStage(RecordingSink):
             return []
         seen, self.events = len(self.events), []
         return [{"kind": "derived", "seen": seen}]
-
-
-def wait_until(predicate, timeout_s=5.0):
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return True
-        threading.Event().wait(0.05)
-    return predicate()
 
 
 def test_stage_sees_events_first_and_its_derived_events_reach_every_sink(fake_signals):
