@@ -106,8 +106,10 @@ class DuckDBStore(Store):
                                   "WHERE attrs IS NOT NULL AND NOT json_valid(attrs)").fetchall()
                 for (n,) in bad:
                     refused[n] = BatchError("'attrs' holds invalid JSON")
-            source = "incoming_group" + (f" WHERE batch_no NOT IN ({', '.join(str(n) for n in refused)})"
-                                         if refused else "")
+            # Filtering happens in a named subquery: every SQL engine accepts ``(SELECT ...) AS x``, while a
+            # parenthesized bare table name was accepted by one DuckDB release only (2.0.0) and broke on 2.0.1.
+            where = f" WHERE batch_no NOT IN ({', '.join(str(n) for n in refused)})" if refused else ""
+            source = f"(SELECT * FROM incoming_group{where}) AS incoming"
             select = ", ".join(["ts", "host"] + [name for name, _ in COLUMNS if name != "ts"])
             now = time.time_ns()
             marks = [(k.host, k.boot_id, k.instance, k.seq, b.count, now)
@@ -116,7 +118,7 @@ class DuckDBStore(Store):
             try:
                 if incoming is not None and len(refused) < len(tables):
                     con.execute(f"INSERT INTO events SELECT {select} FROM {source}")
-                    con.execute(f"INSERT INTO rollups {rollup.ingest_select(f'({source})', 'duckdb')}")
+                    con.execute(f"INSERT INTO rollups {rollup.ingest_select(source, 'duckdb')}")
                 if marks:
                     values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(marks))
                     con.execute(f"INSERT INTO ingest_batches VALUES {values}", [v for m in marks for v in m])
