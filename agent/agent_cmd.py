@@ -72,6 +72,20 @@ def config_from_args(args: argparse.Namespace, section: str = "agent") -> config
     return config
 
 
+def node_lock(config: config_mod.Config):
+    """The one-agent-per-node lock (``agent.lock_file``), not yet acquired; `agent` and `top --agent` hold it."""
+    from dnstrace.agent.lock import InstanceLock  # noqa: PLC0415
+
+    return InstanceLock(config["agent.lock_file"])
+
+
+def health_server(config: config_mod.Config, pipeline):
+    """/healthz and /readyz on ``agent.health_addr`` (not started), or None when it is empty."""
+    from dnstrace.agent.health import HealthServer  # noqa: PLC0415
+
+    return HealthServer(config["agent.health_addr"], pipeline) if config["agent.health_addr"] else None
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "agent",
@@ -98,8 +112,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dnstrace.agent.bpfload import require_privileges  # noqa: PLC0415
     from dnstrace.agent.findings import FindingsEngine  # noqa: PLC0415
-    from dnstrace.agent.health import HealthServer, notify_systemd  # noqa: PLC0415
-    from dnstrace.agent.lock import InstanceLock  # noqa: PLC0415
+    from dnstrace.agent.health import notify_systemd  # noqa: PLC0415
     from dnstrace.agent.pipeline import Pipeline  # noqa: PLC0415
 
     config = config_from_args(args, "agent")
@@ -111,11 +124,12 @@ def run(args: argparse.Namespace) -> int:
     findings = FindingsEngine(host=config["agent.host_id"])
     pipeline = Pipeline(config, stages=[findings])  # validates agent.signals before anything is attached
     require_privileges()
-    lock = InstanceLock(config["agent.lock_file"]).acquire()
+    lock = node_lock(config).acquire()
     health = None
     try:
-        if config["agent.health_addr"]:
-            health = HealthServer(config["agent.health_addr"], pipeline).start()
+        health = health_server(config, pipeline)
+        if health is not None:
+            health.start()
         logger.info("agent starting", host_id=config["agent.host_id"], signals=pipeline.signals,
                     config_file=config.path, collector=config["agent.collector"] or "embedded",
                     health=config["agent.health_addr"] or None)

@@ -16,10 +16,9 @@ import argparse
 import time
 
 from dnstrace.agent.runtime import Source
-from dnstrace.agent.tracing import TraceTarget
+from dnstrace.agent.tracing import TraceTarget, duration_ns_arg
 from dnstrace.errors import UsageError
 from dnstrace.output import TIME_COLUMN, Column
-from dnstrace.units import parse_duration_ns
 
 # event field <- column of /proc/net/stat/nf_conntrack
 COUNTERS = {
@@ -171,18 +170,9 @@ class ConntrackSource(Source):
                 "last_scan_ms": round(self.last_scan_s * 1000, 1)}
 
 
-def _interval_ns(args: argparse.Namespace) -> int:
-    raw = getattr(args, "interval", None) or getattr(args, "conntrack_interval", None)
-    if raw is None:
-        return DEFAULT_INTERVAL_NS
-    if isinstance(raw, int):
-        return raw
-    return parse_duration_ns(raw)
-
-
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    sources: list[Source] = [ConntrackSource(_interval_ns(args), getattr(args, "every_interval", False))]
-    if getattr(args, "with_drops", False):
+    sources: list[Source] = [ConntrackSource(args.interval, args.every_interval)]
+    if args.with_drops:
         from dnstrace.agent.drops import DropsSource  # noqa: PLC0415
 
         sources.append(DropsSource(reasons=["NETFILTER_DROP"], explain=False))
@@ -190,8 +180,8 @@ def make_sources(args: argparse.Namespace) -> list[Source]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--interval", default="1s", metavar="DUR",
-                        help="how often to read the counters (default 1s)")
+    parser.add_argument("--interval", type=duration_ns_arg, default=DEFAULT_INTERVAL_NS, metavar="DUR",
+                        help="how often to read the counters (default 1s; the agent uses agent.conntrack_interval)")
     parser.add_argument("--every-interval", action="store_true",
                         help="report every namespace every interval, even when nothing moved")
     parser.add_argument("--no-drops", dest="with_drops", action="store_false", default=True,
@@ -225,6 +215,7 @@ TRACE = TraceTarget(
     ),
     make_sources=make_sources,
     add_arguments=add_arguments,
+    config_options={"agent.conntrack_interval": "interval"},
     examples=(
         "dnstrace trace conntrack                 # insert failures and table-full drops as they happen",
         "dnstrace trace conntrack --every-interval --interval 5s --json",

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from dnstrace.agent import bpfload
 from dnstrace.agent.bounded import BoundedDict
 from dnstrace.agent.bpfstats import per_cpu_counters
+from dnstrace.agent.config import KEYS_BY_NAME
 from dnstrace.agent.dnsparse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
 from dnstrace.agent.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConfCache
 from dnstrace.agent.ringbuf import RingBufReader
@@ -970,23 +971,28 @@ class DnsWireSource(Source):
 
 
 def dns_ports(args: argparse.Namespace) -> list[int]:
-    ports = list(getattr(args, "dns_ports", None) or [53])
-    ports += list(getattr(args, "port", None) or [])
-    return ports
+    """The configured DNS ports (``agent.dns_ports``, or its default under `dnstrace trace`) plus ``--port``."""
+    return list(dict.fromkeys([*args.dns_ports, *(args.port or ())]))
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
     return [DnsWireSource(ports=dns_ports(args))]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_port_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--port`` (extra ports) and the hidden ``dns_ports`` the agent sets from ``agent.dns_ports``."""
     parser.add_argument("--port", type=int, action="append", default=None, metavar="PORT",
                         help="also trace this port as DNS (repeatable), e.g. 8600 for Consul")
+    parser.set_defaults(dns_ports=KEYS_BY_NAME["agent.dns_ports"].default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_port_arguments(parser)
     parser.add_argument("--unanswered", action="store_true", help="only queries that got no answer")
 
 
 def make_filter(args: argparse.Namespace):
-    if not getattr(args, "unanswered", False):
+    if not args.unanswered:
         return None
     return lambda event: event.get("answered") is False
 
@@ -1015,6 +1021,7 @@ TRACE = TraceTarget(
     columns=COLUMNS,
     make_sources=make_sources,
     add_arguments=add_arguments,
+    config_options={"agent.dns_ports": "dns_ports"},
     make_filter=make_filter,
     examples=(
         "dnstrace trace dns",

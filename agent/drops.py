@@ -267,9 +267,9 @@ class DropsSource(BpfRingSource):
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DropsSource(reasons=getattr(args, "reason", None),
-                        event_budget=getattr(args, "event_budget", DEFAULT_EVENT_BUDGET),
-                        explain=not getattr(args, "no_explain", False))]
+    return [DropsSource(reasons=args.reason,
+                        event_budget=args.event_budget,
+                        explain=not args.no_explain)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -285,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_filter(args: argparse.Namespace):
-    devices = set(getattr(args, "iif", None) or ())
+    devices = set(args.iif or ())
 
     def keep(event: dict) -> bool:
         return not devices or event.get("iif_name") in devices

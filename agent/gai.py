@@ -2,7 +2,7 @@
 
 ``GaiSource`` compiles ``bpf/gai.bpf.c`` once and attaches its two programs to
 ``getaddrinfo``, ``gethostbyname`` and ``gethostbyname2`` of every libc on the
-node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_s``
+node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
 picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
 func`` so an event names the libc and function it went through. Events come
 from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``).
@@ -20,12 +20,13 @@ import struct
 import time
 
 from dnstrace import log
+from dnstrace.agent.config import KEYS_BY_NAME
 from dnstrace.agent.bpfstats import per_cpu_counters, recursion_misses
 from dnstrace.agent.runtime import Source
-from dnstrace.agent.tracing import TraceTarget
-from dnstrace.errors import DnstraceError
+from dnstrace.agent.tracing import TraceTarget, duration_ns_arg
+from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.output import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
-from dnstrace.units import parse_duration_ns, parse_duration_s
+from dnstrace.units import parse_duration_ns
 
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
@@ -49,6 +50,9 @@ GETHOSTBYNAME_FAILED = "NULL"
 # that died mid-call (their return never came).
 COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable", "stale_inflight")
 # Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
+# The flag's default is the config key's (one declaration per setting).
+DEFAULT_RESCAN_INTERVAL_NS: int = KEYS_BY_NAME["agent.libc_rescan_interval"].default
+
 RET_SP_ADJUST = {"x86_64": 8, "aarch64": 0}
 
 
@@ -84,10 +88,12 @@ class GaiSource(Source):
     name = "gai"
 
     def __init__(self, pids: list[int] | None = None, min_latency_ns: int | None = None,
-                 libc_rescan_interval_s: float = 30.0, max_libcs: int = 256):
+                 libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256):
         self.pids = sorted(set(pids or ()))
         self.min_latency_ns = min_latency_ns
-        self.rescan_interval_ns = int(libc_rescan_interval_s * 1e9)
+        if libc_rescan_interval_ns <= 0:
+            raise UsageError("the libc rescan interval must be positive")
+        self.rescan_interval_ns = libc_rescan_interval_ns
         self.max_libcs = max_libcs
         self.bpf = None
         self.enter_fd = self.return_fd = -1
@@ -226,31 +232,18 @@ def _unix_offset_ns() -> int:
 # --- dnstrace trace gai --------------------------------------------------------------
 
 
-def _duration_seconds(text: str) -> float:
-    try:
-        return parse_duration_s(text)
-    except DnstraceError as err:
-        raise argparse.ArgumentTypeError(err.message) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--libc-rescan-interval", dest="libc_rescan_interval_s", type=_duration_seconds,
-                        default=None, metavar="DUR",
+    parser.add_argument("--libc-rescan-interval", dest="libc_rescan_interval_ns", type=duration_ns_arg,
+                        default=DEFAULT_RESCAN_INTERVAL_NS, metavar="DUR",
                         help="how often to look for new libcs, e.g. in new containers (default: 30s)")
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    min_latency = getattr(args, "min_latency", None)
-    rescan = getattr(args, "libc_rescan_interval_s", None)
-    if rescan is None:
-        rescan = 30.0
-    elif rescan <= 0:
-        from dnstrace.errors import UsageError
-        raise UsageError("--libc-rescan-interval must be positive")
+    min_latency = args.min_latency
     return [GaiSource(
-        pids=getattr(args, "pid", None),
+        pids=args.pid,
         min_latency_ns=parse_duration_ns(min_latency) if isinstance(min_latency, str) else min_latency,
-        libc_rescan_interval_s=rescan,
+        libc_rescan_interval_ns=args.libc_rescan_interval_ns,
     )]
 
 
@@ -276,6 +269,7 @@ TRACE = TraceTarget(
     columns=COLUMNS,
     make_sources=make_sources,
     add_arguments=add_arguments,
+    config_options={"agent.libc_rescan_interval": "libc_rescan_interval_ns"},
     examples=(
         "dnstrace trace gai --min-latency 1s        slow lookups only",
         "dnstrace trace gai --pid 4711 --json       one process, JSON lines",

@@ -51,7 +51,8 @@ class HealthServer:
         return self
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: it would hang if never started
+            self.httpd.shutdown()
         self.httpd.server_close()
 
     def state(self) -> dict:

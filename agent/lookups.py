@@ -298,14 +298,15 @@ class LookupsSource(Source):
 def make_sources(args: argparse.Namespace) -> list[Source]:
     from dnstrace.agent import dnswire, gai
 
-    rescan = getattr(args, "libc_rescan_interval_s", None) or 30.0
-    gai_source = gai.GaiSource(pids=getattr(args, "pid", None), libc_rescan_interval_s=rescan)
+    gai_source = gai.GaiSource(pids=args.pid, libc_rescan_interval_ns=args.libc_rescan_interval_ns)
     return [LookupsSource(dnswire.make_sources(args)[0], [gai_source])]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, action="append", default=None, metavar="PORT",
-                        help="also trace this port as DNS (repeatable), e.g. 8600 for Consul")
+    from dnstrace.agent import dnswire, gai
+
+    dnswire.add_port_arguments(parser)
+    gai.add_arguments(parser)
 
 
 def make_filter(_args: argparse.Namespace):
@@ -340,6 +341,7 @@ TRACE = TraceTarget(
     columns=COLUMNS,
     make_sources=make_sources,
     add_arguments=add_arguments,
+    config_options={"agent.dns_ports": "dns_ports", "agent.libc_rescan_interval": "libc_rescan_interval_ns"},
     make_filter=make_filter,
     examples=("dnstrace trace lookups", "dnstrace trace lookups --json --min-latency 1s"),
 )

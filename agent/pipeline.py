@@ -73,9 +73,9 @@ def known_signal_names() -> set[str]:
 def source_namespace(target, config) -> argparse.Namespace:
     """What ``TRACE.make_sources`` gets when the agent (not ``dnstrace trace``) starts a signal.
 
-    Target-specific options take the defaults of the target's own parser; the common
-    ``trace`` options are unset; every ``agent.*`` config key is there without its
-    prefix (``dns_ports``, ``libc_rescan_interval`` ...) and the whole config as ``config``.
+    Target-specific options take the defaults of the target's own parser, then the config keys the
+    target maps in ``config_options`` (``agent.conntrack_interval`` -> ``interval`` ...); the common
+    ``trace`` options are unset; the whole config is there as ``config``.
     """
     from dnstrace.agent.trace_cmd import add_common_arguments  # noqa: PLC0415
 
@@ -86,9 +86,8 @@ def source_namespace(target, config) -> argparse.Namespace:
         ns = parser.parse_args([])
     except (argparse.ArgumentError, SystemExit):  # a target with required options: common ones only
         ns = argparse.Namespace()
-    for name, value in config.items():
-        if name.startswith("agent."):
-            setattr(ns, name.split(".", 1)[1], value)
+    for key, dest in target.config_options.items():
+        setattr(ns, dest, config[key])
     ns.config = config
     ns.pid = None
     ns.comm = None

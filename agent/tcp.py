@@ -206,7 +206,7 @@ class TcpSource(BpfRingSource):
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [TcpSource(event_budget=getattr(args, "event_budget", DEFAULT_EVENT_BUDGET))]
+    return [TcpSource(event_budget=args.event_budget)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,9 +221,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_filter(args: argparse.Namespace):
-    dports = set(getattr(args, "dport", None) or ())
-    daddrs = set(getattr(args, "daddr", None) or ())
-    results = set(getattr(args, "result", None) or ())
+    dports = set(args.dport or ())
+    daddrs = set(args.daddr or ())
+    results = set(args.result or ())
 
     def keep(event: dict) -> bool:
         if dports and event.get("dport") not in dports:

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from dnstrace.agent.runtime import Source
+from dnstrace.errors import DnstraceError
 from dnstrace.output import Column
+from dnstrace.units import parse_duration_ns
+
+
+def duration_ns_arg(text: str) -> int:
+    """argparse ``type=`` for durations ("1s", "500ms"): nanoseconds, like the config's duration keys."""
+    try:
+        return parse_duration_ns(text)
+    except DnstraceError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
 
 
 @dataclass(frozen=True)
@@ -25,3 +35,7 @@ class TraceTarget:
     # Extra per-event filter built from the parsed args (pid/comm/min-latency are generic).
     make_filter: Callable[[argparse.Namespace], Callable[[dict], bool]] | None = None
     examples: tuple[str, ...] = field(default_factory=tuple)
+    # When the agent (not `dnstrace trace`) starts this signal: which config key sets which option
+    # (argparse dest of ``add_arguments``). Values are already parsed by the config's key table, in the
+    # option's own unit. Options not listed keep their flag defaults.
+    config_options: Mapping[str, str] = field(default_factory=dict)

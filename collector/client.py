@@ -101,3 +101,11 @@ class CollectorClient:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def query_client(config, address: str, token: str | None = None) -> CollectorClient:
+    """A client for queries (`query`, fleet `top`): TLS from the ``agent.*`` transport keys, the token
+    given on the command line or else ``query.token``."""
+    return CollectorClient(address, insecure=config["agent.insecure"], ca=config["agent.tls_ca"],
+                           cert=config["agent.tls_cert"], key=config["agent.tls_key"],
+                           token=token or config["query.token"])

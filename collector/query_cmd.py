@@ -204,18 +204,13 @@ def _field_order(key: str):
 
 def run(args) -> int:
     from dnstrace.agent import config as config_mod
-    from dnstrace.collector.client import CollectorClient
+    from dnstrace.collector.client import query_client
 
-    flags = {"agent.insecure": args.insecure, "agent.tls_ca": args.tls_ca, "agent.tls_cert": args.tls_cert,
-             "agent.tls_key": args.tls_key}
-    if "query.token" in config_mod.KEYS_BY_NAME:
-        flags["query.token"] = args.token
-    cfg = config_mod.load(args.config, flags)
-    token = args.token or cfg.get("query.token", "") or ""
-    address = args.collector or cfg["agent.embedded_listen"]
+    cfg = config_mod.load(args.config, {"agent.insecure": args.insecure, "agent.tls_ca": args.tls_ca,
+                                        "agent.tls_cert": args.tls_cert, "agent.tls_key": args.tls_key,
+                                        "query.token": args.token})
     spec = build_spec(args)
-    client = CollectorClient(address, insecure=cfg["agent.insecure"], ca=cfg["agent.tls_ca"],
-                             cert=cfg["agent.tls_cert"], key=cfg["agent.tls_key"], token=token)
+    client = query_client(cfg, args.collector or cfg["agent.embedded_listen"])
     try:
         columns, rows = client.query(spec)
     finally:

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from dnstrace.agent import config as config_mod
     from dnstrace.agent.runtime import StopFlag, install_signal_handlers
-    from dnstrace.collector.server import CollectorServer
+    from dnstrace.collector.server import from_config as server_from_config
     from dnstrace.collector.store import open_store
 
     cfg = config_mod.load(args.config, {
@@ -49,11 +49,7 @@ def run(args) -> int:
     })
     store = open_store(cfg["collector.store"], cfg["collector.retention"])
     try:
-        server = CollectorServer(store, cfg["collector.listen"], insecure=cfg["collector.insecure"],
-                                 tls_cert=cfg["collector.tls_cert"], tls_key=cfg["collector.tls_key"],
-                                 tls_client_ca=cfg["collector.tls_client_ca"],
-                                 ingest_token=cfg["collector.ingest_token"], query_token=cfg["collector.query_token"],
-                                 max_batch_bytes=cfg["collector.max_batch_bytes"])
+        server = server_from_config(store, cfg, cfg["collector.listen"])
         server.start()
         stop = StopFlag()
         install_signal_handlers(stop)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from types import SimpleNamespace
 
 from dnstrace.agent.gai import GAI_EVENT, decode, error_name, make_sources
 from dnstrace.agent.ringbuf import RINGBUF_BUSY_BIT, RINGBUF_DISCARD_BIT, drain_fixed
@@ -67,9 +66,16 @@ def test_ringbuf_record_wrapping_the_end_is_read_whole_and_malformed_counted():
     assert struct.unpack_from("<Q", consumer)[0] == end
 
 
-def test_make_sources_works_with_only_common_attributes():
-    args = SimpleNamespace(pid=None, comm=None, min_latency="250ms", duration=None, json=True)
-    (source,) = make_sources(args)
+def test_make_sources_from_the_trace_flags():
+    import argparse
+
+    from dnstrace.agent.gai import add_arguments
+    from dnstrace.agent.trace_cmd import add_common_arguments
+
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    add_arguments(parser)
+    (source,) = make_sources(parser.parse_args(["--min-latency", "250ms"]))
     assert source.min_latency_ns == 250_000_000 and source.rescan_interval_ns == 30_000_000_000
     assert "#define GAI_MIN_LATENCY_NS 250000000ULL" in source._defines()
     assert "GAI_FILTER_PIDS" not in source._defines()

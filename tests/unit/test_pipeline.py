@@ -98,7 +98,8 @@ def fake_signals(monkeypatch):
             sources = factory()
             made[name] = sources
             return sources
-        return TraceTarget(name=name, help="", description="", columns=(), make_sources=make_sources)
+        return TraceTarget(name=name, help="", description="", columns=(), make_sources=make_sources,
+                           config_options={"agent.dns_ports": "dns_ports"})
 
     targets = {
         "good": target("good", lambda: [PipeSource("good-a"), PipeSource("good-b")]),
@@ -153,9 +154,10 @@ def test_events_reach_sinks_and_everything_closes(fake_signals):
     assert sorted(e["n"] for e in sink.events) == [1, 2, 3]
     assert sink.ticks >= 1 and sink.closed == 1
     assert all(s.closed == 1 for sources in made.values() for s in sources)
-    # The agent passes config values to make_sources as namespace attributes.
+    # The agent passes the config values a target maps (config_options) as namespace attributes.
     ns = namespaces["good"]
     assert ns.dns_ports == [53, 8600] and ns.pid is None and ns.json is True and ns.config is pipe.config
+    assert not hasattr(ns, "libc_rescan_interval"), "unmapped config keys must not be guessed into the namespace"
     stats = pipe.stats()
     assert stats["pipeline"]["events"] == 3
     assert stats["sinks"]["recording"] == {"seen": 3}
