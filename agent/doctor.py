@@ -293,7 +293,26 @@ def _one_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_checks() -> list[Check]:
+def check_store(url: str) -> Check:
+    """Can the store the agent (embedded) or collector writes to work with the installed engine?"""
+    from dnstrace.collector.store import self_test  # noqa: PLC0415
+
+    name = "store " + url.split(":", 1)[0]
+    try:
+        what = self_test(url)
+    except Exception as err:
+        return Check(name, FAIL, f"{url}: ingest self-test failed: {type(err).__name__}: {_one_line(err)}",
+                     "install the locked versions (scripts/dev setup) or report the engine version")
+    try:
+        import duckdb  # noqa: PLC0415
+
+        engine = f"duckdb {duckdb.__version__}" if url.startswith("duckdb:") else ""
+    except ImportError:
+        engine = ""
+    return Check(name, OK, f"{url}: write and read back work ({engine or what})")
+
+
+def run_checks(store_url: str | None = None) -> list[Check]:
     checks = [check_privileges()]
     privileged = checks[0].status == OK
     bcc_check, bcc = check_bcc()
@@ -309,6 +328,8 @@ def run_checks() -> list[Check]:
                                  ("kernel headers", checks[5].status == FAIL)) if missing)
         checks += [Check(f"attach {name}", FAIL if name in REQUIRED_ATTACH else OFF, why)
                    for name in REQUIRED_ATTACH + OPTIONAL_ATTACH]
+    if store_url:
+        checks.append(check_store(store_url))
     return checks
 
 
@@ -322,7 +343,11 @@ def print_text(checks: list[Check], out=sys.stdout) -> None:
 
 
 def run(args) -> int:
-    checks = run_checks()
+    from dnstrace.agent import config as config_mod  # noqa: PLC0415
+
+    config = config_mod.load(args.config)
+    # The embedded store is the one this node writes to unless the agent ships to a remote collector.
+    checks = run_checks(None if config["agent.collector"] else config["agent.embedded_store"])
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=None))
     else:
@@ -338,7 +363,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "doctor", help="check that this node can run the agent, and say how to fix what is missing",
         description="Check privileges, bcc, bpf(), tracefs, BTF, kernel headers, every attach type "
-                    "(loaded for real), cgroup v2, conntrack stats and the libcs on this node.",
+                    "(loaded for real), cgroup v2, conntrack stats, the libcs on this node, and that the "
+                    "embedded store (agent.embedded_store) can ingest and read back with the installed engine.",
     )
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="TOML config file whose agent.embedded_store / agent.collector are checked")
     parser.add_argument("--json", action="store_true", help="a JSON list of {name, status, detail, fix}")
     parser.set_defaults(func=run)

@@ -258,7 +258,7 @@ class LocalTransport:
         self.server = server
         self.log = log.get("shipper")
         self.counters = {"batches_acked": 0, "batches_duplicate": 0, "events_acked": 0, "batches_refused": 0,
-                         "errors": 0, "connected": True}
+                         "errors": 0, "connected": True, "failing": False, "last_error": ""}
 
     def run_session(self, spool: Spool, stop: threading.Event) -> bool:
         progressed = False
@@ -284,8 +284,11 @@ class LocalTransport:
                     continue
                 except Exception as err:
                     self.counters["errors"] += 1
-                    self.log.error("embedded store failed", error=str(err))
+                    self.counters["failing"] = True
+                    self.counters["last_error"] = _one_line(f"{type(err).__name__}: {err}")[:300]
+                    self.log.error("embedded store failed; batches stay in the spool", error=str(err))
                     return progressed
+                self.counters["failing"] = False
                 spool.ack(position)
                 progressed = True
                 self.counters["batches_acked"] += 1
@@ -303,6 +306,10 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def make_sink(config) -> Shipper:
@@ -328,17 +335,12 @@ def make_sink(config) -> Shipper:
 
 def start_embedded_collector(config):
     """The single-node default: a DuckDB store served on a local socket, inside the agent process."""
-    from dnstrace.collector.server import CollectorServer
+    from dnstrace.collector.server import from_config as server_from_config
     from dnstrace.collector.store import open_store
 
     store = open_store(config["agent.embedded_store"], config["collector.retention"])
     try:
-        server = CollectorServer(store, config["agent.embedded_listen"], insecure=config["collector.insecure"],
-                                 tls_cert=config["collector.tls_cert"], tls_key=config["collector.tls_key"],
-                                 tls_client_ca=config["collector.tls_client_ca"],
-                                 ingest_token=config["collector.ingest_token"],
-                                 query_token=config["collector.query_token"],
-                                 max_batch_bytes=config["collector.max_batch_bytes"], workers=4)
+        server = server_from_config(store, config, config["agent.embedded_listen"], workers=4)
         server.start()
     except Exception:
         store.close()

@@ -29,6 +29,7 @@ import sys
 import textwrap
 import threading
 import time
+from typing import Callable
 from dataclasses import dataclass
 
 from dnstrace.errors import UsageError
@@ -93,6 +94,17 @@ def cell(column: TopColumn, row: dict) -> str:
     if len(text) > column.width:
         text = text[: column.width - 1] + "…"
     return text.rjust(column.width) if column.numeric else text.ljust(column.width)
+
+
+def delivery_status(delivery: dict | None) -> str:
+    """The embedded store's trouble for the status line ("" while it stores): one line, counted, so a
+    failing store neither hides nor tears the view; the events wait in the spool."""
+    transport = (delivery or {}).get("transport") or {}
+    if not transport.get("failing"):
+        return ""
+    pending = ((delivery or {}).get("spool") or {}).get("pending_batches")
+    spooled = f", {pending} batches kept in the spool" if pending is not None else ""
+    return f"STORE FAILING ({transport.get('errors', 0)} errors{spooled}): {transport.get('last_error', '')}"
 
 
 def loss_status(losses: dict | None) -> str:
@@ -238,8 +250,9 @@ class TopView:
             lines.append("")
         status_line = (("keys: q quit  / filter  c container  w window  Enter detail  sort: "
                         "p n o l 5 9 m f u t y d  < > r") if attached != "attaching" else "attaching probes…")
-        losses = loss_status(snap.get("agent_losses"))
-        lines.append(((losses + " · " + status_line) if losses else status_line)[:width])
+        problems = [text for text in (delivery_status(snap.get("delivery")), loss_status(snap.get("agent_losses")))
+                    if text]
+        lines.append(" · ".join(problems + [status_line])[:width])
         return lines
 
     def render_detail(self, snap: dict, width: int, height: int) -> list[str]:
@@ -300,6 +313,7 @@ class TopModel:
         self.findings = FindingsEngine(host=host)
         self.sinks = LockedSinks([self.aggregator, self.findings])
         self.signals = "attaching"
+        self.delivery_stats: Callable[[], dict] | None = None  # the shipper's stats under `top --agent`
 
     def snapshot(self, by: str = "process", window: str = "10s", detail_pid: int | None = None,
                  full: bool = True) -> dict:
@@ -315,6 +329,7 @@ class TopModel:
                     "rows": rows, "findings": self.findings.current(), "servers": servers,
                     "node": self.aggregator.node_view(), "details": details,
                     "agent_losses": self.aggregator.agent_losses(),
+                    "delivery": self.delivery_stats() if self.delivery_stats is not None else None,
                     "stats": {"aggregate": self.aggregator.stats(), "findings": self.findings.stats()}}
 
 
@@ -427,7 +442,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dnstrace.agent.agent_cmd import config_from_args  # noqa: PLC0415
+    from dnstrace.agent.agent_cmd import config_from_args, node_lock  # noqa: PLC0415
     from dnstrace.agent.bpfload import require_privileges  # noqa: PLC0415
     from dnstrace.agent.findings_cmd import make_local_pipeline  # noqa: PLC0415
 
@@ -441,9 +456,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = make_local_pipeline(config, [model.sinks], with_metrics=True, as_agent=args.agent)
     require_privileges()
     if args.agent:
-        from dnstrace.agent.lock import InstanceLock  # noqa: PLC0415
-
-        lock = InstanceLock(config["agent.lock_file"]).acquire()
+        lock = node_lock(config).acquire()
         try:
             return _run_view(args, model, pipeline, duration_s)
         finally:
@@ -452,6 +465,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_view(args: argparse.Namespace, model: "TopModel", pipeline, duration_s: float) -> int:
+
+    def delivery_stats() -> dict | None:
+        shipper = next((sink for sink in list(pipeline.sinks) if sink.name == "shipper"), None)
+        return shipper.stats() if shipper is not None else None
+
+    model.delivery_stats = delivery_stats
 
     def on_ready() -> None:
         model.signals = ", ".join(pipeline.attached_signals)
@@ -491,6 +510,9 @@ def _run_view(args: argparse.Namespace, model: "TopModel", pipeline, duration_s:
         finally:
             pipeline.stop()
             thread.join(timeout=15)
+    trouble = delivery_status(delivery_stats())
+    if trouble:  # the screen is gone: say it once where it stays
+        status(f"dnstrace top: {trouble}")
     if failure:
         raise failure[0]
     return 0
@@ -507,15 +529,12 @@ def print_snapshot(snap: dict, by: str, as_json: bool) -> None:
 
 
 def run_fleet(args: argparse.Namespace, config) -> int:
-    from dnstrace.collector.client import CollectorClient  # noqa: PLC0415
+    from dnstrace.collector.client import query_client  # noqa: PLC0415
 
     refresh_s = parse_duration_s(args.refresh)
     if refresh_s <= 0:
         raise UsageError("--refresh must be positive")
-    token = args.token or (config.get("query.token", "") if hasattr(config, "get") else "") or ""
-    client = CollectorClient(config["agent.collector"], insecure=config["agent.insecure"],
-                             ca=config["agent.tls_ca"], cert=config["agent.tls_cert"], key=config["agent.tls_key"],
-                             token=token)
+    client = query_client(config, config["agent.collector"], args.token)
     try:
         model = FleetModel(client, refresh_s=refresh_s)
         if args.once:

@@ -12,6 +12,7 @@ queued up as one group (see ``Store``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -326,3 +327,31 @@ def open_store(url: str, retention_ns: int = 0) -> Store:
         raise UsageError(f"unknown store {url!r}", hint="use duckdb:PATH or clickhouse://HOST:PORT/DB")
     store.open()
     return store
+
+
+def self_test(url: str) -> str:
+    """``dnstrace doctor``'s store check: catches SQL the installed engine version refuses. For DuckDB, one
+    lookup goes through the normal ingest path of a throwaway in-memory store and is read back; a ClickHouse
+    URL is opened (schema checked or created) and queried, without writing into the fleet's data.
+    Returns what was tested; raises what failed."""
+    import time
+
+    from dnstrace.collector.codec import decode_batch, encode_events
+    from dnstrace.collector.query import QuerySpec
+
+    embedded = url.startswith("duckdb:")
+    store = open_store("duckdb::memory:" if embedded else url)
+    try:
+        now = time.time_ns()
+        if not embedded:
+            store.query(QuerySpec(since_ns=now - 60 * 10**9, until_ns=now, limit=1))
+            return store.describe()
+        host = f"doctor-self-test-{os.getpid()}-{now}"
+        event = {"ts": now, "kind": "lookup", "pid": 1, "comm": "doctor", "name": "self.test.", "latency_ns": 1000}
+        store.insert(BatchKey(host, "doctor", 1, 1), decode_batch(encode_events([event])))
+        _, rows = store.query(QuerySpec(since_ns=now - 1, until_ns=now + 1, hosts=[host], kinds=["lookup"]))
+        if len(rows) != 1:
+            raise RuntimeError(f"wrote 1 event, read back {len(rows)}")
+        return store.describe()
+    finally:
+        store.close()
