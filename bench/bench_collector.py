@@ -114,9 +114,11 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int) -> tuple[float, float, float]:
-    """(events/s, collector CPU seconds per million events with start-up, collector peak RSS MiB)."""
+def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int,
+                 server_pid: int | None = None) -> tuple[float, float, float, float]:
+    """(events/s, collector CPU s per 1M events with start-up, collector peak RSS MiB, server CPU s per 1M)."""
     proc, address = start_collector(store_url)
+    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
     try:
         ctx = mp.get_context("spawn")
         go, result = ctx.Event(), ctx.Queue()
@@ -137,7 +139,9 @@ def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int)
         if total != agents * events_per_agent:
             raise SystemExit(f"the collector stored {total:,} of {agents * events_per_agent:,} events")
         wall = max(r[3] for r in results) - min(r[2] for r in results)
-        return total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid)
+        server_cpu = cpu_seconds(server_pid) - server_cpu if server_pid else 0.0
+        return (total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid),
+                server_cpu / (total / 1e6))
     finally:
         stop(proc)
 
@@ -264,8 +268,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3_000_000,
                         help="events per ingest run, split over the agents (long enough to reach steady state)")
-    parser.add_argument("--clickhouse-events", type=int, default=600_000,
-                        help="events per ingest run on ClickHouse (its Python driver ingests ~10x slower)")
+    parser.add_argument("--clickhouse-events", type=int, default=2_000_000,
+                        help="events per ingest run on ClickHouse")
     parser.add_argument("--ingest-runs", type=int, default=3,
                         help="ingest runs per configuration; the median is the figure (this VM is noisy)")
     parser.add_argument("--batch", type=int, default=5000, help="events per batch")
@@ -289,21 +293,24 @@ def main() -> int:
                     print("clickhouse: skipped (clickhouse-server not installed)")
                     continue
                 clickhouse = start_clickhouse(workdir / "ch")
-                make_url = lambda tag: clickhouse.url.rsplit("/", 1)[0] + f"/bench_{tag}"  # noqa: E731
+                make_url = lambda tag: clickhouse.url_for(f"bench_{tag}")  # noqa: E731
             else:
                 make_url = lambda tag: f"duckdb:{workdir}/{tag}.duckdb"  # noqa: E731
             print(f"== {store_name}")
             for agents in sorted({1, args.agents}):
                 events = args.clickhouse_events if store_name == "clickhouse" else args.events
                 per_agent = events // agents // args.batch * args.batch
-                runs = [bench_ingest(make_url(f"ingest{agents}_{run}"), agents, per_agent, args.batch)
+                runs = [bench_ingest(make_url(f"ingest{agents}_{run}"), agents, per_agent, args.batch,
+                                     clickhouse.proc.pid if clickhouse else None)
                         for run in range(args.ingest_runs)]
                 rates = sorted(r[0] for r in runs)
                 print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: "
                       f"{statistics.median(rates):,.0f} events/s median of {len(runs)} "
                       f"(range {rates[0]:,.0f}-{rates[-1]:,.0f}; {per_agent * agents:,} events each; collector CPU "
                       f"{statistics.median(r[1] for r in runs):.2f} s per 1M events, "
-                      f"peak RSS {max(r[2] for r in runs):.0f} MiB)", flush=True)
+                      f"peak RSS {max(r[2] for r in runs):.0f} MiB"
+                      + (f"; clickhouse-server CPU {statistics.median(r[3] for r in runs):.2f} s per 1M events"
+                         if clickhouse else "") + ")", flush=True)
             if not args.ingest_only:
                 timings = bench_queries(make_url("query"), args.query_events, args.repeats)
                 every = []

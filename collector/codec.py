@@ -161,10 +161,19 @@ class DecodedBatch:
     built from the arrays on first use). ``drop_lists`` frees them when only Arrow is read.
     """
 
-    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None):
+    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None,
+                 rollups: dict | None = None):
         self.count = count
         self.arrays = arrays
         self._lists = lists
+        self.rollups = rollups  # agent-made rollup rows (``rollup.ROW_COLUMNS`` -> Arrow array), or None
+
+    @property
+    def rollup_count(self) -> int:
+        return len(self.rollups["minute"]) if self.rollups else 0
+
+    def rollup_arrays(self) -> dict:
+        return self.rollups or {}
 
     @property
     def columns(self) -> dict[str, list]:

@@ -172,6 +172,7 @@ class Store:
                     self._queue_cond.notify_all()
 
     def _write_group_safely(self, group: list[_Pending]) -> None:
+        self._sync_watermarks({(i.key.host, i.key.boot_id, i.key.instance) for i in group})
         fresh: list[_Pending] = []
         planned: dict[tuple[str, str, int], int] = {}
         for item in group:
@@ -297,6 +298,9 @@ class Store:
 
     def _load_watermarks(self) -> dict:
         raise NotImplementedError
+
+    def _sync_watermarks(self, idents: set[tuple[str, str, int]]) -> None:
+        """Bring these instances' watermarks up to date before a write (shared stores: other replicas write too)."""
 
     def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
         """Store all batches atomically (events, rollups, watermark rows); raise to store none.

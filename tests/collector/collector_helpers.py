@@ -104,7 +104,11 @@ class ClickHouseServer:
 
     @property
     def url(self) -> str:
-        return f"clickhouse://127.0.0.1:{self.port}/dnstrace_test"
+        return self.url_for("dnstrace_test")
+
+    def url_for(self, database: str, cluster: str = "") -> str:
+        return (f"clickhouse://127.0.0.1:{self.port}/{database}?http_port={self.http_port}"
+                + (f"&cluster={cluster}" if cluster else ""))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -37,8 +37,7 @@ def loaded(request, tmp_path_factory):
         url = request.getfixturevalue("clickhouse").url
     store = open_store(url)
     if request.param == "clickhouse":
-        store._client.execute("TRUNCATE TABLE events")
-        store._watermarks.clear()
+        store.truncate()
     sent = _load(store)
     yield request.param, url, store, sent
     store.close()
