@@ -513,7 +513,7 @@ def run_fleet(args: argparse.Namespace, config) -> int:
     if refresh_s <= 0:
         raise UsageError("--refresh must be positive")
     token = args.token or (config.get("query.token", "") if hasattr(config, "get") else "") or ""
-    client = CollectorClient(config["agent.collector"], insecure=config["agent.insecure"],
+    client = CollectorClient(config["agent.collector"].split(",")[0], insecure=config["agent.insecure"],
                              ca=config["agent.tls_ca"], cert=config["agent.tls_cert"], key=config["agent.tls_key"],
                              token=token)
     try:

@@ -21,11 +21,12 @@ def free_port() -> int:
 class CollectorProcess:
     """``dnstrace collector`` as a subprocess; restartable on the same port and store."""
 
-    def __init__(self, store_url: str, extra: list[str] | None = None, port: int | None = None):
+    def __init__(self, store_url: str, extra: list[str] | None = None, port: int | None = None,
+                 host: str = "127.0.0.1"):
         self.store_url = store_url
         self.extra = extra or ["--insecure"]
         self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         self.proc = None
         self.stderr = b""
 

@@ -19,8 +19,9 @@ from collector_helpers import ClickHouseServer, CollectorProcess  # noqa: E402
 def collector_factory(tmp_path):
     started: list[CollectorProcess] = []
 
-    def make(store_url: str | None = None, extra: list[str] | None = None, port: int | None = None):
-        proc = CollectorProcess(store_url or f"duckdb:{tmp_path}/collector.duckdb", extra, port)
+    def make(store_url: str | None = None, extra: list[str] | None = None, port: int | None = None,
+             host: str = "127.0.0.1"):
+        proc = CollectorProcess(store_url or f"duckdb:{tmp_path}/collector.duckdb", extra, port, host)
         started.append(proc)
         return proc
 
