@@ -9,6 +9,11 @@ batches and deletes them only when acknowledged. Each batch carries (host id, bo
 id, instance, seq): replays after a collector crash are dropped as duplicates at
 the collector, so every event is stored once.
 
+With ``agent.ship = summary`` events pass through ``agent.summary`` first: only what
+an incident needs is batched raw, the rest travels as rollup rows every
+``agent.summary_interval``. ``agent.collector`` may name several replicas
+(``GrpcTransport``: spread, failover, failback).
+
 Without ``agent.collector`` the agent runs the collector in-process: the store from
 ``agent.embedded_store`` served on ``agent.embedded_listen`` (a unix socket, for
 ``dnstrace query``), and the sender hands batches to it without a network hop.
@@ -27,8 +32,9 @@ from collections import deque
 from dnstrace import log
 from dnstrace.agent.runtime import Sink
 from dnstrace.agent.spool import Spool, SpoolRecord
-from dnstrace.collector.codec import (SCHEMA_VERSION, STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES, BatchError,
-                                      encode_events)
+from dnstrace.agent.summary import Summarizer
+from dnstrace.collector.codec import (ROLLUP_SCHEMA_VERSION, SCHEMA_VERSION, STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES,
+                                      BatchError, encode_events, encode_rollup_batch)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0
 
@@ -46,7 +52,8 @@ class Shipper(Sink):
 
     def __init__(self, *, host_id: str, spool: Spool, transport, batch_max_events: int = 5000,
                  batch_interval_ns: int = 1_000_000_000, boot_id: str | None = None,
-                 drain_timeout_s: float = 5.0, on_close=None):
+                 drain_timeout_s: float = 5.0, on_close=None, summary: Summarizer | None = None,
+                 summary_interval_ns: int = 60 * 10**9, clock=time.monotonic_ns):
         self.host_id = host_id
         self.boot_id = boot_id or read_boot_id()
         self.instance = secrets.randbits(63)
@@ -56,23 +63,29 @@ class Shipper(Sink):
         self.batch_interval_ns = batch_interval_ns
         self.drain_timeout_s = drain_timeout_s
         self._on_close = on_close
+        self.summary = summary  # ``agent.ship = summary``: see ``agent.summary``
+        self.summary_interval_ns = summary_interval_ns
+        self._clock = clock  # monotonic ns; benchmarks replay an hour with a simulated one
+        self._summary_since = clock()
         self._seq = 0
         self._buffer: list[dict] = []
-        self._buffer_since = time.monotonic_ns()
+        self._buffer_since = clock()
         self._buffer_lock = threading.Lock()
         self._stop = threading.Event()
         self.log = log.get("shipper")
-        self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0}
+        self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0, "bytes_spooled": 0}
         self._thread = threading.Thread(target=self._send_loop, name="shipper", daemon=True)
         self._thread.start()
 
     # --- Sink ---------------------------------------------------------------------
     def handle(self, events: list[dict]) -> None:
         with self._buffer_lock:
-            if not self._buffer:
-                self._buffer_since = time.monotonic_ns()
-            self._buffer.extend(events)
             self.counters["events_in"] += len(events)
+            if self.summary is not None:
+                events = self.summary.take(events)
+            if not self._buffer:
+                self._buffer_since = self._clock()
+            self._buffer.extend(events)
             while len(self._buffer) >= self.batch_max_events:
                 chunk = self._buffer[: self.batch_max_events]
                 del self._buffer[: self.batch_max_events]
@@ -80,8 +93,12 @@ class Shipper(Sink):
 
     def tick(self, now_ns: int | None = None) -> None:
         with self._buffer_lock:
-            if self._buffer and time.monotonic_ns() - self._buffer_since >= self.batch_interval_ns:
+            now = self._clock()
+            if self.summary is not None and now - self._summary_since >= self.summary_interval_ns:
                 self.flush_locked()
+            elif self._buffer and now - self._buffer_since >= self.batch_interval_ns:
+                chunk, self._buffer = self._buffer, []
+                self._spool(chunk)
 
     def flush(self) -> None:
         """Spool whatever is buffered now (used on shutdown and by tests)."""
@@ -89,25 +106,35 @@ class Shipper(Sink):
             self.flush_locked()
 
     def flush_locked(self) -> None:
-        if self._buffer:
+        """Spool the buffered events, with the summary's rollup rows when in summary mode."""
+        rollups = None
+        if self.summary is not None:
+            rollups = self.summary.drain()
+            self._summary_since = self._clock()
+        if self._buffer or rollups:
             chunk, self._buffer = self._buffer, []
-            self._spool(chunk)
+            self._spool(chunk, rollups)
 
-    def _spool(self, events: list[dict]) -> None:
+    def _spool(self, events: list[dict], rollups: dict | None = None) -> None:
+        version = SCHEMA_VERSION if rollups is None else ROLLUP_SCHEMA_VERSION
         try:
-            payload = encode_events(events)
+            payload = encode_events(events) if rollups is None else encode_rollup_batch(events, rollups)
         except Exception as err:  # an unencodable value must not stop the agent
             self.counters["encode_errors"] += len(events)
             self.log.error("cannot encode batch", error=str(err), events=len(events))
             return
         self._seq += 1
         self.counters["batches_made"] += 1
-        self.spool.append(SpoolRecord(SCHEMA_VERSION, self.host_id, self.boot_id, self.instance, self._seq,
+        self.counters["bytes_spooled"] += len(payload)
+        self.spool.append(SpoolRecord(version, self.host_id, self.boot_id, self.instance, self._seq,
                                       len(events), payload))
-        self._buffer_since = time.monotonic_ns()
+        self._buffer_since = self._clock()
 
     def stats(self) -> dict:
-        return dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        stats = dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        if self.summary is not None:
+            stats["summary"] = dict(self.summary.counters)
+        return stats
 
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once everything spooled so far has been acknowledged."""
@@ -429,9 +456,13 @@ def make_sink(config) -> Shipper:
             server.stop()
             server.store.close()
 
+    summary = None
+    if config["agent.ship"] == "summary":
+        summary = Summarizer(config["agent.summary_slow"], config["agent.summary_sample"])
     return Shipper(host_id=config["agent.host_id"], spool=spool, transport=transport,
                    batch_max_events=config["agent.batch_max_events"],
-                   batch_interval_ns=config["agent.batch_interval"], on_close=on_close)
+                   batch_interval_ns=config["agent.batch_interval"], on_close=on_close, summary=summary,
+                   summary_interval_ns=config["agent.summary_interval"])
 
 
 def start_embedded_collector(config):

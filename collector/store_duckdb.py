@@ -77,8 +77,13 @@ class DuckDBStore(Store):
     def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
         import pyarrow as pa
 
-        tables, attrs_numbers, attrs_values = [], [], []
+        tables, attrs_numbers, attrs_values, agent_rollups = [], [], [], []
         for n, (key, batch) in enumerate(batches):
+            if batch.rollup_count:
+                plain = {name: a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
+                         for name, a in batch.rollups.items()}  # one type per column across batches
+                agent_rollups.append((n, pa.table(plain).append_column(
+                    "host", pa.repeat(pa.scalar(key.host, pa.string()), batch.rollup_count))))
             if not batch.count:
                 continue
             table = batch.arrow_table()
@@ -119,6 +124,14 @@ class DuckDBStore(Store):
                 if incoming is not None and len(refused) < len(tables):
                     con.execute(f"INSERT INTO events SELECT {select} FROM {source}")
                     con.execute(f"INSERT INTO rollups {rollup.ingest_select(source, 'duckdb')}")
+                kept = [table for n, table in agent_rollups if n not in refused]
+                if kept:
+                    con.register("agent_rollups", pa.concat_tables(kept))
+                    try:
+                        con.execute(f"INSERT INTO rollups SELECT minute, {', '.join(rollup.DIMENSIONS)}, failed, "
+                                    "lat_bucket, events, latency_max FROM agent_rollups")
+                    finally:
+                        con.unregister("agent_rollups")
                 if marks:
                     values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(marks))
                     con.execute(f"INSERT INTO ingest_batches VALUES {values}", [v for m in marks for v in m])
