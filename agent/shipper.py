@@ -101,15 +101,15 @@ class Shipper(Sink):
                 self._spool(chunk)
 
     def flush(self) -> None:
-        """Spool whatever is buffered now (used on shutdown and by tests)."""
+        """Spool whatever is buffered now, every open rollup minute included (shutdown, tests)."""
         with self._buffer_lock:
-            self.flush_locked()
+            self.flush_locked(final=True)
 
-    def flush_locked(self) -> None:
+    def flush_locked(self, final: bool = False) -> None:
         """Spool the buffered events, with the summary's rollup rows when in summary mode."""
         rollups = None
         if self.summary is not None:
-            rollups = self.summary.drain()
+            rollups = self.summary.drain(final)
             self._summary_since = self._clock()
         if self._buffer or rollups:
             chunk, self._buffer = self._buffer, []

@@ -46,6 +46,7 @@ class Summarizer:
         self._rows: dict[tuple, list[int | None]] = {}  # key -> [events, latency_max]
         self._healthy_seen = 0
         self._sampled = 0
+        self._newest_minute = 0
         self.counters = {"events_raw": 0, "events_sampled": 0, "events_summarized": 0, "rollup_rows": 0}
 
     def needs_raw(self, event: dict) -> bool:
@@ -71,9 +72,11 @@ class Summarizer:
                 raw.append(event)
                 self.counters["events_sampled"] += 1
                 continue
-            ts = event["ts"]
+            minute = (event["ts"] // MINUTE_NS) * MINUTE_NS
+            if minute > self._newest_minute:
+                self._newest_minute = minute
             latency = _latency(event.get("latency_ns"))
-            key = ((ts // MINUTE_NS) * MINUTE_NS, *(_text(event.get(d)) for d in _DIMS), False,
+            key = (minute, *(_text(event.get(d)) for d in _DIMS), False,
                    None if latency is None else bucket_of(latency))
             row = rows.get(key)
             if row is None:
@@ -88,19 +91,27 @@ class Summarizer:
     def pending(self) -> bool:
         return bool(self._rows)
 
-    def drain(self) -> dict[str, list] | None:
-        """This interval's rollup rows as columns (``rollup.ROW_COLUMNS``), or None when there are none."""
+    def drain(self, final: bool = False) -> dict[str, list] | None:
+        """Rollup rows of the minutes that are over as columns (``rollup.ROW_COLUMNS``), or None.
+
+        The newest minute seen stays open (unless ``final``): an interval that is not aligned with minutes
+        would otherwise ship each minute as two sets of rows.
+        """
         self._sampled = 0
-        if not self._rows:
+        if final:
+            ready, self._rows = self._rows, {}
+        else:
+            ready = {k: v for k, v in self._rows.items() if k[0] < self._newest_minute}
+            self._rows = {k: v for k, v in self._rows.items() if k[0] >= self._newest_minute}
+        if not ready:
             return None
         names = [name for name, _ in ROW_COLUMNS]
         columns: dict[str, list] = {name: [] for name in names}
         key_names = names[:-2]  # minute, dims..., failed, lat_bucket
-        for key, (count, latency_max) in self._rows.items():
+        for key, (count, latency_max) in ready.items():
             for name, value in zip(key_names, key):
                 columns[name].append(value)
             columns["events"].append(count)
             columns["latency_max"].append(latency_max)
-        self.counters["rollup_rows"] += len(self._rows)
-        self._rows = {}
+        self.counters["rollup_rows"] += len(ready)
         return columns

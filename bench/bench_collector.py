@@ -253,6 +253,100 @@ def bench_queries(store_url: str, n: int, repeats: int) -> dict[str, list[float]
     return timings
 
 
+# --- summary vs all: what one node ships in an hour of a healthy, realistic mix -------------------------------------
+def realistic_hour(rate: int, seconds: int, seed: int = 1):
+    """Per simulated second, a list of events: mostly healthy lookups, a few failures, slow, truncated, drops."""
+    import random
+
+    rng = random.Random(seed)
+    comms = [f"svc{i}" for i in range(20)]
+    names = [f"api{i}.prod.svc.cluster.local" for i in range(300)] + [f"cdn{i}.example.com" for i in range(200)]
+    t0 = 1_700_000_000 * 10**9
+    for second in range(seconds):
+        events = []
+        for n in range(rate):
+            ts = t0 + second * 10**9 + n * (10**9 // rate)
+            pick = rng.random()
+            comm = rng.choice(comms)
+            common = {"ts": ts, "pid": 1000 + comms.index(comm), "tid": 1000 + comms.index(comm), "comm": comm,
+                      "container": f"ctr-{comm}", "pod": f"{comm}-7d9f-{comms.index(comm) % 3}",
+                      "namespace": "prod"}
+            latency = int(rng.lognormvariate(13.8, 0.8))  # ~1 ms median
+            slow = rng.random() < 0.002
+            if slow:
+                latency = int(rng.uniform(0.2, 5.0) * 1e9)
+            name = rng.choice(names)
+            if pick < 0.4:
+                rcode = "NXDOMAIN" if rng.random() < 0.004 else ("SERVFAIL" if rng.random() < 0.001 else "NOERROR")
+                events.append(dict(common, kind="dns", qname=name, qtype=rng.choice(("A", "AAAA")),
+                                   server=rng.choice(("10.96.0.10", "10.96.0.11")), dport=53,
+                                   sport=rng.randint(32768, 60999), proto="udp", id=rng.randint(0, 65535),
+                                   rcode=rcode, tc=rng.random() < 0.0005, ancount=1, latency_ns=latency,
+                                   answered=True, retransmit=rng.random() < 0.001))
+            elif pick < 0.65:
+                events.append(dict(common, kind="gai", func="getaddrinfo", name=name, latency_ns=latency,
+                                   error="EAI_AGAIN" if slow and rng.random() < 0.5 else None,
+                                   libc="/lib/x86_64-linux-gnu/libc.so.6"))
+            elif pick < 0.9:
+                events.append(dict(common, kind="lookup", name=name, latency_ns=latency, source="gai",
+                                   attempts=[{"server": "10.96.0.10", "qtype": "A", "rcode": "NOERROR"},
+                                             {"server": "10.96.0.10", "qtype": "AAAA", "rcode": "NOERROR"}]))
+            elif pick < 0.9995:
+                events.append(dict(common, kind="connect", saddr="10.1.0.5", sport=rng.randint(32768, 60999),
+                                   daddr=f"10.2.{rng.randint(0, 20)}.{rng.randint(1, 254)}", dport=443,
+                                   latency_ns=latency // 4, retries=1 if rng.random() < 0.001 else 0,
+                                   result="established" if rng.random() > 0.001 else "timeout"))
+            else:
+                events.append(dict(common, kind="drop", reason="IP_RPFILTER", location="ip_rcv_finish_core",
+                                   protocol="tcp", saddr="10.9.0.1", daddr="10.9.0.2", count=1))
+        yield events
+
+
+class _Idle:
+    """A transport that never delivers: the spool keeps what the shipper made, which is what is measured."""
+
+    def run_session(self, spool, stop):
+        stop.wait(3600)
+        return False
+
+    def interrupt(self):
+        pass
+
+    def stats(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+def bench_summary(rate: int, seconds: int, workdir: Path) -> dict[str, dict]:
+    """Events and bytes one node's shipper makes over ``seconds`` of simulated time, per mode."""
+    from dnstrace.agent.shipper import Shipper
+    from dnstrace.agent.spool import Spool
+    from dnstrace.agent.summary import Summarizer
+
+    out = {}
+    for mode in ("all", "summary"):
+        clock = [0]
+        shipper = Shipper(host_id="node", spool=Spool(str(workdir / f"spool-{mode}"), 8 << 30), transport=_Idle(),
+                          batch_max_events=5000, batch_interval_ns=10**9, drain_timeout_s=0,
+                          summary=Summarizer(100_000_000, 100) if mode == "summary" else None,
+                          summary_interval_ns=60 * 10**9, clock=lambda: clock[0])
+        cpu = time.process_time()
+        for second, events in enumerate(realistic_hour(rate, seconds)):
+            clock[0] = second * 10**9
+            shipper.handle(events)
+            shipper.tick()
+        clock[0] = seconds * 10**9
+        shipper.flush()
+        stats = shipper.stats()
+        stats["cpu_s"] = time.process_time() - cpu
+        stats["events_shipped"] = shipper.spool.pending()[1]
+        out[mode] = stats
+        shipper.close()
+    return out
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -278,6 +372,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20, help="runs per query")
     parser.add_argument("--stores", default="duckdb,clickhouse")
     parser.add_argument("--ingest-only", action="store_true", help="skip the query-latency run")
+    parser.add_argument("--summary-rate", type=int, default=200,
+                        help="events/s of the simulated node for the summary-vs-all volume run (0 = skip)")
+    parser.add_argument("--summary-minutes", type=int, default=60, help="simulated minutes of that run")
     args = parser.parse_args()
 
     from dnstrace import log
@@ -287,6 +384,25 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dnstrace-bench-"))
     clickhouse = None
     try:
+        if args.summary_rate:
+            volume = bench_summary(args.summary_rate, args.summary_minutes * 60, workdir)
+            per_hour = 60 / args.summary_minutes
+            print(f"== agent.ship: one node, {args.summary_rate} events/s healthy mix, {args.summary_minutes} min "
+                  f"simulated (figures per node-hour)")
+            for mode, st in volume.items():
+                extra = ""
+                if mode == "summary":
+                    sm = st["summary"]
+                    extra = (f"; raw {sm['events_raw'] * per_hour:,.0f} + sample {sm['events_sampled'] * per_hour:,.0f}"
+                             f", {sm['rollup_rows'] * per_hour:,.0f} rollup rows standing for "
+                             f"{sm['events_summarized'] * per_hour:,.0f} events")
+                print(f"  {mode:8s} events shipped {st['events_shipped'] * per_hour:12,.0f}  bytes "
+                      f"{st['bytes_spooled'] * per_hour / 2**20:9.1f} MiB  batches {st['batches_made'] * per_hour:7,.0f}  "
+                      f"agent CPU {st['cpu_s'] * per_hour:.1f} s{extra}")
+            cut = volume["all"]["bytes_spooled"] / max(1, volume["summary"]["bytes_spooled"])
+            print(f"  summary ships {cut:.1f}x fewer bytes and "
+                  f"{volume['all']['events_shipped'] / max(1, volume['summary']['events_shipped']):.1f}x fewer raw events",
+                  flush=True)
         for store_name in args.stores.split(","):
             if store_name == "clickhouse":
                 if not shutil.which("clickhouse-server") and not os.path.exists("/usr/sbin/clickhouse-server"):
