@@ -225,10 +225,25 @@ class ClickHouseStore(Store):
         for view, (target, select) in views.items():
             client.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO {target} AS {select}")
         if self.cluster:
+            self._wait_replicas_active(client)
             for table, shard_key in (("events", "rand()"), ("rollups", "rand()"), ("ingest_batches", "rand()"),
                                      ("ingest", "cityHash64(host)")):
                 client.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {table}_local ENGINE = "
                                f"Distributed({self.cluster}, {self.database}, {table}_local, {shard_key})")
+
+    def _wait_replicas_active(self, client, timeout_s: float = 60.0) -> None:
+        """A new replicated table registers with ZooKeeper in the background; writes before that fail."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = client.execute("SELECT table FROM system.replicas WHERE database = %(db)s "
+                                     "AND (is_readonly OR active_replicas = 0)", {"db": self.database})
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise EnvironmentProblem(f"replicated tables {', '.join(t for (t,) in waiting)} are not active",
+                                         hint="is ZooKeeper reachable from every ClickHouse node, and "
+                                              "interserver_http_port set in their config? (server.err.log says)")
+            time.sleep(0.2)
 
     # --- exactly-once ------------------------------------------------------------------------------------------
     def _load_watermarks(self) -> dict:

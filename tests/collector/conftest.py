@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_helpers import ClickHouseServer, CollectorProcess  # noqa: E402
+from collector_helpers import ClickHouseCluster, ClickHouseServer, CollectorProcess, ZooKeeperServer  # noqa: E402
 
 
 @pytest.fixture
@@ -37,6 +37,18 @@ def clickhouse(tmp_path_factory):
     server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory):
+    """Two shards (two clickhouse-server processes) and one ZooKeeper, all on loopback, stopped at the end."""
+    if not os.path.exists(ClickHouseServer.BINARY):
+        pytest.skip("clickhouse-server is not installed (scripts/dev setup installs it)")
+    if not os.path.exists(ZooKeeperServer.JAR) or not shutil.which("java"):
+        pytest.skip("Debian's zookeeper (and a java runtime) is not installed (scripts/dev setup installs it)")
+    cluster = ClickHouseCluster(tmp_path_factory.mktemp("chcluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 def _run_openssl(*args: str) -> None:
