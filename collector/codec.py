@@ -199,6 +199,14 @@ class DecodedBatch:
     def rollup_arrays(self) -> dict:
         return self.rollups or {}
 
+    def max_ts(self) -> int | None:
+        """The newest event (or rollup minute) in the batch."""
+        import pyarrow.compute as pc
+
+        newest = [pc.max(a).as_py() for a in (self.arrays["ts"] if self.count else None,
+                                               self.rollups["minute"] if self.rollup_count else None) if a is not None]
+        return max(newest) if newest else None
+
     @property
     def columns(self) -> dict[str, list]:
         if self._lists is None:

@@ -218,7 +218,34 @@ def run(args) -> int:
                              cert=cfg["agent.tls_cert"], key=cfg["agent.tls_key"], token=token)
     try:
         columns, rows = client.query(spec)
+        note = completeness_note(spec, client)
     finally:
         client.close()
     print_rows(spec, columns, rows, args.json, args.csv)
+    if note:
+        print(f"dnstrace: {note}", file=sys.stderr)
     return 0
+
+
+def completeness_note(spec, client, now_ns: int | None = None) -> str:
+    """Say when the answer may miss events because hosts have not delivered up to the asked range's end."""
+    from dnstrace.output import fmt_latency
+
+    try:
+        stats = client.health()["stats"].get("store", {})
+    except Exception:
+        return ""  # an older collector, or health refused: nothing to say
+    now_ns = now_ns or time.time_ns()
+    end = spec.until_ns or now_ns
+    behind = [h for h in stats.get("hosts_behind", []) if h["newest_ts"] < end and h["newest_ts"] >= spec.since_ns
+              and (not spec.hosts or h["host"] in spec.hosts)]
+    if not behind:
+        return ""
+    catching_up = [h for h in behind if h["catching_up"]]
+    shown = ", ".join(f"{h['host']} (newest event {fmt_latency(now_ns - h['newest_ts'])} ago"
+                      + (", catching up" if h["catching_up"] else ", silent") + ")" for h in behind[:5])
+    more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
+    why = ("their agents are replaying spooled batches" if catching_up else
+           "they have delivered nothing recent (down, unreachable or idle; agents spool meanwhile)")
+    return (f"answer may be incomplete: {len(behind)} host{'s' if len(behind) > 1 else ''} behind: "
+            f"{shown}{more}; {why}")

@@ -269,14 +269,46 @@ class Store:
             self._delete_before(cutoff)
         self.counters["retention_runs"] += 1
 
-    def stats(self) -> dict:
+    def stats(self, with_hosts_behind: bool = True) -> dict:
+        """Counters and queue depth; ``hosts_behind`` (one store query) for ``dnstrace query``'s completeness note."""
         with self._queue_cond:
             queued = (len(self._queue), self._queued_events)
+        extra = {}
+        if with_hosts_behind:
+            try:
+                behind = self.hosts_behind()
+                extra = {"hosts_behind": behind[:50], "hosts_behind_count": len(behind)}
+            except Exception as err:  # the store is down: say so rather than fail the health answer
+                extra = {"hosts_behind_error": f"{type(err).__name__}: {str(err)[:200]}"}
         return dict(self.counters, watermarks=len(self._watermarks), queued_batches=queued[0],
-                    queued_events=queued[1])
+                    queued_events=queued[1], held_events=self._held_events, held_max_events=self.HELD_MAX_EVENTS,
+                    **extra)
 
     def describe(self) -> str:
         return self.kind
+
+    BEHIND_AFTER_NS = 60 * 10**9
+    BEHIND_WINDOW_NS = 3600 * 10**9
+
+    def hosts_behind(self, now_ns: int | None = None) -> list[dict]:
+        """Hosts whose stored events stop more than ``BEHIND_AFTER_NS`` before now (among those heard from in the
+        last ``BEHIND_WINDOW_NS``): an answer about recent minutes misses what they have not delivered yet.
+
+        ``catching_up``: the host's latest batch arrived recently but holds old events (its agent is replaying
+        its spool); otherwise the host has been silent (unreachable, down, or simply idle).
+        """
+        now_ns = now_ns or time.time_ns()
+        p = self.dialect.param
+        rows = self._execute(f"SELECT host, max(max_ts), max(received_ns) FROM ingest_batches "
+                             f"WHERE received_ns >= {p('since')} GROUP BY host",
+                             {"since": now_ns - self.BEHIND_WINDOW_NS})
+        behind = []
+        for host, newest_ts, received_ns in rows:
+            if newest_ts is None or newest_ts >= now_ns - self.BEHIND_AFTER_NS:
+                continue
+            behind.append({"host": host, "newest_ts": int(newest_ts), "last_received_ns": int(received_ns),
+                           "catching_up": int(received_ns) >= now_ns - self.BEHIND_AFTER_NS})
+        return sorted(behind, key=lambda h: h["newest_ts"])
 
     def stop_writer(self) -> None:
         """Write what is queued, then stop the writer thread (called by ``close``)."""

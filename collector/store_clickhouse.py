@@ -196,14 +196,14 @@ class ClickHouseStore(Store):
             + ttl.replace("intDiv(ts,", "intDiv(minute,"))
         had_batches = bool(client.execute(f"EXISTS TABLE ingest_batches{local}")[0][0])
         client.execute(f"CREATE TABLE IF NOT EXISTS ingest_batches{local} (host String, boot_id String, "
-                       f"instance UInt64, seq UInt64, events UInt64, received_ns Int64) "
+                       f"instance UInt64, seq UInt64, events UInt64, received_ns Int64, max_ts Int64) "
                        f"ENGINE = {self._engine('ingest_batches')} ORDER BY (host, boot_id, instance, seq)")
         # Before the ingest table, a view on events wrote rollups: the views below replace it.
         client.execute("DROP TABLE IF EXISTS rollups_mv")
         if existed and not had_rollups:
             client.execute(f"INSERT INTO rollups{local} {rollup.ingest_select(f'events{local}', 'clickhouse')}")
         if existed and not had_batches:
-            client.execute(f"INSERT INTO ingest_batches{local} SELECT host, boot_id, instance, seq, count(), 0 "
+            client.execute(f"INSERT INTO ingest_batches{local} SELECT host, boot_id, instance, seq, count(), 0, max(ts) "
                            f"FROM events{local} GROUP BY host, boot_id, instance, seq")
         ingest = ", ".join(f"{n} {t}" for n, t in ingest_columns())
         client.execute(f"CREATE TABLE IF NOT EXISTS ingest{local} ({ingest}) ENGINE = Null")
@@ -219,7 +219,7 @@ class ClickHouseStore(Store):
                                         f"WHERE r_events > 0"),
             "ingest_batches_mv": (f"ingest_batches{local}",
                                   f"SELECT host, boot_id, instance, seq, sum(r_events = 0) AS events, "
-                                  f"toInt64(toUInt64(now()) * 1000000000) AS received_ns FROM ingest{local} "
+                                  f"toInt64(toUInt64(now()) * 1000000000) AS received_ns, max(ts) AS max_ts FROM ingest{local} "
                                   f"GROUP BY host, boot_id, instance, seq"),
         }
         for view, (target, select) in views.items():
