@@ -18,6 +18,7 @@ the collector serves incident queries over gRPC; latency is measured at the clie
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing as mp
 import os
 import shutil
@@ -347,6 +348,94 @@ def bench_summary(rate: int, seconds: int, workdir: Path) -> dict[str, dict]:
     return out
 
 
+# --- fleet: replicas x agents into a ClickHouse cluster ---------------------------------------------------------
+def fleet_agent_main(addresses: str, host: str, spool_dir: str, rate: int, seconds: float, batch: int,
+                     go, result) -> None:
+    """One simulated agent: spools pre-encoded batches at ``rate`` events/s; the real shipper sends them."""
+    import threading
+
+    from recorded import make_events
+
+    from dnstrace.agent.shipper import GrpcTransport, Shipper
+    from dnstrace.agent.spool import Spool, SpoolRecord
+    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+
+    payload = encode_events(make_events(host, batch))
+    shipper = Shipper(host_id=host, spool=Spool(spool_dir, 4 << 30), boot_id="bench", drain_timeout_s=0,
+                      transport=GrpcTransport(addresses, insecure=True, spread_key=host, failback_s=30))
+    depth = {"max": 0, "samples": []}
+
+    def sample(stop):
+        while not stop.wait(0.25):
+            pending = shipper.spool.pending()[1]
+            depth["max"] = max(depth["max"], pending)
+            depth["samples"].append(pending)
+
+    go.wait()
+    stop = threading.Event()
+    threading.Thread(target=sample, args=(stop,), daemon=True).start()
+    started = time.perf_counter()
+    batches = int(rate * seconds) // batch
+    for seq in range(1, batches + 1):
+        due = started + (seq - 1) * batch / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        shipper.spool.append(SpoolRecord(SCHEMA_VERSION, host, "bench", shipper.instance, seq, batch, payload))
+    delivered = shipper.wait_delivered(600)
+    finished = time.perf_counter()
+    stop.set()
+    counters = shipper.transport.stats()
+    result.put((host, counters["events_acked"], started, finished, depth["max"],
+                statistics.mean(depth["samples"]) if depth["samples"] else 0, delivered, counters["collector"]))
+    shipper.close()
+
+
+def bench_fleet(workdir: Path, replicas: int, agents: int, rate: int, seconds: float, batch: int) -> dict:
+    from collector_helpers import ClickHouseCluster
+
+    cluster = ClickHouseCluster(workdir / "cluster").start()
+    procs = []
+    try:
+        url = cluster.url_for("bench_fleet")
+        from dnstrace.collector.store import open_store
+
+        open_store(url).close()  # create the schema once, before the replicas race to
+        collectors = [start_collector(url) for _ in range(replicas)]
+        procs = [p for p, _ in collectors]
+        addresses = ",".join(a for _, a in collectors)
+        server_cpu = [cpu_seconds(n.proc.pid) for n in cluster.nodes]
+        ctx = mp.get_context("spawn")
+        go, result = ctx.Event(), ctx.Queue()
+        agents_procs = [ctx.Process(target=fleet_agent_main, args=(addresses, f"fleet-{a}", str(workdir / f"spool{a}"),
+                                                                    rate // agents, seconds, batch, go, result))
+                        for a in range(agents)]
+        for p in agents_procs:
+            p.start()
+        time.sleep(3)  # agents importing
+        go.set()
+        results = [result.get(timeout=900) for _ in agents_procs]
+        for p in agents_procs:
+            p.join(30)
+        total = sum(r[1] for r in results)
+        wall = max(r[3] for r in results) - min(r[2] for r in results)
+        stored = open_store(url)
+        try:
+            in_store = stored.count()
+        finally:
+            stored.close()
+        return {"events": total, "in_store": in_store, "wall": wall, "rate": total / wall,
+                "collector_cpu": sum(cpu_seconds(p.pid) for p in procs) / (total / 1e6),
+                "server_cpu": sum(cpu_seconds(n.proc.pid) - c for n, c in zip(cluster.nodes, server_cpu)) / (total / 1e6),
+                "spool_max": max(r[4] for r in results), "spool_mean": statistics.mean(r[5] for r in results),
+                "all_delivered": all(r[6] for r in results),
+                "spread": sorted(collections.Counter(r[7] for r in results).values())}
+    finally:
+        for p in procs:
+            stop(p)
+        cluster.stop()
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -375,6 +464,11 @@ def main() -> int:
     parser.add_argument("--summary-rate", type=int, default=200,
                         help="events/s of the simulated node for the summary-vs-all volume run (0 = skip)")
     parser.add_argument("--summary-minutes", type=int, default=60, help="simulated minutes of that run")
+    parser.add_argument("--fleet-rate", type=int, default=300_000,
+                        help="events/s offered by all simulated agents together in the cluster run (0 = skip)")
+    parser.add_argument("--fleet-seconds", type=float, default=15, help="how long the agents offer that rate")
+    parser.add_argument("--fleet-agents", type=int, default=8)
+    parser.add_argument("--fleet-replicas", type=int, default=2)
     args = parser.parse_args()
 
     from dnstrace import log
@@ -403,7 +497,18 @@ def main() -> int:
             print(f"  summary ships {cut:.1f}x fewer bytes and "
                   f"{volume['all']['events_shipped'] / max(1, volume['summary']['events_shipped']):.1f}x fewer raw events",
                   flush=True)
-        for store_name in args.stores.split(","):
+        if args.fleet_rate and os.path.exists("/usr/share/java/zookeeper.jar"):
+            f = bench_fleet(workdir, args.fleet_replicas, args.fleet_agents, args.fleet_rate, args.fleet_seconds,
+                            args.batch)
+            print(f"== fleet: {args.fleet_replicas} collector replicas x {args.fleet_agents} agents -> ClickHouse "
+                  f"cluster (2 shards, ReplicatedMergeTree, 1 ZooKeeper), {args.fleet_rate:,} events/s offered "
+                  f"for {args.fleet_seconds:.0f}s")
+            print(f"  delivered {f['events']:,} events ({f['in_store']:,} in the store) in {f['wall']:.1f}s: "
+                  f"{f['rate']:,.0f} events/s end to end; collector CPU {f['collector_cpu']:.2f} s per 1M events "
+                  f"(both replicas), clickhouse-server CPU {f['server_cpu']:.2f} s per 1M (both shards); agent spool "
+                  f"depth max {f['spool_max']:,} events, mean {f['spool_mean']:,.0f}; agents per replica {f['spread']}"
+                  + ("" if f["all_delivered"] else "; NOT everything delivered"), flush=True)
+        for store_name in filter(None, args.stores.split(",")):
             if store_name == "clickhouse":
                 if not shutil.which("clickhouse-server") and not os.path.exists("/usr/sbin/clickhouse-server"):
                     print("clickhouse: skipped (clickhouse-server not installed)")

@@ -6,7 +6,9 @@ stored ``seq`` per (host, boot, instance) as a watermark: a batch at or below it
 replay and is acknowledged without storing anything again. Each backend stores a
 batch's events, its per-minute rollup rows and its watermark atomically (DuckDB: one
 transaction; ClickHouse: one insert block carrying the key columns), and rebuilds
-watermarks on start. Writes go through one writer thread that commits whatever has
+watermarks on start. A store several collectors share (ClickHouse behind replicas)
+reads the current watermarks of a group's agent instances before writing it
+(``_sync_watermarks``), so a batch another replica stored counts as a replay. Writes go through one writer thread that commits whatever has
 queued up as one group (see ``Store``).
 """
 
@@ -213,6 +215,12 @@ class Store:
                 item.resolve(error=RuntimeError(f"an earlier batch (seq {self._poisoned[ident]}) of this agent failed"))
                 continue
             try:
+                # A failed group may have stored some of its batches (ClickHouse: whole blocks): ask again.
+                self._sync_watermarks({ident})
+                if item.key.seq <= self._watermarks.get(ident, 0):
+                    self.counters["batches_duplicate"] += 1
+                    item.resolve(False)
+                    continue
                 with self._write_lock:
                     refused = self._write_group([(item.key, item.batch)])
             except Exception as err:
@@ -269,17 +277,15 @@ class Store:
             self._delete_before(cutoff)
         self.counters["retention_runs"] += 1
 
-    def stats(self, with_hosts_behind: bool = True) -> dict:
+    def stats(self) -> dict:
         """Counters and queue depth; ``hosts_behind`` (one store query) for ``dnstrace query``'s completeness note."""
         with self._queue_cond:
             queued = (len(self._queue), self._queued_events)
-        extra = {}
-        if with_hosts_behind:
-            try:
-                behind = self.hosts_behind()
-                extra = {"hosts_behind": behind[:50], "hosts_behind_count": len(behind)}
-            except Exception as err:  # the store is down: say so rather than fail the health answer
-                extra = {"hosts_behind_error": f"{type(err).__name__}: {str(err)[:200]}"}
+        try:
+            behind = self.hosts_behind()
+            extra = {"hosts_behind": behind[:50], "hosts_behind_count": len(behind)}
+        except Exception as err:  # the store is down: say so rather than fail the health answer
+            extra = {"hosts_behind_error": f"{type(err).__name__}: {str(err)[:200]}"}
         return dict(self.counters, watermarks=len(self._watermarks), queued_batches=queued[0],
                     queued_events=queued[1], held_events=self._held_events, held_max_events=self.HELD_MAX_EVENTS,
                     **extra)
