@@ -7,8 +7,10 @@ Native like every later release). ``ingest`` is a ``Null`` table: materialized v
 on it write, from that one block, the raw ``events`` (carrying each row's batch key
 columns), the per-minute ``rollups`` of those events (``collector.rollup``), the
 rollup rows agents ship in ``summary`` mode, and one ``ingest_batches`` row per batch.
-The server applies an insert only once it has read the whole block, so a collector
-killed mid-insert stores nothing of the group.
+A group is streamed as blocks of whole batches (the next block is built while the
+server writes the previous one); the server applies a block only once it has read all
+of it, so a collector killed mid-insert leaves whole batches or nothing, and the
+batches it left are seen by the dedup check below.
 
 Exactly-once across collector replicas: the dedup state is ``ingest_batches`` in
 ClickHouse, not a collector's memory. Before writing a group the writer reads the
@@ -401,11 +403,13 @@ class ClickHouseStore(Store):
             return self._client.execute(sql, params)
 
     def _delete_before(self, cutoff_ns: int) -> None:
-        if self._ttl_native:
-            return  # the table's TTL does it
         with self._query_lock:
-            self._on_every_table(f"ALTER TABLE {{events}} DELETE WHERE ts < {int(cutoff_ns)}")
-            self._on_every_table(f"ALTER TABLE {{rollups}} DELETE WHERE minute + {rollup.MINUTE_NS} <= {int(cutoff_ns)}")
+            if not self._ttl_native:  # else the tables' TTL does it
+                self._on_every_table(f"ALTER TABLE {{events}} DELETE WHERE ts < {int(cutoff_ns)}")
+                self._on_every_table(f"ALTER TABLE {{rollups}} DELETE WHERE minute + {rollup.MINUTE_NS} <= "
+                                     f"{int(cutoff_ns)}")
+            # dedup keys age out with the events (the table has no TTL)
+            self._on_every_table(f"ALTER TABLE {{ingest_batches}} DELETE WHERE received_ns < {int(cutoff_ns)}")
 
     def count(self) -> int:
         return self._execute("SELECT count() FROM events", {})[0][0]

@@ -143,3 +143,20 @@ def test_summary_ships_less(stores):
         assert summary["summary"]["events_summarized"] + shipped == PER_HOST
         assert shipped < PER_HOST / 2  # this stream is failure-heavy on purpose; bench/ shows a healthy mix
         assert summary["bytes_spooled"] < everything["bytes_spooled"]
+
+
+def test_config_turns_summary_mode_and_replicas_on(tmp_path):
+    from dnstrace.agent import config as config_mod
+    from dnstrace.agent.shipper import make_sink
+
+    path = tmp_path / "dnstrace.toml"
+    path.write_text(f'[agent]\nship = "summary"\nsummary_slow = "250ms"\nsummary_sample = 20\n'
+                    f'collector = "127.0.0.1:1, localhost:2"\ninsecure = true\nspool_dir = "{tmp_path}/spool"\n')
+    shipper = make_sink(config_mod.load(str(path), {}))
+    try:
+        assert shipper.summary is not None and shipper.summary.slow_ns == 250_000_000
+        assert shipper.summary.sample_every == 20
+        assert shipper.transport.addresses == ["127.0.0.1:1", "localhost:2"]
+    finally:
+        shipper.drain_timeout_s = 0
+        shipper.close()
