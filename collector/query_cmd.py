@@ -23,6 +23,10 @@ examples:
   dnstrace query --since 1h --kind lookup --top 20 --by host
   dnstrace query --since 6h --findings
 
+--top and --bucket answer whole minutes: --since/--until are widened to the minute, so the
+answer comes from the per-minute rollups and counts every event of hosts that ship summaries
+(agent.ship = summary), not only the ones they shipped raw.
+
 Without --collector, asks the embedded collector of this node's agent on its local unix
 socket (agent.embedded_listen); a unix socket needs no TLS (root-only permissions). TCP
 addresses use TLS unless --insecure is given. The query token comes from --token, the
@@ -138,6 +142,12 @@ def build_spec(args, now_ns: int | None = None):
     spec.bucket_ns = parse_duration_ns(args.bucket) if args.bucket else 0
     if args.bucket and spec.bucket_ns <= 0:
         raise UsageError("--bucket must be positive")
+    if spec.mode in ("top", "timeseries"):
+        from dnstrace.collector.rollup import MINUTE_NS
+
+        spec.since_ns = spec.since_ns // MINUTE_NS * MINUTE_NS
+        if spec.until_ns:
+            spec.until_ns = -(-spec.until_ns // MINUTE_NS) * MINUTE_NS
     spec.validate()
     return spec
 

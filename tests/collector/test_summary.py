@@ -160,3 +160,20 @@ def test_config_turns_summary_mode_and_replicas_on(tmp_path):
     finally:
         shipper.drain_timeout_s = 0
         shipper.close()
+
+
+def test_cli_top_and_buckets_cover_whole_minutes():
+    import argparse
+
+    from dnstrace.collector import query_cmd
+
+    parser = argparse.ArgumentParser()
+    query_cmd.register(parser.add_subparsers())
+    now = START + 90 * 10**9 + 123
+    top = query_cmd.build_spec(parser.parse_args(["query", "--since", "10m", "--top", "5"]), now_ns=now)
+    assert top.since_ns == START - 9 * MINUTE_NS and top.since_ns % MINUTE_NS == 0
+    series = query_cmd.build_spec(parser.parse_args(["query", "--since", f"@{START / 1e9 + 1}", "--until",
+                                                     f"@{START / 1e9 + 61}", "--bucket", "1m"]), now_ns=now)
+    assert (series.since_ns, series.until_ns) == (START, START + 2 * MINUTE_NS)
+    events = query_cmd.build_spec(parser.parse_args(["query", "--since", "10m"]), now_ns=now)
+    assert events.since_ns == now - 600 * 10**9  # raw events keep the exact range
