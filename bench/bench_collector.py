@@ -13,6 +13,12 @@ runs ``--ingest-runs`` times on a fresh store and the median is the figure, beca
 to run this 2-core VM varies by +-15%.
 Queries: the store is filled with synthetic events by SQL (no Python per row), then
 the collector serves incident queries over gRPC; latency is measured at the client.
+Fleet (``--fleet-*``): a two-shard ReplicatedMergeTree ClickHouse cluster with one
+ZooKeeper, collector replicas in front of it and simulated agents (real shipper and
+spool, pre-encoded batches offered at a fixed rate): end-to-end events/s, CPU, and how
+deep the agents' spools get when the collectors cannot keep up.
+Summary (``--summary-*``): what one node's shipper makes in a simulated hour of a
+healthy mix with ``agent.ship = all`` and ``summary``: events and bytes.
 """
 
 from __future__ import annotations

@@ -114,6 +114,10 @@ def _json_default(value):
 
 def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
     """Agent side: event dicts -> msgpack columnar batch bytes (layout ``version``)."""
+    return msgpack.packb(_batch_map(events, version), use_bin_type=True)
+
+
+def _batch_map(events: list[dict], version: int) -> dict:
     n = len(events)
     cols: dict[str, list] = {name: [None] * n for name in COLUMN_NAMES}
     column_fields = set(EVENT_COLUMN_FIELDS) | {"host"}
@@ -130,17 +134,17 @@ def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
         if extra:
             cols["attrs"][i] = json.dumps(extra, default=_json_default, separators=(",", ":"))
     if version == 1:
-        return msgpack.packb({"n": n, "cols": cols}, use_bin_type=True)
-    return msgpack.packb({"n": n, "cols": _pack_columns(n, cols, COLUMNS, ("ts", "kind"))}, use_bin_type=True)
+        return {"n": n, "cols": cols}
+    return {"n": n, "cols": _pack_columns(n, cols, COLUMNS, ("ts", "kind"))}
 
 
 def encode_rollup_batch(events: list[dict], rollup_rows: dict[str, list]) -> bytes:
     """Agent side, ``summary`` mode: raw events plus agent-made rollup rows (layout version 3).
 
     ``rollup_rows`` maps every ``rollup.ROW_COLUMNS`` name to a list of values (one per row)."""
-    from dnstrace.collector.rollup import ROW_COLUMNS
+    from dnstrace.collector.rollup import MINUTE_NS, ROW_COLUMNS
 
-    batch = msgpack.unpackb(encode_events(events), raw=False)
+    batch = _batch_map(events, SCHEMA_VERSION)
     count = len(rollup_rows["minute"])
     batch["rollups"] = {"n": count, "cols": _pack_columns(count, rollup_rows, ROW_COLUMNS, _ROLLUP_REQUIRED)}
     return msgpack.packb(batch, use_bin_type=True)
@@ -277,7 +281,7 @@ def _unpack_rollups(section, max_rows: int) -> dict:
     """Version 3's agent rollup rows -> Arrow arrays (``rollup.ROW_COLUMNS``), validated like events."""
     import pyarrow.compute as pc
 
-    from dnstrace.collector.rollup import ROW_COLUMNS
+    from dnstrace.collector.rollup import MINUTE_NS, ROW_COLUMNS
 
     if not isinstance(section, dict) or set(section) != {"n", "cols"}:
         raise BatchError("'rollups' must be a map with exactly 'n' and 'cols'")
@@ -287,8 +291,18 @@ def _unpack_rollups(section, max_rows: int) -> dict:
     if not isinstance(cols, dict) or set(cols) - set(name for name, _ in ROW_COLUMNS):
         raise BatchError("'rollups' holds unknown columns")
     arrays = _unpack_v2(n, cols, ROW_COLUMNS, _ROLLUP_REQUIRED)
-    if n and pc.min(arrays["events"]).as_py() < 1:
-        raise BatchError("a rollup row must count at least one event")
+    if n:
+        import pyarrow as pa
+
+        if pc.min(arrays["events"]).as_py() < 1:
+            raise BatchError("a rollup row must count at least one event")
+        buckets = arrays["lat_bucket"]
+        if buckets.null_count < n and not 0 <= pc.min(buckets).as_py() <= pc.max(buckets).as_py() <= 64 * 8:
+            raise BatchError("rollup latency buckets must be 0..512")  # buckets of int64 latencies
+        minute = pa.scalar(MINUTE_NS, pa.int64())
+        whole = pc.multiply(pc.divide(arrays["minute"], minute), minute)  # integer division
+        if not pc.all(pc.equal(whole, arrays["minute"])).as_py():
+            raise BatchError("rollup minutes must be whole minutes (ns)")
     return arrays
 
 

@@ -177,3 +177,18 @@ def test_cli_top_and_buckets_cover_whole_minutes():
     assert (series.since_ns, series.until_ns) == (START, START + 2 * MINUTE_NS)
     events = query_cmd.build_spec(parser.parse_args(["query", "--since", "10m"]), now_ns=now)
     assert events.since_ns == now - 600 * 10**9  # raw events keep the exact range
+
+
+@pytest.mark.parametrize("column,value,why", [("lat_bucket", 10**6, "buckets"), ("minute", MINUTE_NS + 1, "whole"),
+                                              ("events", 0, "at least one")])
+def test_hostile_rollup_rows_are_refused(column, value, why):
+    from dnstrace.collector.codec import BatchError, decode_batch, encode_rollup_batch
+    from dnstrace.collector.rollup import ROW_COLUMNS
+
+    row = {"minute": MINUTE_NS, "kind": "gai", "failed": False, "lat_bucket": 100, "events": 3, "latency_max": 10}
+    row[column] = value
+    rows = {name: [row.get(name)] for name, _ in ROW_COLUMNS}
+    with pytest.raises(BatchError, match=why):
+        decode_batch(encode_rollup_batch([], rows), version=3)
+    with pytest.raises(BatchError, match="version"):
+        decode_batch(encode_rollup_batch([], rows), version=4)
