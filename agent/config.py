@@ -130,8 +130,9 @@ def _listen_addr(value: Any) -> str:
 
 
 def _collector_addr(value: Any) -> str:
-    """HOST:PORT or unix:PATH, or empty (embedded collector)."""
-    return _host_port(value, allow_empty=True, allow_unix=True)
+    """HOST:PORT or unix:PATH, several separated by commas (replicas), or empty (embedded collector)."""
+    items = _str_list(value)
+    return ",".join(_host_port(item, allow_empty=False, allow_unix=True) for item in items)
 
 
 def _serve_addr(value: Any) -> str:
@@ -167,7 +168,18 @@ KEYS: tuple[Key, ...] = (
     Key("agent.libc_rescan_interval", _duration, parse_duration_ns("30s"), "how often to look for new libcs"),
     Key("agent.conntrack_interval", _duration, parse_duration_ns("5s"), "conntrack counter poll interval"),
     # agent: where events go
-    Key("agent.collector", _collector_addr, "", "HOST:PORT (or unix:PATH) of a remote collector; empty = embedded collector"),
+    Key("agent.collector", _collector_addr, "",
+        "HOST:PORT (or unix:PATH) of a remote collector, several comma-separated for replicas (a name resolving to "
+        "several addresses counts as several); empty = embedded collector"),
+    Key("agent.collector_failback", _duration, parse_duration_ns("30s"),
+        "while streaming to a replica other than this agent's preferred one, retry the preferred one this often"),
+    Key("agent.ship", _choice("all", "summary"), "all",
+        "all = every event raw; summary = per-interval rollups plus raw events only for what an incident needs"),
+    Key("agent.summary_interval", _duration, parse_duration_ns("1m"), "summary mode: ship rollups this often"),
+    Key("agent.summary_slow", _duration, parse_duration_ns("100ms"),
+        "summary mode: events at least this slow are shipped raw"),
+    Key("agent.summary_sample", _positive_int, 100,
+        "summary mode: also ship 1 in N of the healthy events raw (at most 1000 per interval)"),
     Key("agent.spool_dir", _str, "/var/lib/dnstrace/spool", "on-disk spool while the collector is away",
         flag_aliases=("--spool",)),
     Key("agent.spool_max_bytes", _size, parse_size("512MiB"), "spool size limit (oldest batches evicted)"),
@@ -195,6 +207,8 @@ KEYS: tuple[Key, ...] = (
     Key("collector.tls_client_ca", _str, "", "CA for client certificates; set = mutual TLS required"),
     Key("collector.ingest_token", _str, "", "bearer token agents must present"),
     Key("collector.query_token", _str, "", "bearer token queries must present"),
+    Key("collector.metrics_addr", _listen_addr, "",
+        "HOST:PORT (:PORT = all addresses) for the collector's Prometheus /metrics (queue depth, refusals); empty = off"),
     Key("collector.max_batch_bytes", _size, parse_size("64MiB"), "larger batches are refused"),
     Key("query.token", _str, "", "bearer token `dnstrace query` presents (the collector's query token)"),
     # logging

@@ -9,6 +9,11 @@ batches and deletes them only when acknowledged. Each batch carries (host id, bo
 id, instance, seq): replays after a collector crash are dropped as duplicates at
 the collector, so every event is stored once.
 
+With ``agent.ship = summary`` events pass through ``agent.summary`` first: only what
+an incident needs is batched raw, the rest travels as rollup rows every
+``agent.summary_interval``. ``agent.collector`` may name several replicas
+(``GrpcTransport``: spread, failover, failback).
+
 Without ``agent.collector`` the agent runs the collector in-process: the store from
 ``agent.embedded_store`` served on ``agent.embedded_listen`` (a unix socket, for
 ``dnstrace query``), and the sender hands batches to it without a network hop.
@@ -16,7 +21,10 @@ Without ``agent.collector`` the agent runs the collector in-process: the store f
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -24,8 +32,9 @@ from collections import deque
 from dnstrace import log
 from dnstrace.agent.runtime import Sink
 from dnstrace.agent.spool import Spool, SpoolRecord
-from dnstrace.collector.codec import (SCHEMA_VERSION, STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES, BatchError,
-                                      encode_events)
+from dnstrace.agent.summary import Summarizer
+from dnstrace.collector.codec import (ROLLUP_SCHEMA_VERSION, SCHEMA_VERSION, STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES,
+                                      BatchError, encode_events, encode_rollup_batch)
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0
 
@@ -43,7 +52,8 @@ class Shipper(Sink):
 
     def __init__(self, *, host_id: str, spool: Spool, transport, batch_max_events: int = 5000,
                  batch_interval_ns: int = 1_000_000_000, boot_id: str | None = None,
-                 drain_timeout_s: float = 5.0, on_close=None):
+                 drain_timeout_s: float = 5.0, on_close=None, summary: Summarizer | None = None,
+                 summary_interval_ns: int = 60 * 10**9, clock=time.monotonic_ns):
         self.host_id = host_id
         self.boot_id = boot_id or read_boot_id()
         self.instance = secrets.randbits(63)
@@ -53,23 +63,29 @@ class Shipper(Sink):
         self.batch_interval_ns = batch_interval_ns
         self.drain_timeout_s = drain_timeout_s
         self._on_close = on_close
+        self.summary = summary  # ``agent.ship = summary``: see ``agent.summary``
+        self.summary_interval_ns = summary_interval_ns
+        self._clock = clock  # monotonic ns; benchmarks replay an hour with a simulated one
+        self._summary_since = clock()
         self._seq = 0
         self._buffer: list[dict] = []
-        self._buffer_since = time.monotonic_ns()
+        self._buffer_since = clock()
         self._buffer_lock = threading.Lock()
         self._stop = threading.Event()
         self.log = log.get("shipper")
-        self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0}
+        self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0, "bytes_spooled": 0}
         self._thread = threading.Thread(target=self._send_loop, name="shipper", daemon=True)
         self._thread.start()
 
     # --- Sink ---------------------------------------------------------------------
     def handle(self, events: list[dict]) -> None:
         with self._buffer_lock:
-            if not self._buffer:
-                self._buffer_since = time.monotonic_ns()
-            self._buffer.extend(events)
             self.counters["events_in"] += len(events)
+            if self.summary is not None:
+                events = self.summary.take(events)
+            if not self._buffer:
+                self._buffer_since = self._clock()
+            self._buffer.extend(events)
             while len(self._buffer) >= self.batch_max_events:
                 chunk = self._buffer[: self.batch_max_events]
                 del self._buffer[: self.batch_max_events]
@@ -77,34 +93,48 @@ class Shipper(Sink):
 
     def tick(self, now_ns: int | None = None) -> None:
         with self._buffer_lock:
-            if self._buffer and time.monotonic_ns() - self._buffer_since >= self.batch_interval_ns:
+            now = self._clock()
+            if self.summary is not None and now - self._summary_since >= self.summary_interval_ns:
                 self.flush_locked()
+            elif self._buffer and now - self._buffer_since >= self.batch_interval_ns:
+                chunk, self._buffer = self._buffer, []
+                self._spool(chunk)
 
     def flush(self) -> None:
-        """Spool whatever is buffered now (used on shutdown and by tests)."""
+        """Spool whatever is buffered now, every open rollup minute included (shutdown, tests)."""
         with self._buffer_lock:
-            self.flush_locked()
+            self.flush_locked(final=True)
 
-    def flush_locked(self) -> None:
-        if self._buffer:
+    def flush_locked(self, final: bool = False) -> None:
+        """Spool the buffered events, with the summary's rollup rows when in summary mode."""
+        rollups = None
+        if self.summary is not None:
+            rollups = self.summary.drain(final)
+            self._summary_since = self._clock()
+        if self._buffer or rollups:
             chunk, self._buffer = self._buffer, []
-            self._spool(chunk)
+            self._spool(chunk, rollups)
 
-    def _spool(self, events: list[dict]) -> None:
+    def _spool(self, events: list[dict], rollups: dict | None = None) -> None:
+        version = SCHEMA_VERSION if rollups is None else ROLLUP_SCHEMA_VERSION
         try:
-            payload = encode_events(events)
+            payload = encode_events(events) if rollups is None else encode_rollup_batch(events, rollups)
         except Exception as err:  # an unencodable value must not stop the agent
             self.counters["encode_errors"] += len(events)
             self.log.error("cannot encode batch", error=str(err), events=len(events))
             return
         self._seq += 1
         self.counters["batches_made"] += 1
-        self.spool.append(SpoolRecord(SCHEMA_VERSION, self.host_id, self.boot_id, self.instance, self._seq,
+        self.counters["bytes_spooled"] += len(payload)
+        self.spool.append(SpoolRecord(version, self.host_id, self.boot_id, self.instance, self._seq,
                                       len(events), payload))
-        self._buffer_since = time.monotonic_ns()
+        self._buffer_since = self._clock()
 
     def stats(self) -> dict:
-        return dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        stats = dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        if self.summary is not None:
+            stats["summary"] = dict(self.summary.counters)
+        return stats
 
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once everything spooled so far has been acknowledged."""
@@ -155,35 +185,131 @@ def _batch_message(record: SpoolRecord):
                               event_count=record.event_count, events=record.events)
 
 
+class Endpoint:
+    """One collector address to stream to; ``server_name`` is the name TLS checks when it was resolved from one."""
+
+    __slots__ = ("address", "server_name")
+
+    def __init__(self, address: str, server_name: str = ""):
+        self.address, self.server_name = address, server_name
+
+    def __repr__(self) -> str:
+        return self.address
+
+
+def resolve_endpoints(addresses: list[str], resolve=socket.getaddrinfo) -> list[Endpoint]:
+    """Every configured address; a DNS name becomes one endpoint per address it resolves to."""
+    endpoints: list[Endpoint] = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        bare = host.strip("[]")
+        if address.startswith("unix:") or _is_ip(bare):
+            endpoints.append(Endpoint(address))
+            continue
+        try:
+            infos = resolve(bare, int(port), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            continue  # unresolvable now: the other addresses still count, and the next session retries
+        seen = []
+        for info in infos:
+            ip = info[4][0]
+            if ip not in seen:
+                seen.append(ip)
+                endpoints.append(Endpoint(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}", server_name=bare))
+    return endpoints
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def preference(spread_key: str, endpoints: list[Endpoint]) -> list[Endpoint]:
+    """Rendezvous order: each agent prefers its own replica (agents spread), the same one after every failover."""
+    def score(endpoint: Endpoint) -> bytes:
+        return hashlib.blake2b(f"{spread_key}|{endpoint.address}".encode(), digest_size=8).digest()
+
+    return sorted(endpoints, key=score, reverse=True)
+
+
 class GrpcTransport:
-    """Streams spooled batches to a remote collector; one session = one Ingest stream."""
+    """Streams spooled batches to remote collector replicas; one session = one Ingest stream to one replica.
+
+    ``address`` is one address or several comma-separated (replicas in front of one store; a DNS
+    name stands for every address it resolves to, re-resolved each session). Each agent ranks the
+    replicas by rendezvous hash of its ``spread_key`` (host id), so agents spread over replicas and
+    each comes back to the same one: a session tries them in that order, moving on at once when
+    one is unreachable; a session on any but the first ends itself gracefully (everything in flight
+    acknowledged) after ``failback_s`` so the preferred replica is tried again.
+    """
 
     def __init__(self, address: str, *, insecure: bool = False, ca: str = "", cert: str = "", key: str = "",
-                 token: str = "", server_name: str = ""):
-        from dnstrace.collector.client import CollectorClient
-
+                 token: str = "", server_name: str = "", spread_key: str = "", failback_s: float = 30.0,
+                 resolve=socket.getaddrinfo):
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()]
         self.address = address
-        self.client = CollectorClient(address, insecure=insecure, ca=ca, cert=cert, key=key, token=token,
-                                      server_name=server_name)
+        self._client_options = dict(insecure=insecure, ca=ca, cert=cert, key=key, token=token)
+        self._server_name = server_name
+        self.spread_key = spread_key or socket.gethostname()
+        self.failback_s = failback_s
+        self._resolve = resolve
+        self._clients: dict[str, object] = {}
         self.log = log.get("shipper")
         self.counters = {"sessions": 0, "batches_sent": 0, "batches_acked": 0, "batches_duplicate": 0,
                          "events_acked": 0, "batches_refused": 0, "errors": 0, "connected": False,
-                         "last_error": ""}
+                         "last_error": "", "collector": "", "failovers": 0, "failbacks": 0, "unreachable": 0}
         self._call = None
         self._lock = threading.Lock()
 
+    def _client(self, endpoint: Endpoint):
+        from dnstrace.collector.client import CollectorClient
+
+        client = self._clients.get(endpoint.address)
+        if client is None:
+            client = self._clients[endpoint.address] = CollectorClient(
+                endpoint.address, server_name=self._server_name or endpoint.server_name, **self._client_options)
+        return client
+
+    def endpoints(self) -> list[Endpoint]:
+        return preference(self.spread_key, resolve_endpoints(self.addresses, self._resolve))
+
     def run_session(self, spool: Spool, stop: threading.Event) -> bool:
+        endpoints = self.endpoints()
+        if not endpoints:
+            self.counters["errors"] += 1
+            self.counters["last_error"] = f"no collector address resolves: {self.address}"[:300]
+            return False
+        for rank, endpoint in enumerate(endpoints):
+            outcome = self._stream(endpoint, rank, spool, stop)
+            if outcome != "unreachable" or stop.is_set():
+                return outcome == "progressed"
+            self.counters["unreachable"] += 1
+        return False
+
+    def _stream(self, endpoint: Endpoint, rank: int, spool: Spool, stop: threading.Event) -> str:
+        """One Ingest stream: "progressed", "failed" (nothing acknowledged) or "unreachable" (try the next)."""
         import grpc
 
         inflight: deque = deque()
         inflight_bytes = [0]
         room = threading.Condition()
         session_over = threading.Event()
-        progressed = False
+        acked = [0]
+        # Not on the preferred replica: hand back gracefully after failback_s (stop sending, drain acks, end).
+        fail_back_at = time.monotonic() + self.failback_s if rank else None
 
         def requests():
             cursor = None
             while not (stop.is_set() or session_over.is_set()):
+                if fail_back_at is not None and time.monotonic() >= fail_back_at:
+                    with room:
+                        while inflight and not session_over.is_set():
+                            room.wait(0.2)
+                    self.counters["failbacks"] += 1
+                    return  # the stream ends once its acks are in; the next session tries the preferred one
                 with room:
                     if len(inflight) >= STREAM_WINDOW_BATCHES or inflight_bytes[0] >= STREAM_WINDOW_BYTES:
                         room.wait(0.2)
@@ -198,7 +324,7 @@ class GrpcTransport:
                     yield _batch_message(record)
 
         self.counters["sessions"] += 1
-        call = self.client.ingest_stream(requests())
+        call = self._client(endpoint).ingest_stream(requests())
         with self._lock:
             self._call = call
         try:
@@ -210,7 +336,11 @@ class GrpcTransport:
                 if ack.seq != seq:
                     self.log.warning("ack out of order", expected=seq, got=ack.seq)
                 spool.ack(position)
-                progressed = True
+                if not acked[0]:
+                    if self.counters["collector"] and self.counters["collector"] != endpoint.address:
+                        self.counters["failovers"] += 1
+                    self.counters["collector"] = endpoint.address
+                acked[0] += 1
                 self.counters["connected"] = True
                 self.counters["batches_acked"] += 1
                 if ack.duplicate:
@@ -222,22 +352,24 @@ class GrpcTransport:
             details = err.details() or ""
             self.counters["connected"] = False
             if code == grpc.StatusCode.CANCELLED and stop.is_set():
-                return progressed
+                return "progressed" if acked[0] else "failed"
             self.counters["errors"] += 1
-            self.counters["last_error"] = f"{code.name}: {details}"[:300]
+            self.counters["last_error"] = f"{endpoint.address}: {code.name}: {details}"[:300]
             if code == grpc.StatusCode.INVALID_ARGUMENT and inflight and "schema version" not in details:
                 # The oldest unacknowledged batch can never be accepted: drop it rather than block forever.
                 position, seq, count, _ = inflight[0]
                 spool.ack(position)
                 self.counters["batches_refused"] += 1
                 self.log.error("collector refused a batch; dropped", seq=seq, events=count, reason=details)
-                return True
-            self.log.warning("collector stream ended", collector=self.address, code=code.name, reason=details)
+                return "progressed"
+            self.log.warning("collector stream ended", collector=endpoint.address, code=code.name, reason=details)
+            if code == grpc.StatusCode.UNAVAILABLE and not acked[0]:
+                return "unreachable"
         finally:
             session_over.set()
             with self._lock:
                 self._call = None
-        return progressed
+        return "progressed" if acked[0] else "failed"
 
     def interrupt(self) -> None:
         with self._lock:
@@ -248,7 +380,9 @@ class GrpcTransport:
         return dict(self.counters)
 
     def close(self) -> None:
-        self.client.close()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
 
 class LocalTransport:
@@ -319,7 +453,8 @@ def make_sink(config) -> Shipper:
     if config["agent.collector"]:
         transport = GrpcTransport(config["agent.collector"], insecure=config["agent.insecure"],
                                   ca=config["agent.tls_ca"], cert=config["agent.tls_cert"],
-                                  key=config["agent.tls_key"], token=config["agent.ingest_token"])
+                                  key=config["agent.tls_key"], token=config["agent.ingest_token"],
+                                  spread_key=config["agent.host_id"], failback_s=config["agent.collector_failback"] / 1e9)
     else:
         server = start_embedded_collector(config)
         transport = LocalTransport(server)
@@ -328,9 +463,13 @@ def make_sink(config) -> Shipper:
             server.stop()
             server.store.close()
 
+    summary = None
+    if config["agent.ship"] == "summary":
+        summary = Summarizer(config["agent.summary_slow"], config["agent.summary_sample"])
     return Shipper(host_id=config["agent.host_id"], spool=spool, transport=transport,
                    batch_max_events=config["agent.batch_max_events"],
-                   batch_interval_ns=config["agent.batch_interval"], on_close=on_close)
+                   batch_interval_ns=config["agent.batch_interval"], on_close=on_close, summary=summary,
+                   summary_interval_ns=config["agent.summary_interval"])
 
 
 def start_embedded_collector(config):

@@ -534,7 +534,7 @@ def run_fleet(args: argparse.Namespace, config) -> int:
     refresh_s = parse_duration_s(args.refresh)
     if refresh_s <= 0:
         raise UsageError("--refresh must be positive")
-    client = query_client(config, config["agent.collector"], args.token)
+    client = query_client(config, config["agent.collector"].split(",")[0], args.token)  # any replica answers
     try:
         model = FleetModel(client, refresh_s=refresh_s)
         if args.once:

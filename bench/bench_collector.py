@@ -13,11 +13,18 @@ runs ``--ingest-runs`` times on a fresh store and the median is the figure, beca
 to run this 2-core VM varies by +-15%.
 Queries: the store is filled with synthetic events by SQL (no Python per row), then
 the collector serves incident queries over gRPC; latency is measured at the client.
+Fleet (``--fleet-*``): a two-shard ReplicatedMergeTree ClickHouse cluster with one
+ZooKeeper, collector replicas in front of it and simulated agents (real shipper and
+spool, pre-encoded batches offered at a fixed rate): end-to-end events/s, CPU, and how
+deep the agents' spools get when the collectors cannot keep up.
+Summary (``--summary-*``): what one node's shipper makes in a simulated hour of a
+healthy mix with ``agent.ship = all`` and ``summary``: events and bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing as mp
 import os
 import shutil
@@ -114,9 +121,11 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int) -> tuple[float, float, float]:
-    """(events/s, collector CPU seconds per million events with start-up, collector peak RSS MiB)."""
+def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int,
+                 server_pid: int | None = None) -> tuple[float, float, float, float]:
+    """(events/s, collector CPU s per 1M events with start-up, collector peak RSS MiB, server CPU s per 1M)."""
     proc, address = start_collector(store_url)
+    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
     try:
         ctx = mp.get_context("spawn")
         go, result = ctx.Event(), ctx.Queue()
@@ -137,7 +146,9 @@ def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int)
         if total != agents * events_per_agent:
             raise SystemExit(f"the collector stored {total:,} of {agents * events_per_agent:,} events")
         wall = max(r[3] for r in results) - min(r[2] for r in results)
-        return total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid)
+        server_cpu = cpu_seconds(server_pid) - server_cpu if server_pid else 0.0
+        return (total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid),
+                server_cpu / (total / 1e6))
     finally:
         stop(proc)
 
@@ -249,6 +260,188 @@ def bench_queries(store_url: str, n: int, repeats: int) -> dict[str, list[float]
     return timings
 
 
+# --- summary vs all: what one node ships in an hour of a healthy, realistic mix -------------------------------------
+def realistic_hour(rate: int, seconds: int, seed: int = 1):
+    """Per simulated second, a list of events: mostly healthy lookups, a few failures, slow, truncated, drops."""
+    import random
+
+    rng = random.Random(seed)
+    comms = [f"svc{i}" for i in range(20)]
+    names = [f"api{i}.prod.svc.cluster.local" for i in range(300)] + [f"cdn{i}.example.com" for i in range(200)]
+    t0 = 1_700_000_000 * 10**9
+    for second in range(seconds):
+        events = []
+        for n in range(rate):
+            ts = t0 + second * 10**9 + n * (10**9 // rate)
+            pick = rng.random()
+            comm = rng.choice(comms)
+            common = {"ts": ts, "pid": 1000 + comms.index(comm), "tid": 1000 + comms.index(comm), "comm": comm,
+                      "container": f"ctr-{comm}", "pod": f"{comm}-7d9f-{comms.index(comm) % 3}",
+                      "namespace": "prod"}
+            latency = int(rng.lognormvariate(13.8, 0.8))  # ~1 ms median
+            slow = rng.random() < 0.002
+            if slow:
+                latency = int(rng.uniform(0.2, 5.0) * 1e9)
+            name = rng.choice(names)
+            if pick < 0.4:
+                rcode = "NXDOMAIN" if rng.random() < 0.004 else ("SERVFAIL" if rng.random() < 0.001 else "NOERROR")
+                events.append(dict(common, kind="dns", qname=name, qtype=rng.choice(("A", "AAAA")),
+                                   server=rng.choice(("10.96.0.10", "10.96.0.11")), dport=53,
+                                   sport=rng.randint(32768, 60999), proto="udp", id=rng.randint(0, 65535),
+                                   rcode=rcode, tc=rng.random() < 0.0005, ancount=1, latency_ns=latency,
+                                   answered=True, retransmit=rng.random() < 0.001))
+            elif pick < 0.65:
+                events.append(dict(common, kind="gai", func="getaddrinfo", name=name, latency_ns=latency,
+                                   error="EAI_AGAIN" if slow and rng.random() < 0.5 else None,
+                                   libc="/lib/x86_64-linux-gnu/libc.so.6"))
+            elif pick < 0.9:
+                events.append(dict(common, kind="lookup", name=name, latency_ns=latency, source="gai",
+                                   attempts=[{"server": "10.96.0.10", "qtype": "A", "rcode": "NOERROR"},
+                                             {"server": "10.96.0.10", "qtype": "AAAA", "rcode": "NOERROR"}]))
+            elif pick < 0.9995:
+                events.append(dict(common, kind="connect", saddr="10.1.0.5", sport=rng.randint(32768, 60999),
+                                   daddr=f"10.2.{rng.randint(0, 20)}.{rng.randint(1, 254)}", dport=443,
+                                   latency_ns=latency // 4, retries=1 if rng.random() < 0.001 else 0,
+                                   result="established" if rng.random() > 0.001 else "timeout"))
+            else:
+                events.append(dict(common, kind="drop", reason="IP_RPFILTER", location="ip_rcv_finish_core",
+                                   protocol="tcp", saddr="10.9.0.1", daddr="10.9.0.2", count=1))
+        yield events
+
+
+class _Idle:
+    """A transport that never delivers: the spool keeps what the shipper made, which is what is measured."""
+
+    def run_session(self, spool, stop):
+        stop.wait(3600)
+        return False
+
+    def interrupt(self):
+        pass
+
+    def stats(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+def bench_summary(rate: int, seconds: int, workdir: Path) -> dict[str, dict]:
+    """Events and bytes one node's shipper makes over ``seconds`` of simulated time, per mode."""
+    from dnstrace.agent.shipper import Shipper
+    from dnstrace.agent.spool import Spool
+    from dnstrace.agent.summary import Summarizer
+
+    out = {}
+    for mode in ("all", "summary"):
+        clock = [0]
+        shipper = Shipper(host_id="node", spool=Spool(str(workdir / f"spool-{mode}"), 8 << 30), transport=_Idle(),
+                          batch_max_events=5000, batch_interval_ns=10**9, drain_timeout_s=0,
+                          summary=Summarizer(100_000_000, 100) if mode == "summary" else None,
+                          summary_interval_ns=60 * 10**9, clock=lambda: clock[0])
+        cpu = time.process_time()
+        for second, events in enumerate(realistic_hour(rate, seconds)):
+            clock[0] = second * 10**9
+            shipper.handle(events)
+            shipper.tick()
+        clock[0] = seconds * 10**9
+        shipper.flush()
+        stats = shipper.stats()
+        stats["cpu_s"] = time.process_time() - cpu
+        stats["events_shipped"] = shipper.spool.pending()[1]
+        out[mode] = stats
+        shipper.close()
+    return out
+
+
+# --- fleet: replicas x agents into a ClickHouse cluster ---------------------------------------------------------
+def fleet_agent_main(addresses: str, host: str, spool_dir: str, rate: int, seconds: float, batch: int,
+                     go, result) -> None:
+    """One simulated agent: spools pre-encoded batches at ``rate`` events/s; the real shipper sends them."""
+    import threading
+
+    from recorded import make_events
+
+    from dnstrace.agent.shipper import GrpcTransport, Shipper
+    from dnstrace.agent.spool import Spool, SpoolRecord
+    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+
+    payload = encode_events(make_events(host, batch))
+    shipper = Shipper(host_id=host, spool=Spool(spool_dir, 4 << 30), boot_id="bench", drain_timeout_s=0,
+                      transport=GrpcTransport(addresses, insecure=True, spread_key=host, failback_s=30))
+    depth = {"max": 0, "samples": []}
+
+    def sample(stop):
+        while not stop.wait(0.25):
+            pending = shipper.spool.pending()[1]
+            depth["max"] = max(depth["max"], pending)
+            depth["samples"].append(pending)
+
+    go.wait()
+    stop = threading.Event()
+    threading.Thread(target=sample, args=(stop,), daemon=True).start()
+    started = time.perf_counter()
+    batches = int(rate * seconds) // batch
+    for seq in range(1, batches + 1):
+        due = started + (seq - 1) * batch / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        shipper.spool.append(SpoolRecord(SCHEMA_VERSION, host, "bench", shipper.instance, seq, batch, payload))
+    delivered = shipper.wait_delivered(600)
+    finished = time.perf_counter()
+    stop.set()
+    counters = shipper.transport.stats()
+    result.put((host, counters["events_acked"], started, finished, depth["max"],
+                statistics.mean(depth["samples"]) if depth["samples"] else 0, delivered, counters["collector"]))
+    shipper.close()
+
+
+def bench_fleet(workdir: Path, replicas: int, agents: int, rate: int, seconds: float, batch: int) -> dict:
+    from collector_helpers import ClickHouseCluster
+
+    cluster = ClickHouseCluster(workdir / "cluster").start()
+    procs = []
+    try:
+        url = cluster.url_for("bench_fleet")
+        from dnstrace.collector.store import open_store
+
+        open_store(url).close()  # create the schema once, before the replicas race to
+        collectors = [start_collector(url) for _ in range(replicas)]
+        procs = [p for p, _ in collectors]
+        addresses = ",".join(a for _, a in collectors)
+        server_cpu = [cpu_seconds(n.proc.pid) for n in cluster.nodes]
+        ctx = mp.get_context("spawn")
+        go, result = ctx.Event(), ctx.Queue()
+        agents_procs = [ctx.Process(target=fleet_agent_main, args=(addresses, f"fleet-{a}", str(workdir / f"spool{a}"),
+                                                                    rate // agents, seconds, batch, go, result))
+                        for a in range(agents)]
+        for p in agents_procs:
+            p.start()
+        time.sleep(3)  # agents importing
+        go.set()
+        results = [result.get(timeout=900) for _ in agents_procs]
+        for p in agents_procs:
+            p.join(30)
+        total = sum(r[1] for r in results)
+        wall = max(r[3] for r in results) - min(r[2] for r in results)
+        stored = open_store(url)
+        try:
+            in_store = stored.count()
+        finally:
+            stored.close()
+        return {"events": total, "in_store": in_store, "wall": wall, "rate": total / wall,
+                "collector_cpu": sum(cpu_seconds(p.pid) for p in procs) / (total / 1e6),
+                "server_cpu": sum(cpu_seconds(n.proc.pid) - c for n, c in zip(cluster.nodes, server_cpu)) / (total / 1e6),
+                "spool_max": max(r[4] for r in results), "spool_mean": statistics.mean(r[5] for r in results),
+                "all_delivered": all(r[6] for r in results),
+                "spread": sorted(collections.Counter(r[7] for r in results).values())}
+    finally:
+        for p in procs:
+            stop(p)
+        cluster.stop()
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
@@ -264,8 +457,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3_000_000,
                         help="events per ingest run, split over the agents (long enough to reach steady state)")
-    parser.add_argument("--clickhouse-events", type=int, default=600_000,
-                        help="events per ingest run on ClickHouse (its Python driver ingests ~10x slower)")
+    parser.add_argument("--clickhouse-events", type=int, default=2_000_000,
+                        help="events per ingest run on ClickHouse")
     parser.add_argument("--ingest-runs", type=int, default=3,
                         help="ingest runs per configuration; the median is the figure (this VM is noisy)")
     parser.add_argument("--batch", type=int, default=5000, help="events per batch")
@@ -274,6 +467,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20, help="runs per query")
     parser.add_argument("--stores", default="duckdb,clickhouse")
     parser.add_argument("--ingest-only", action="store_true", help="skip the query-latency run")
+    parser.add_argument("--summary-rate", type=int, default=200,
+                        help="events/s of the simulated node for the summary-vs-all volume run (0 = skip)")
+    parser.add_argument("--summary-minutes", type=int, default=60, help="simulated minutes of that run")
+    parser.add_argument("--fleet-rate", type=int, default=300_000,
+                        help="events/s offered by all simulated agents together in the cluster run (0 = skip)")
+    parser.add_argument("--fleet-seconds", type=float, default=15, help="how long the agents offer that rate")
+    parser.add_argument("--fleet-agents", type=int, default=8)
+    parser.add_argument("--fleet-replicas", type=int, default=2)
     args = parser.parse_args()
 
     from dnstrace import log
@@ -283,27 +484,60 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dnstrace-bench-"))
     clickhouse = None
     try:
-        for store_name in args.stores.split(","):
+        if args.summary_rate:
+            volume = bench_summary(args.summary_rate, args.summary_minutes * 60, workdir)
+            per_hour = 60 / args.summary_minutes
+            print(f"== agent.ship: one node, {args.summary_rate} events/s healthy mix, {args.summary_minutes} min "
+                  f"simulated (figures per node-hour)")
+            for mode, st in volume.items():
+                extra = ""
+                if mode == "summary":
+                    sm = st["summary"]
+                    extra = (f"; raw {sm['events_raw'] * per_hour:,.0f} + sample {sm['events_sampled'] * per_hour:,.0f}"
+                             f", {sm['rollup_rows'] * per_hour:,.0f} rollup rows standing for "
+                             f"{sm['events_summarized'] * per_hour:,.0f} events")
+                print(f"  {mode:8s} events shipped {st['events_shipped'] * per_hour:12,.0f}  bytes "
+                      f"{st['bytes_spooled'] * per_hour / 2**20:9.1f} MiB  batches {st['batches_made'] * per_hour:7,.0f}  "
+                      f"agent CPU {st['cpu_s'] * per_hour:.1f} s{extra}")
+            cut = volume["all"]["bytes_spooled"] / max(1, volume["summary"]["bytes_spooled"])
+            print(f"  summary ships {cut:.1f}x fewer bytes and "
+                  f"{volume['all']['events_shipped'] / max(1, volume['summary']['events_shipped']):.1f}x fewer raw events",
+                  flush=True)
+        if args.fleet_rate and os.path.exists("/usr/share/java/zookeeper.jar"):
+            f = bench_fleet(workdir, args.fleet_replicas, args.fleet_agents, args.fleet_rate, args.fleet_seconds,
+                            args.batch)
+            print(f"== fleet: {args.fleet_replicas} collector replicas x {args.fleet_agents} agents -> ClickHouse "
+                  f"cluster (2 shards, ReplicatedMergeTree, 1 ZooKeeper), {args.fleet_rate:,} events/s offered "
+                  f"for {args.fleet_seconds:.0f}s")
+            print(f"  delivered {f['events']:,} events ({f['in_store']:,} in the store) in {f['wall']:.1f}s: "
+                  f"{f['rate']:,.0f} events/s end to end; collector CPU {f['collector_cpu']:.2f} s per 1M events "
+                  f"(both replicas), clickhouse-server CPU {f['server_cpu']:.2f} s per 1M (both shards); agent spool "
+                  f"depth max {f['spool_max']:,} events, mean {f['spool_mean']:,.0f}; agents per replica {f['spread']}"
+                  + ("" if f["all_delivered"] else "; NOT everything delivered"), flush=True)
+        for store_name in filter(None, args.stores.split(",")):
             if store_name == "clickhouse":
                 if not shutil.which("clickhouse-server") and not os.path.exists("/usr/sbin/clickhouse-server"):
                     print("clickhouse: skipped (clickhouse-server not installed)")
                     continue
                 clickhouse = start_clickhouse(workdir / "ch")
-                make_url = lambda tag: clickhouse.url.rsplit("/", 1)[0] + f"/bench_{tag}"  # noqa: E731
+                make_url = lambda tag: clickhouse.url_for(f"bench_{tag}")  # noqa: E731
             else:
                 make_url = lambda tag: f"duckdb:{workdir}/{tag}.duckdb"  # noqa: E731
             print(f"== {store_name}")
             for agents in sorted({1, args.agents}):
                 events = args.clickhouse_events if store_name == "clickhouse" else args.events
                 per_agent = events // agents // args.batch * args.batch
-                runs = [bench_ingest(make_url(f"ingest{agents}_{run}"), agents, per_agent, args.batch)
+                runs = [bench_ingest(make_url(f"ingest{agents}_{run}"), agents, per_agent, args.batch,
+                                     clickhouse.proc.pid if clickhouse else None)
                         for run in range(args.ingest_runs)]
                 rates = sorted(r[0] for r in runs)
                 print(f"  ingest, {agents} agent process{'es' if agents > 1 else ''}: "
                       f"{statistics.median(rates):,.0f} events/s median of {len(runs)} "
                       f"(range {rates[0]:,.0f}-{rates[-1]:,.0f}; {per_agent * agents:,} events each; collector CPU "
                       f"{statistics.median(r[1] for r in runs):.2f} s per 1M events, "
-                      f"peak RSS {max(r[2] for r in runs):.0f} MiB)", flush=True)
+                      f"peak RSS {max(r[2] for r in runs):.0f} MiB"
+                      + (f"; clickhouse-server CPU {statistics.median(r[3] for r in runs):.2f} s per 1M events"
+                         if clickhouse else "") + ")", flush=True)
             if not args.ingest_only:
                 timings = bench_queries(make_url("query"), args.query_events, args.repeats)
                 every = []

@@ -39,7 +39,11 @@ class CollectorClient:
         self.address = address
         self.timeout_s = timeout_s
         self.metadata = auth.token_metadata(token)
-        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        # Reconnect soon after a collector comes back (gRPC's default backoff grows to two minutes): the
+        # shipper's failback to a restarted replica waits on this.
+        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                   ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         credentials = auth.channel_credentials(address, insecure, ca, cert, key)

@@ -4,7 +4,7 @@ An agent turns a list of event dicts into one msgpack map ``{"n": N, "cols": {..
 holding the stored columns (``COLUMNS``) plus ``attrs``: per event, a JSON object of
 every other field (kind-specific fields, lists, dicts), so new event kinds need no
 collector change. The agent also computes ``failed`` (did this event go wrong?) so
-stores and queries share one definition. Two layouts (the envelope's schema version):
+stores and queries share one definition. Layouts (the envelope's schema version):
 
 - version 1: one msgpack list of N values per column (``None`` = missing);
 - version 2 (what agents send): packed little-endian buffers the collector wraps as
@@ -12,6 +12,9 @@ stores and queries share one definition. Two layouts (the envelope's schema vers
   "m": N bytes 0/1 present}`` ("m" omitted when all present); string columns
   dictionary-encoded ``{"d": [distinct strings], "i": N*int32 index, -1 = missing}``;
   ``failed`` N bytes 0/1. A column missing from "cols" is all null.
+- version 3 (``agent.ship = summary``): version 2 plus ``"rollups": {"n": M, "cols":
+  {...}}``, the agent's per-interval rollup rows (``rollup.ROW_COLUMNS``) in the same
+  packed layout; an older collector refuses the version and the agent keeps the batch.
 
 The collector decodes with ``decode_batch``: any malformed input raises
 ``BatchError`` (the server turns it into a gRPC error status); nothing is half-decoded.
@@ -26,7 +29,8 @@ from array import array
 import msgpack
 
 SCHEMA_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
+ROLLUP_SCHEMA_VERSION = 3  # version 2 plus agent-made rollup rows (``agent.ship = summary``)
 
 # Stored columns: (name, type). int = signed 64-bit, str = text, bool = boolean.
 # ``ts`` and ``kind`` must be present on every event; the rest may be null.
@@ -110,6 +114,10 @@ def _json_default(value):
 
 def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
     """Agent side: event dicts -> msgpack columnar batch bytes (layout ``version``)."""
+    return msgpack.packb(_batch_map(events, version), use_bin_type=True)
+
+
+def _batch_map(events: list[dict], version: int) -> dict:
     n = len(events)
     cols: dict[str, list] = {name: [None] * n for name in COLUMN_NAMES}
     column_fields = set(EVENT_COLUMN_FIELDS) | {"host"}
@@ -126,11 +134,31 @@ def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
         if extra:
             cols["attrs"][i] = json.dumps(extra, default=_json_default, separators=(",", ":"))
     if version == 1:
-        return msgpack.packb({"n": n, "cols": cols}, use_bin_type=True)
+        return {"n": n, "cols": cols}
+    return {"n": n, "cols": _pack_columns(n, cols, COLUMNS, ("ts", "kind"))}
+
+
+def encode_rollup_batch(events: list[dict], rollup_rows: dict[str, list]) -> bytes:
+    """Agent side, ``summary`` mode: raw events plus agent-made rollup rows (layout version 3).
+
+    ``rollup_rows`` maps every ``rollup.ROW_COLUMNS`` name to a list of values (one per row)."""
+    from dnstrace.collector.rollup import MINUTE_NS, ROW_COLUMNS
+
+    batch = _batch_map(events, SCHEMA_VERSION)
+    count = len(rollup_rows["minute"])
+    batch["rollups"] = {"n": count, "cols": _pack_columns(count, rollup_rows, ROW_COLUMNS, _ROLLUP_REQUIRED)}
+    return msgpack.packb(batch, use_bin_type=True)
+
+
+_ROLLUP_REQUIRED = ("minute", "kind", "failed", "events")
+
+
+def _pack_columns(n: int, cols: dict[str, list], columns, required) -> dict:
+    """Version 2 layout of columns given as lists (``None`` = missing)."""
     packed = {}
-    for name, kind in COLUMNS:
+    for name, kind in columns:
         values = cols[name]
-        if name not in ("ts", "kind") and values.count(None) == n:
+        if name not in required and values.count(None) == n:
             continue
         if kind == "int":
             numbers = array("q", [0 if v is None else v for v in values])
@@ -145,7 +173,7 @@ def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
         else:
             column = bytes([bool(v) for v in values])
         packed[name] = column
-    return msgpack.packb({"n": n, "cols": packed}, use_bin_type=True)
+    return packed
 
 
 def _little_endian(numbers: array) -> bytes:
@@ -161,10 +189,27 @@ class DecodedBatch:
     built from the arrays on first use). ``drop_lists`` frees them when only Arrow is read.
     """
 
-    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None):
+    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None,
+                 rollups: dict | None = None):
         self.count = count
         self.arrays = arrays
         self._lists = lists
+        self.rollups = rollups  # agent-made rollup rows (``rollup.ROW_COLUMNS`` -> Arrow array), or None
+
+    @property
+    def rollup_count(self) -> int:
+        return len(self.rollups["minute"]) if self.rollups else 0
+
+    def rollup_arrays(self) -> dict:
+        return self.rollups or {}
+
+    def max_ts(self) -> int | None:
+        """The newest event (or rollup minute) in the batch."""
+        import pyarrow.compute as pc
+
+        newest = [pc.max(a).as_py() for a in (self.arrays["ts"] if self.count else None,
+                                               self.rollups["minute"] if self.rollup_count else None) if a is not None]
+        return max(newest) if newest else None
 
     @property
     def columns(self) -> dict[str, list]:
@@ -200,8 +245,9 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
                               max_bin_len=len(payload) if version >= 2 else 0)
     except Exception as err:  # msgpack raises several unrelated types on garbage
         raise BatchError(f"not a msgpack batch: {type(err).__name__}") from None
-    if not isinstance(obj, dict) or set(obj) != {"n", "cols"}:
-        raise BatchError("batch must be a map with exactly 'n' and 'cols'")
+    allowed = {"n", "cols", "rollups"} if version >= 3 else {"n", "cols"}
+    if not isinstance(obj, dict) or not {"n", "cols"} <= set(obj) <= allowed:
+        raise BatchError("batch must be a map with exactly 'n' and 'cols'" + (" (and 'rollups')" if version >= 3 else ""))
     n, cols = obj["n"], obj["cols"]
     if type(n) is not int or not 0 <= n <= max_events:
         raise BatchError(f"event count must be 0..{max_events}")
@@ -215,7 +261,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
     if version >= 2:
         arrays = _unpack_v2(n, cols)
         _check_attrs(arrays["attrs"], None, check_attrs_json)
-        return DecodedBatch(n, arrays)
+        return DecodedBatch(n, arrays, rollups=_unpack_rollups(obj["rollups"], max_events) if "rollups" in obj else None)
     columns: dict[str, list] = {}
     for name, kind in COLUMNS:
         values = cols.get(name)
@@ -231,7 +277,36 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
     return DecodedBatch(n, arrays, columns)
 
 
-def _unpack_v2(n: int, cols: dict) -> dict:
+def _unpack_rollups(section, max_rows: int) -> dict:
+    """Version 3's agent rollup rows -> Arrow arrays (``rollup.ROW_COLUMNS``), validated like events."""
+    import pyarrow.compute as pc
+
+    from dnstrace.collector.rollup import MINUTE_NS, ROW_COLUMNS
+
+    if not isinstance(section, dict) or set(section) != {"n", "cols"}:
+        raise BatchError("'rollups' must be a map with exactly 'n' and 'cols'")
+    n, cols = section["n"], section["cols"]
+    if type(n) is not int or not 0 <= n <= max_rows:
+        raise BatchError(f"rollup row count must be 0..{max_rows}")
+    if not isinstance(cols, dict) or set(cols) - set(name for name, _ in ROW_COLUMNS):
+        raise BatchError("'rollups' holds unknown columns")
+    arrays = _unpack_v2(n, cols, ROW_COLUMNS, _ROLLUP_REQUIRED)
+    if n:
+        import pyarrow as pa
+
+        if pc.min(arrays["events"]).as_py() < 1:
+            raise BatchError("a rollup row must count at least one event")
+        buckets = arrays["lat_bucket"]
+        if buckets.null_count < n and not 0 <= pc.min(buckets).as_py() <= pc.max(buckets).as_py() <= 64 * 8:
+            raise BatchError("rollup latency buckets must be 0..512")  # buckets of int64 latencies
+        minute = pa.scalar(MINUTE_NS, pa.int64())
+        whole = pc.multiply(pc.divide(arrays["minute"], minute), minute)  # integer division
+        if not pc.all(pc.equal(whole, arrays["minute"])).as_py():
+            raise BatchError("rollup minutes must be whole minutes (ns)")
+    return arrays
+
+
+def _unpack_v2(n: int, cols: dict, columns=COLUMNS, required=("ts", "kind")) -> dict:
     """Version 2 columns -> Arrow arrays wrapping the payload's buffers; validates sizes, codes and types.
 
     A handful of Arrow calls per column, whatever the batch size: per-call overhead (~5 us) is what a
@@ -242,10 +317,10 @@ def _unpack_v2(n: int, cols: dict) -> dict:
 
     arrow_types = {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
     arrays = {}
-    for name, kind in COLUMNS:
+    for name, kind in columns:
         column = cols.get(name)
         if column is None:
-            if name in ("ts", "kind"):
+            if name in required:
                 raise BatchError(f"column {name!r} is required")
             arrays[name] = pa.nulls(n, arrow_types[kind])
             continue
@@ -281,7 +356,7 @@ def _unpack_v2(n: int, cols: dict) -> dict:
             raise
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as err:
             raise BatchError(f"column {name!r} is malformed ({type(err).__name__})") from None
-        if name in ("ts", "kind") and array.null_count:
+        if name in required and array.null_count:
             raise BatchError(f"column {name!r} must not hold nulls")
         arrays[name] = array
     return arrays

@@ -245,7 +245,9 @@ def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple
         key = spec.group_by or "comm"
         figures = b.figures()
         order = {"p99": "p99_ns", "count": "count", "failures": "failures", "max": "max_ns"}[spec.order_by or "p99"]
-        select = [f"{GROUP_KEYS[key]} AS {key}"] + [f"{expr} AS {alias}" for alias, expr in figures]
+        # The SQL alias is not the key's name: ClickHouse would resolve ``name`` inside coalesce(qname, name) to
+        # an alias ``name`` of that very expression. Result columns are named by position.
+        select = [f"{GROUP_KEYS[key]} AS group_{key}"] + [f"{expr} AS {alias}" for alias, expr in figures]
         columns = [key] + [alias for alias, _ in figures]
         sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {GROUP_KEYS[key]} "
                f"ORDER BY {order} DESC, count DESC LIMIT {int(limit)}")
@@ -257,9 +259,9 @@ def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple
         columns = ["bucket_ts"]
         group = ["bucket_ts"]
         if spec.group_by:
-            select.append(f"{GROUP_KEYS[spec.group_by]} AS {spec.group_by}")
+            select.append(f"{GROUP_KEYS[spec.group_by]} AS group_{spec.group_by}")
             columns.append(spec.group_by)
-            group.append(spec.group_by)
+            group.append(f"group_{spec.group_by}")
         select += [f"{expr} AS {alias}" for alias, expr in figures]
         columns += [alias for alias, _ in figures]
         sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {', '.join(group)} "

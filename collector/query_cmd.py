@@ -23,6 +23,10 @@ examples:
   dnstrace query --since 1h --kind lookup --top 20 --by host
   dnstrace query --since 6h --findings
 
+--top and --bucket answer whole minutes: --since/--until are widened to the minute, so the
+answer comes from the per-minute rollups and counts every event of hosts that ship summaries
+(agent.ship = summary), not only the ones they shipped raw.
+
 Without --collector, asks the embedded collector of this node's agent on its local unix
 socket (agent.embedded_listen); a unix socket needs no TLS (root-only permissions). TCP
 addresses use TLS unless --insecure is given. The query token comes from --token, the
@@ -138,6 +142,12 @@ def build_spec(args, now_ns: int | None = None):
     spec.bucket_ns = parse_duration_ns(args.bucket) if args.bucket else 0
     if args.bucket and spec.bucket_ns <= 0:
         raise UsageError("--bucket must be positive")
+    if spec.mode in ("top", "timeseries"):
+        from dnstrace.collector.rollup import MINUTE_NS
+
+        spec.since_ns = spec.since_ns // MINUTE_NS * MINUTE_NS
+        if spec.until_ns:
+            spec.until_ns = -(-spec.until_ns // MINUTE_NS) * MINUTE_NS
     spec.validate()
     return spec
 
@@ -213,7 +223,34 @@ def run(args) -> int:
     client = query_client(cfg, args.collector or cfg["agent.embedded_listen"])
     try:
         columns, rows = client.query(spec)
+        note = completeness_note(spec, client)
     finally:
         client.close()
     print_rows(spec, columns, rows, args.json, args.csv)
+    if note:
+        print(f"dnstrace: {note}", file=sys.stderr)
     return 0
+
+
+def completeness_note(spec, client, now_ns: int | None = None) -> str:
+    """Say when the answer may miss events because hosts have not delivered up to the asked range's end."""
+    from dnstrace.output import fmt_latency
+
+    try:
+        stats = client.health()["stats"].get("store", {})
+    except Exception:
+        return ""  # an older collector, or health refused: nothing to say
+    now_ns = now_ns or time.time_ns()
+    end = spec.until_ns or now_ns
+    behind = [h for h in stats.get("hosts_behind", []) if h["newest_ts"] < end and h["newest_ts"] >= spec.since_ns
+              and (not spec.hosts or h["host"] in spec.hosts)]
+    if not behind:
+        return ""
+    catching_up = [h for h in behind if h["catching_up"]]
+    shown = ", ".join(f"{h['host']} (newest event {fmt_latency(now_ns - h['newest_ts'])} ago"
+                      + (", catching up" if h["catching_up"] else ", silent") + ")" for h in behind[:5])
+    more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
+    why = ("their agents are replaying spooled batches" if catching_up else
+           "they have delivered nothing recent (down, unreachable or idle; agents spool meanwhile)")
+    return (f"answer may be incomplete: {len(behind)} host{'s' if len(behind) > 1 else ''} behind: "
+            f"{shown}{more}; {why}")

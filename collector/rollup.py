@@ -33,6 +33,11 @@ FILTERS = {"hosts": "host", "kinds": "kind", "comms": "comm", "containers": "con
            "namespaces": "namespace", "servers": "server", "rcodes": "rcode", "errors": "error",
            "reasons": "reason"}
 UNCOVERED_FILTERS = ("pids", "rules", "name_glob", "min_latency_ns")
+# A rollup row as agents ship it in ``summary`` mode (``agent.summary``; host comes from the batch envelope):
+# (name, codec kind). Stores add these rows to their rollups as they are.
+ROW_COLUMNS: tuple[tuple[str, str], ...] = (("minute", "int"),) + tuple(
+    (d, "str") for d in DIMENSIONS if d != "host") + (("failed", "bool"), ("lat_bucket", "int"), ("events", "int"),
+                                                      ("latency_max", "int"))
 
 
 def bucket_sql(expr: str, dialect_name: str) -> str:
@@ -53,14 +58,14 @@ def bucket_value(bucket: int) -> float:
     return 2 ** ((bucket + 0.5) / BUCKETS_PER_OCTAVE)
 
 
-def ingest_select(source: str, dialect_name: str, host_expr: str = "host") -> str:
+def ingest_select(source: str, dialect_name: str, host_expr: str = "host", where: str = "") -> str:
     """SELECT producing rollup rows from an events relation ``source`` (column order of the table)."""
     minute = (f"intDiv(ts, {MINUTE_NS}) * {MINUTE_NS}" if dialect_name == "clickhouse"
               else f"(ts // {MINUTE_NS}) * {MINUTE_NS}")
     dims = ", ".join(host_expr if d == "host" else d for d in DIMENSIONS)
     return (f"SELECT {minute} AS minute, {dims}, failed, {bucket_sql('latency_ns', dialect_name)} AS lat_bucket, "
             f"count(*) AS events, max(latency_ns) AS latency_max FROM {source} "
-            f"GROUP BY minute, {', '.join(DIMENSIONS)}, failed, lat_bucket")
+            + (f"WHERE {where} " if where else "") + f"GROUP BY minute, {', '.join(DIMENSIONS)}, failed, lat_bucket")
 
 
 def covered(spec) -> bool:

@@ -6,7 +6,9 @@ stored ``seq`` per (host, boot, instance) as a watermark: a batch at or below it
 replay and is acknowledged without storing anything again. Each backend stores a
 batch's events, its per-minute rollup rows and its watermark atomically (DuckDB: one
 transaction; ClickHouse: one insert block carrying the key columns), and rebuilds
-watermarks on start. Writes go through one writer thread that commits whatever has
+watermarks on start. A store several collectors share (ClickHouse behind replicas)
+reads the current watermarks of a group's agent instances before writing it
+(``_sync_watermarks``), so a batch another replica stored counts as a replay. Writes go through one writer thread that commits whatever has
 queued up as one group (see ``Store``).
 """
 
@@ -173,6 +175,7 @@ class Store:
                     self._queue_cond.notify_all()
 
     def _write_group_safely(self, group: list[_Pending]) -> None:
+        self._sync_watermarks({(i.key.host, i.key.boot_id, i.key.instance) for i in group})
         fresh: list[_Pending] = []
         planned: dict[tuple[str, str, int], int] = {}
         for item in group:
@@ -213,6 +216,12 @@ class Store:
                 item.resolve(error=RuntimeError(f"an earlier batch (seq {self._poisoned[ident]}) of this agent failed"))
                 continue
             try:
+                # A failed group may have stored some of its batches (ClickHouse: whole blocks): ask again.
+                self._sync_watermarks({ident})
+                if item.key.seq <= self._watermarks.get(ident, 0):
+                    self.counters["batches_duplicate"] += 1
+                    item.resolve(False)
+                    continue
                 with self._write_lock:
                     refused = self._write_group([(item.key, item.batch)])
             except Exception as err:
@@ -270,13 +279,43 @@ class Store:
         self.counters["retention_runs"] += 1
 
     def stats(self) -> dict:
+        """Counters and queue depth; ``hosts_behind`` (one store query) for ``dnstrace query``'s completeness note."""
         with self._queue_cond:
             queued = (len(self._queue), self._queued_events)
+        try:
+            behind = self.hosts_behind()
+            extra = {"hosts_behind": behind[:50], "hosts_behind_count": len(behind)}
+        except Exception as err:  # the store is down: say so rather than fail the health answer
+            extra = {"hosts_behind_error": f"{type(err).__name__}: {str(err)[:200]}"}
         return dict(self.counters, watermarks=len(self._watermarks), queued_batches=queued[0],
-                    queued_events=queued[1])
+                    queued_events=queued[1], held_events=self._held_events, held_max_events=self.HELD_MAX_EVENTS,
+                    **extra)
 
     def describe(self) -> str:
         return self.kind
+
+    BEHIND_AFTER_NS = 60 * 10**9
+    BEHIND_WINDOW_NS = 3600 * 10**9
+
+    def hosts_behind(self, now_ns: int | None = None) -> list[dict]:
+        """Hosts whose stored events stop more than ``BEHIND_AFTER_NS`` before now (among those heard from in the
+        last ``BEHIND_WINDOW_NS``): an answer about recent minutes misses what they have not delivered yet.
+
+        ``catching_up``: the host's latest batch arrived recently but holds old events (its agent is replaying
+        its spool); otherwise the host has been silent (unreachable, down, or simply idle).
+        """
+        now_ns = now_ns or time.time_ns()
+        p = self.dialect.param
+        rows = self._execute(f"SELECT host, max(max_ts), max(received_ns) FROM ingest_batches "
+                             f"WHERE received_ns >= {p('since')} GROUP BY host",
+                             {"since": now_ns - self.BEHIND_WINDOW_NS})
+        behind = []
+        for host, newest_ts, received_ns in rows:
+            if newest_ts is None or newest_ts >= now_ns - self.BEHIND_AFTER_NS:
+                continue
+            behind.append({"host": host, "newest_ts": int(newest_ts), "last_received_ns": int(received_ns),
+                           "catching_up": int(received_ns) >= now_ns - self.BEHIND_AFTER_NS})
+        return sorted(behind, key=lambda h: h["newest_ts"])
 
     def stop_writer(self) -> None:
         """Write what is queued, then stop the writer thread (called by ``close``)."""
@@ -298,6 +337,9 @@ class Store:
 
     def _load_watermarks(self) -> dict:
         raise NotImplementedError
+
+    def _sync_watermarks(self, idents: set[tuple[str, str, int]]) -> None:
+        """Bring these instances' watermarks up to date before a write (shared stores: other replicas write too)."""
 
     def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
         """Store all batches atomically (events, rollups, watermark rows); raise to store none.

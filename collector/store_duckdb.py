@@ -68,6 +68,8 @@ class DuckDBStore(Store):
             self.rebuild_rollups_locked()  # a store written before rollups existed
         self._con.execute("CREATE TABLE IF NOT EXISTS ingest_batches (host VARCHAR NOT NULL, boot_id VARCHAR NOT NULL,"
                           " instance UBIGINT NOT NULL, seq UBIGINT NOT NULL, events BIGINT, received_ns BIGINT)")
+        # The newest event of each batch: how far behind a host is (``Store.hosts_behind``).
+        self._con.execute("ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS max_ts BIGINT")
 
     def _load_watermarks(self) -> dict:
         rows = self._con.execute("SELECT host, boot_id, instance, max(seq) FROM ingest_batches "
@@ -77,8 +79,13 @@ class DuckDBStore(Store):
     def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
         import pyarrow as pa
 
-        tables, attrs_numbers, attrs_values = [], [], []
+        tables, attrs_numbers, attrs_values, agent_rollups = [], [], [], []
         for n, (key, batch) in enumerate(batches):
+            if batch.rollup_count:
+                plain = {name: a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
+                         for name, a in batch.rollups.items()}  # one type per column across batches
+                agent_rollups.append((n, pa.table(plain).append_column(
+                    "host", pa.repeat(pa.scalar(key.host, pa.string()), batch.rollup_count))))
             if not batch.count:
                 continue
             table = batch.arrow_table()
@@ -112,16 +119,25 @@ class DuckDBStore(Store):
             source = f"(SELECT * FROM incoming_group{where}) AS incoming"
             select = ", ".join(["ts", "host"] + [name for name, _ in COLUMNS if name != "ts"])
             now = time.time_ns()
-            marks = [(k.host, k.boot_id, k.instance, k.seq, b.count, now)
+            marks = [(k.host, k.boot_id, k.instance, k.seq, b.count, now, b.max_ts())
                      for n, (k, b) in enumerate(batches) if n not in refused]
             con.execute("BEGIN TRANSACTION")
             try:
                 if incoming is not None and len(refused) < len(tables):
                     con.execute(f"INSERT INTO events SELECT {select} FROM {source}")
                     con.execute(f"INSERT INTO rollups {rollup.ingest_select(source, 'duckdb')}")
+                kept = [table for n, table in agent_rollups if n not in refused]
+                if kept:
+                    con.register("agent_rollups", pa.concat_tables(kept))
+                    try:
+                        con.execute(f"INSERT INTO rollups SELECT minute, {', '.join(rollup.DIMENSIONS)}, failed, "
+                                    "lat_bucket, events, latency_max FROM agent_rollups")
+                    finally:
+                        con.unregister("agent_rollups")
                 if marks:
-                    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(marks))
-                    con.execute(f"INSERT INTO ingest_batches VALUES {values}", [v for m in marks for v in m])
+                    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(marks))
+                    con.execute("INSERT INTO ingest_batches (host, boot_id, instance, seq, events, received_ns, max_ts) "
+                                f"VALUES {values}", [v for m in marks for v in m])
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")

@@ -44,6 +44,9 @@ def _pipeline_sources(config, signal: str):
 def _remote_shipper(config, tmp: Path):
     from dnstrace.agent import shipper
 
+    for key in ("agent.summary_slow", "agent.summary_sample"):  # read from the summarizer: summary mode on
+        if config.sources[key] != "default":
+            config.set("agent.ship", "summary", "test")
     if not config["agent.collector"]:
         config.set("agent.collector", "127.0.0.1:9", "test")
     if config.sources["agent.spool_dir"] == "default":
@@ -109,10 +112,29 @@ def _channel_credentials_args(config, tmp: Path, monkeypatch_box: list) -> tuple
 
     monkeypatch_box[0].setattr(auth, "channel_credentials", record)
     try:
-        _remote_shipper(config, tmp)
+        _collector_client(config, tmp)
     finally:
         monkeypatch_box[0].setattr(auth, "channel_credentials", real)
     return seen[0]
+
+
+def _collector_client(config, tmp: Path):
+    """The client the shipper's transport opens to its first collector (clients are made per replica)."""
+    transport = _remote_shipper(config, tmp).transport
+    client = transport._client(transport.endpoints()[0])
+    client.close()
+    return client
+
+
+def _collector_metrics_address(config, tmp: Path):
+    from dnstrace.collector import metrics
+
+    http_server = metrics.serve(server=None, addr=config["collector.metrics_addr"])
+    try:
+        return http_server.server_address[:2]
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
 
 
 def _query_token(config, tmp: Path) -> tuple:
@@ -179,6 +201,7 @@ def _logging(config, tmp: Path):
 
 METRICS_PORT = _free_port()
 HEALTH_PORT = _free_port()
+COLLECTOR_METRICS_PORT = _free_port()
 
 # Each key: a non-default value and how to see it arrive. `box` carries pytest's monkeypatch.
 PROBES: dict[str, Probe] = {
@@ -211,7 +234,14 @@ PROBES: dict[str, Probe] = {
     "agent.tls_cert": Probe("/etc/x/c.pem", "/etc/x/c.pem", lambda c, t, box: _channel_credentials_args(c, t, box)[3]),
     "agent.tls_key": Probe("/etc/x/k.pem", "/etc/x/k.pem", lambda c, t, box: _channel_credentials_args(c, t, box)[4]),
     "agent.ingest_token": Probe("s3cret", (("authorization", "Bearer s3cret"),),
-                                lambda c, t: _remote_shipper(c, t).transport.client.metadata),
+                                lambda c, t: _collector_client(c, t).metadata),
+    "agent.collector_failback": Probe("90s", 90.0, lambda c, t: _remote_shipper(c, t).transport.failback_s),
+    "agent.ship": Probe("summary", True, lambda c, t: _remote_shipper(c, t).summary is not None),
+    "agent.summary_interval": Probe("5m", 300 * 10**9, lambda c, t: _remote_shipper(c, t).summary_interval_ns),
+    "agent.summary_slow": Probe("2s", 2 * 10**9, lambda c, t: _remote_shipper(c, t).summary.slow_ns),
+    "agent.summary_sample": Probe("7", 7, lambda c, t: _remote_shipper(c, t).summary.sample_every),
+    "collector.metrics_addr": Probe(f"127.0.0.1:{COLLECTOR_METRICS_PORT}", ("127.0.0.1", COLLECTOR_METRICS_PORT),
+                                    _collector_metrics_address),
     "collector.listen": Probe("127.0.0.1:7111", "127.0.0.1:7111", _collector_listen),
     "collector.store": Probe("duckdb:@TMP/c.duckdb", "@TMP/c.duckdb",
                              lambda c, t: __import__("dnstrace.collector.store", fromlist=["x"])

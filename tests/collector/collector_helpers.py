@@ -21,11 +21,12 @@ def free_port() -> int:
 class CollectorProcess:
     """``dnstrace collector`` as a subprocess; restartable on the same port and store."""
 
-    def __init__(self, store_url: str, extra: list[str] | None = None, port: int | None = None):
+    def __init__(self, store_url: str, extra: list[str] | None = None, port: int | None = None,
+                 host: str = "127.0.0.1"):
         self.store_url = store_url
         self.extra = extra or ["--insecure"]
         self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         self.proc = None
         self.stderr = b""
 
@@ -63,10 +64,11 @@ class ClickHouseServer:
 
     BINARY = shutil.which("clickhouse-server") or "/usr/sbin/clickhouse-server"
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, extra_config: str = ""):
         self.dir = directory
         self.port = free_port()
         self.http_port = free_port()
+        self.extra_config = extra_config  # more elements inside <yandex> (cluster, ZooKeeper, macros)
         self.proc = None
 
     def start(self, timeout_s: float = 60.0) -> "ClickHouseServer":
@@ -87,7 +89,7 @@ class ClickHouseServer:
             f"<user_files_path>{d}/user_files/</user_files_path>"
             f"<format_schema_path>{d}/format_schemas/</format_schema_path><users_config>{d}/users.xml</users_config>"
             "<default_profile>default</default_profile><default_database>default</default_database>"
-            "<mark_cache_size>268435456</mark_cache_size></yandex>")
+            f"<mark_cache_size>268435456</mark_cache_size>{self.extra_config}</yandex>")
         self.proc = subprocess.Popen([self.BINARY, f"--config-file={d}/config.xml"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, cwd=d)
         deadline = time.monotonic() + timeout_s
@@ -104,7 +106,11 @@ class ClickHouseServer:
 
     @property
     def url(self) -> str:
-        return f"clickhouse://127.0.0.1:{self.port}/dnstrace_test"
+        return self.url_for("dnstrace_test")
+
+    def url_for(self, database: str, cluster: str = "") -> str:
+        return (f"clickhouse://127.0.0.1:{self.port}/{database}?http_port={self.http_port}"
+                + (f"&cluster={cluster}" if cluster else ""))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -114,3 +120,84 @@ class ClickHouseServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class ZooKeeperServer:
+    """Debian's ZooKeeper 3.8, standalone on 127.0.0.1 with its data under a temp dir."""
+
+    JAR = "/usr/share/java/zookeeper.jar"
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.port = free_port()
+        self.proc = None
+
+    def start(self, timeout_s: float = 60.0) -> "ZooKeeperServer":
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        (self.dir / "zoo.cfg").write_text(
+            f"tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={self.dir}/data\nclientPort={self.port}\n"
+            "clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n")
+        log = open(self.dir / "zookeeper.log", "wb")
+        self.proc = subprocess.Popen(["java", "-Xmx256m", "-cp", f"{self.dir}:{self.JAR}",
+                                      "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(self.dir / "zoo.cfg")],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"zookeeper exited: {(self.dir / 'zookeeper.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"ruok")
+                    if conn.recv(4) == b"imok":
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("zookeeper did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class ClickHouseCluster:
+    """Two clickhouse-server processes as two shards of cluster ``name`` (ReplicatedMergeTree via one ZooKeeper)."""
+
+    def __init__(self, directory: Path, name: str = "dnstrace_test", shards: int = 2):
+        self.dir = directory
+        self.name = name
+        self.zookeeper = ZooKeeperServer(directory / "zookeeper")
+        self.nodes = [ClickHouseServer(directory / f"node{n + 1}") for n in range(shards)]
+
+    def start(self) -> "ClickHouseCluster":
+        self.zookeeper.start()
+        shards = "".join(f"<shard><replica><host>127.0.0.1</host><port>{node.port}</port></replica></shard>"
+                         for node in self.nodes)
+        try:
+            for n, node in enumerate(self.nodes):
+                node.extra_config = (
+                    f"<zookeeper><node><host>127.0.0.1</host><port>{self.zookeeper.port}</port></node></zookeeper>"
+                    f"<remote_servers><{self.name}>{shards}</{self.name}></remote_servers>"
+                    f"<macros><shard>{n + 1:02d}</shard><replica>node{n + 1}</replica></macros>"
+                    f"<interserver_http_host>127.0.0.1</interserver_http_host>"
+                    f"<interserver_http_port>{free_port()}</interserver_http_port>")
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def url_for(self, database: str, node: int = 0) -> str:
+        return self.nodes[node].url_for(database, cluster=self.name)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.zookeeper.stop()

@@ -12,15 +12,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_helpers import ClickHouseServer, CollectorProcess  # noqa: E402
+from collector_helpers import ClickHouseCluster, ClickHouseServer, CollectorProcess, ZooKeeperServer  # noqa: E402
 
 
 @pytest.fixture
 def collector_factory(tmp_path):
     started: list[CollectorProcess] = []
 
-    def make(store_url: str | None = None, extra: list[str] | None = None, port: int | None = None):
-        proc = CollectorProcess(store_url or f"duckdb:{tmp_path}/collector.duckdb", extra, port)
+    def make(store_url: str | None = None, extra: list[str] | None = None, port: int | None = None,
+             host: str = "127.0.0.1"):
+        proc = CollectorProcess(store_url or f"duckdb:{tmp_path}/collector.duckdb", extra, port, host)
         started.append(proc)
         return proc
 
@@ -36,6 +37,18 @@ def clickhouse(tmp_path_factory):
     server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster(tmp_path_factory):
+    """Two shards (two clickhouse-server processes) and one ZooKeeper, all on loopback, stopped at the end."""
+    if not os.path.exists(ClickHouseServer.BINARY):
+        pytest.skip("clickhouse-server is not installed (scripts/dev setup installs it)")
+    if not os.path.exists(ZooKeeperServer.JAR) or not shutil.which("java"):
+        pytest.skip("Debian's zookeeper (and a java runtime) is not installed (scripts/dev setup installs it)")
+    cluster = ClickHouseCluster(tmp_path_factory.mktemp("chcluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 def _run_openssl(*args: str) -> None:

@@ -39,12 +39,10 @@ def store(request, tmp_path_factory):
     if request.param == "duckdb":
         url = f"duckdb:{tmp_path_factory.mktemp('rollup')}/r.duckdb"
     else:
-        url = request.getfixturevalue("clickhouse").url.rsplit("/", 1)[0] + "/dnstrace_rollup"
+        url = request.getfixturevalue("clickhouse").url_for("dnstrace_rollup")
     s = open_store(url)
     if request.param == "clickhouse":
-        s._client.execute("TRUNCATE TABLE events")
-        s._client.execute("TRUNCATE TABLE rollups")
-        s._watermarks.clear()
+        s.truncate()
     s.sent = []
     for h, host in enumerate(HOSTS):
         events = _events(host, 3000, h)
