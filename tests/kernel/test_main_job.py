@@ -59,6 +59,14 @@ def test_top_agent_records_into_the_embedded_collector(lab, tmp_path):
         rows = [json.loads(line) for line in query.stdout.splitlines()]
         assert rows and all(r["pid"] == client.pid and r["name"] == "web.example.test" for r in rows)
         assert all(0.9e9 <= r["latency_ns"] <= 1.8e9 for r in rows)  # the dead first nameserver's timeout
+        # What the README's quick start asks: the joined lookups, with the attempt at the dead server.
+        lookups = subprocess.run(DNSTRACE + ["query", "--collector", f"unix:{sock}", "--since", "5m",
+                                             "--kind", "lookup", "--pid", str(client.pid), "--json"],
+                                 capture_output=True, text=True, timeout=60, env=env)
+        assert lookups.returncode == 0, lookups.stderr
+        lookup_rows = [json.loads(line) for line in lookups.stdout.splitlines()]
+        assert lookup_rows and all(r["pid"] == client.pid and r["name"] == "web.example.test" for r in lookup_rows)
+        assert len(lookup_rows) == len(rows), "one lookup per libc call"
         findings = subprocess.run(DNSTRACE + ["query", "--collector", f"unix:{sock}", "--since", "10m",
                                               "--kind", "finding", "--rule", "dead-nameserver", "--json"],
                                   capture_output=True, text=True, timeout=60, env=env)
