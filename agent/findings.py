@@ -1058,6 +1058,8 @@ def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
         for (from_cache, server), hop_queries in storming:
             pids, comms, containers = _affected(hop_queries)
             top = _top_process(hop_queries)
+            if not from_cache and (top["pid"], server) in w.caches_used():
+                continue  # asked of a cache on this node: its own upstream hop is judged on its own
             who = proc_label(top["pid"], top["comm"], top["container"])
             rate = len(hop_queries) / w.window_s
             if from_cache:
@@ -1159,7 +1161,7 @@ def rule_local_cache_upstream(w: Window) -> list[Finding]:
         cause = _hop_cause(w, cache, upstream)
         container = _container_of(lookups)
         app = proc_label(pid, comm, container)
-        hop = f"the local cache {program} ({proc_label(cache_pid, cache.get('comm'))} on {server})"
+        hop = f"the local cache {program} (pid {cache_pid}, {cache.get('comm')}) on {server}"
         latencies = [int(e["latency_ns"]) for e in bad if e.get("latency_ns")]
         head = (f"{len(bad)} of {len(lookups)} lookups by {app} through {hop} "
                 + (f"take {_dur(statistics.median(latencies))}" if latencies else "fail"))
