@@ -196,7 +196,8 @@ def _waited(lookup: dict) -> bool:
 
 
 def _is_dns_server_comm(comm) -> bool:
-    return bool(comm) and (comm in DNS_SERVER_COMMS or comm.split("-")[0] in DNS_SERVER_COMMS)
+    # Exact names only: "consul-client" or "named-pipe-app" are not DNS servers.
+    return bool(comm) and comm in DNS_SERVER_COMMS
 
 
 class FairBuffer:
@@ -1064,8 +1065,8 @@ def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
             rate = len(hop_queries) / w.window_s
             if from_cache:
                 apps = sum(len(qs) for (c, _), qs in hops.items() if not c)
-                why = (f"the cache {top['comm']} ({who}) forwards it upstream to {server} every time instead of "
-                       f"answering from cache" + (f" (apps asked it {apps} times)" if apps else ""))
+                why = (f"the cache {top['comm']} (pid {top['pid']}) forwards it upstream to {server} every time "
+                       f"instead of answering from cache" + (f" (apps asked it {apps} times)" if apps else ""))
                 head = f"{qname} ({qtype}) was asked upstream {len(hop_queries)} times"
             else:
                 why = f"nothing between {who} and {server} caches it"

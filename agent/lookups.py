@@ -97,7 +97,7 @@ class LookupJoiner:
                  grace_ns: int = GAI_GRACE_NS, hold_ns: int = WIRE_HOLD_NS, gap_ns: int = WIRE_GAP_NS,
                  models: ModelRegistry | None = None, local_servers: LocalServerFinder | None = None):
         self.resolv_for_pid = resolv_for_pid or (lambda pid: None)
-        self.models = models or ModelRegistry(read_binary=lambda pid: None)
+        self.models = models or ModelRegistry(read_binary=lambda pid, cache: None)
         self.local_servers = local_servers  # None: lookups are not joined to node-local caches
         self.upstream = UpstreamIndex()
         self.grace_ns, self.hold_ns, self.gap_ns = grace_ns, hold_ns, gap_ns
@@ -119,6 +119,7 @@ class LookupJoiner:
                 self.counters["gai_evicted"] += 1
         elif kind == "dns" and event.get("pid"):
             self.upstream.add(event)
+            self.models.observe(event["pid"], event.get("comm"))
             if _attempt_key(event) in self.claimed:
                 return  # e.g. the timeout of an attempt a lookup already reported as unanswered
             stored = self.wire[event["pid"]]

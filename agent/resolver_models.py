@@ -51,7 +51,7 @@ MODELS = {
 }
 UNKNOWN = MODELS["unknown"]
 
-# Programs that answer or forward DNS for others (comm, or its first '-'-separated part).
+# Programs that answer or forward DNS for others, by comm (exactly: "consul-client" is not Consul).
 CACHE_PROGRAMS = {
     "unbound": "unbound", "dnsmasq": "dnsmasq", "named": "BIND named", "coredns": "CoreDNS",
     "node-cache": "NodeLocal DNSCache", "systemd-resolve": "systemd-resolved", "nscd": "nscd",
@@ -67,7 +67,7 @@ def cache_program(comm: str | None) -> str | None:
     """The DNS cache/server program a comm belongs to (``"unbound"``), or None."""
     if not comm:
         return None
-    return CACHE_PROGRAMS.get(comm) or CACHE_PROGRAMS.get(comm.split("-")[0])
+    return CACHE_PROGRAMS.get(comm)
 
 
 def model_from_libc(path: str | None) -> ResolverModel | None:
@@ -96,8 +96,11 @@ def model_from_wire(events: list[dict]) -> ResolverModel | None:
     return None
 
 
-def _binary_model(pid: int) -> ResolverModel | None:
-    """Go (build-info marker in the executable) or c-ares (libcares mapped), read from /proc."""
+def _binary_model(pid: int, by_binary: BoundedDict | None = None) -> ResolverModel | None:
+    """Go (build-info marker in the executable) or c-ares (libcares mapped), read from /proc.
+
+    The executable's verdict is cached by (device, inode) in ``by_binary``: many processes
+    run one binary."""
     try:
         with open(f"/proc/{pid}/maps", "rb") as maps:
             text = maps.read(1 << 20)
@@ -108,28 +111,51 @@ def _binary_model(pid: int) -> ResolverModel | None:
     if b"libc.so" in text or b"ld-musl" in text:
         return None  # dynamically linked against a libc: the libc's own model (from its calls)
     try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino)
+    if by_binary is not None and key in by_binary:
+        return by_binary.get(key)
+    try:
         with open(f"/proc/{pid}/exe", "rb") as exe:
             head = exe.read(SCAN_BYTES)
     except OSError:
         return None
-    return MODELS["go"] if GO_BUILDINFO_MAGIC in head else None
+    model = MODELS["go"] if GO_BUILDINFO_MAGIC in head else None
+    if by_binary is not None:
+        by_binary.put(key, model)
+    return model
 
 
 class ModelRegistry:
-    """pid -> (model, how it is known); bounded, filled as evidence arrives."""
+    """pid -> (model, how it is known); bounded, filled as evidence arrives.
+
+    ``observe`` runs on a process's first DNS query, while it is alive (its binary is
+    read then); ``model_of`` answers later, also after the process exited."""
 
     def __init__(self, read_binary=_binary_model, limit: int = 16384):
         self.read_binary = read_binary
         self.by_pid: BoundedDict = BoundedDict(limit)
+        self.by_binary: BoundedDict = BoundedDict(1024)
 
     def saw_libc_call(self, pid: int, libc_path: str | None) -> None:
         model = model_from_libc(libc_path)
         if model is not None and pid:
             self.by_pid.put(pid, (model, "libc"))
 
+    def observe(self, pid: int, comm: str | None = None) -> None:
+        if not pid or pid in self.by_pid:
+            return
+        if cache_program(comm):
+            self.by_pid.put(pid, (MODELS["cache"], "program"))
+            return
+        binary = self.read_binary(pid, self.by_binary)
+        self.by_pid.put(pid, (binary, "binary") if binary is not None else (UNKNOWN, ""))
+
     def model_of(self, pid: int, comm: str | None = None, events: list[dict] = ()) -> tuple[ResolverModel, str]:
         known = self.by_pid.get(pid)
-        if known is not None and known[1] != "wire":
+        if known is not None and known[1] in ("libc", "program", "binary"):
             return known
         if cache_program(comm):
             return MODELS["cache"], "program"
@@ -139,10 +165,8 @@ class ModelRegistry:
             return by_wire, "wire"
         if known is not None:
             return known
-        binary = self.read_binary(pid) if pid else None
-        result = (binary, "binary") if binary is not None else (UNKNOWN, "")
-        self.by_pid.put(pid, result)
-        return result
+        self.observe(pid, comm)
+        return self.by_pid.get(pid) or (UNKNOWN, "")
 
 
 # --- grouping and latency ---------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_models_from_libc_and_registry():
     assert model_from_libc("/usr/lib/musl/lib/libc.so") is MODELS["musl"]
     assert model_from_libc("/lib/ld-musl-x86_64.so.1") is MODELS["musl"]
     assert model_from_libc("/usr/lib/x86_64-linux-gnu/libc.so.6") is MODELS["glibc"]
-    registry = ModelRegistry(read_binary=lambda pid: MODELS["go"] if pid == 3 else None)
+    registry = ModelRegistry(read_binary=lambda pid, cache: MODELS["go"] if pid == 3 else None)
     registry.saw_libc_call(1, "/usr/lib/x86_64-linux-gnu/libc.so.6")
     assert registry.model_of(1) == (MODELS["glibc"], "libc")
     assert registry.model_of(2, "unbound") == (MODELS["cache"], "program")
