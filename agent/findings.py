@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from dnstrace.agent.pipeline import Stage
+from dnstrace.agent.resolver_models import model_from_wire
 from dnstrace.units import format_duration_ns
 
 WINDOW_NS = 60 * 1_000_000_000
@@ -554,7 +555,12 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
             else w.slow_lookups_of(top["pid"])
         did_not_wait = bool(lookups) and not waited
         resolver = w.resolver_of(top["pid"])
-        confidence = _confidence(lookups)
+        if not lookups:  # its lookups not joined (yet): what its queries show (musl asks all servers at once)
+            own = next((qs for (p, _), qs in w.queries_by_process().items() if p == top["pid"]), [])
+            parallel = model_from_wire(own)
+            if parallel is not None:
+                did_not_wait, resolver = True, parallel.name
+        confidence = _confidence(lookups) if lookups else ("wire" if resolver else "wire-only")
         who = proc_label(top["pid"], top["comm"], top["container"])
         head = f"lookups by {who}"
         if did_not_wait:
