@@ -28,6 +28,7 @@ to dead servers do not count), or its last timeout when nothing answered it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from dnstrace.agent.bounded import BoundedDict
@@ -131,42 +132,47 @@ def _binary_model(pid: int, by_binary: BoundedDict | None = None) -> ResolverMod
 class ModelRegistry:
     """pid -> (model, how it is known); bounded, filled as evidence arrives.
 
-    ``observe`` runs on a process's first DNS query, while it is alive (its binary is
-    read then); ``model_of`` answers later, also after the process exited."""
+    ``observe`` runs on a process's DNS queries while it is alive (its binary is read
+    then, at most every ``recheck_ns`` per pid: pids are reused); ``model_of`` answers
+    later, also after the process exited."""
 
-    def __init__(self, read_binary=_binary_model, limit: int = 16384):
+    def __init__(self, read_binary=_binary_model, limit: int = 16384, recheck_ns: int = 5_000_000_000):
         self.read_binary = read_binary
-        self.by_pid: BoundedDict = BoundedDict(limit)
+        self.recheck_ns = recheck_ns
+        self.by_pid: BoundedDict = BoundedDict(limit)  # pid -> (model, how, comm, monotonic ns when learnt)
         self.by_binary: BoundedDict = BoundedDict(1024)
 
     def saw_libc_call(self, pid: int, libc_path: str | None) -> None:
         model = model_from_libc(libc_path)
         if model is not None and pid:
-            self.by_pid.put(pid, (model, "libc"))
+            self.by_pid.put(pid, (model, "libc", None, time.monotonic_ns()))
 
     def observe(self, pid: int, comm: str | None = None) -> None:
-        if not pid or pid in self.by_pid:
+        if not pid:
+            return
+        known = self.by_pid.get(pid)
+        now = time.monotonic_ns()
+        if known is not None and (known[1] == "libc" or (known[2] == comm and now - known[3] < self.recheck_ns)):
             return
         if cache_program(comm):
-            self.by_pid.put(pid, (MODELS["cache"], "program"))
+            self.by_pid.put(pid, (MODELS["cache"], "program", comm, now))
             return
         binary = self.read_binary(pid, self.by_binary)
-        self.by_pid.put(pid, (binary, "binary") if binary is not None else (UNKNOWN, ""))
+        self.by_pid.put(pid, (binary, "binary", comm, now) if binary is not None else (UNKNOWN, "", comm, now))
 
     def model_of(self, pid: int, comm: str | None = None, events: list[dict] = ()) -> tuple[ResolverModel, str]:
         known = self.by_pid.get(pid)
         if known is not None and known[1] in ("libc", "program", "binary"):
-            return known
+            return known[0], known[1]
         if cache_program(comm):
             return MODELS["cache"], "program"
         by_wire = model_from_wire(list(events)) if events else None
         if by_wire is not None:
-            self.by_pid.put(pid, (by_wire, "wire"))
             return by_wire, "wire"
-        if known is not None:
-            return known
-        self.observe(pid, comm)
-        return self.by_pid.get(pid) or (UNKNOWN, "")
+        if known is None:
+            self.observe(pid, comm)
+            known = self.by_pid.get(pid)
+        return (known[0], known[1]) if known is not None else (UNKNOWN, "")
 
 
 # --- grouping and latency ---------------------------------------------------------------------

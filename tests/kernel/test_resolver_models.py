@@ -8,6 +8,7 @@ namespace (the ground truth), and that findings make no latency claim the proces
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -119,7 +120,7 @@ def test_musl_with_a_dead_first_nameserver_gets_no_latency_finding(tracer, findi
         cap = capture(lab, r.client, "udp port 53", interface="eth0")
         pid, out = run_client(r.client, [binary, NAME, "6", "0.2"])
         lookups = lookups_of(tracer, pid, 6)
-        dead = findings.wait_for(lambda e: e.get("rule") == "dead-nameserver" and pid in e.get("pids", []), 15)
+        dead = findings.wait_for(lambda e: e.get("rule") == "dead-nameserver" and pid in e.get("pids", []), 25)
         queries, answers = capture_times(cap.packets(), "10.53.0.1")
     measured = parse_client_output(out)
     assert [status for _, status in measured] == ["ok"] * 6 and all(ns < 50 * MS for ns, _ in measured)
@@ -135,7 +136,8 @@ def test_musl_with_a_dead_first_nameserver_gets_no_latency_finding(tracer, findi
     assert not [f for f in mine if f["rule"] == "timeout-multiple-latency"]
     assert dead, "the dead nameserver is still worth naming"
     for f in dead:
-        assert f["severity"] == "info" and "did not wait" in f["summary"] and " take " not in f["summary"], (f["summary"], f["evidence"])
+        assert f["severity"] == "info" and "did not wait" in f["summary"], f["summary"]
+        assert not re.search(r"take \d+(\.\d+)?s", f["summary"]), f["summary"]  # no "take 3.00s"
 
 
 def test_c_ares_lookups_are_grouped_with_their_timeout(tracer):
@@ -161,3 +163,23 @@ def test_c_ares_lookups_are_grouped_with_their_timeout(tracer):
 if not os.path.exists("/usr/lib/python3/dist-packages/pycares"):  # pragma: no cover - CI installs it
     test_c_ares_lookups_are_grouped_with_their_timeout = pytest.mark.skip(
         reason="python3-pycares is not installed (scripts/dev installs it)")(test_c_ares_lookups_are_grouped_with_their_timeout)
+
+
+def test_new_musl_process_is_traced_from_its_exec(kernel, tmp_path):
+    """No other process maps musl's libc: only the exec trigger (not the 30 s rescan) can catch the calls
+    of a musl program started after the tracer, from its first lookup."""
+    binary = build_musl_client(str(tmp_path))
+    gai = TraceProcess(["trace", "gai", "--json", "--libc-rescan-interval", "10m"])
+    try:
+        with Lab() as lab:
+            r = build_resolver_lab(lab)
+            r.resolv_conf([r.server_v4])
+            pid, out = run_client(r.client, [binary, NAME, "3", "0.05", "0.05"])
+            calls = gai.wait_for(lambda e: e.get("kind") == "gai" and e.get("pid") == pid and
+                                 len([x for x in gai.snapshot() if x.get("pid") == pid]) >= 3, 10)
+    finally:
+        gai.stop()
+    assert [status for _, status in parse_client_output(out)] == ["ok"] * 3
+    mine = [e for e in gai.snapshot() if e.get("kind") == "gai" and e.get("pid") == pid]
+    assert len(mine) == 3 and calls, "".join(gai.stderr_lines[-5:])
+    assert all("musl" in (e.get("libc") or "") and e["name"] == NAME and e["error"] is None for e in mine)
