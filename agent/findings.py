@@ -92,6 +92,11 @@ class Finding:
 # --- helpers ---------------------------------------------------------------------------
 
 
+def _name(e: dict):
+    """The process name of an event: the thread-group leader's (``process``), else the thread's comm."""
+    return e.get("process") or e.get("comm")
+
+
 def proc_label(pid, comm, container: str = "") -> str:
     text = f"pid {pid} ({comm or '?'}"
     if container:
@@ -132,8 +137,8 @@ def _affected(events: Iterable[dict]) -> tuple[list, list, list]:
     for e in events:
         if e.get("pid"):
             pids[e["pid"]] += 1
-        if e.get("comm"):
-            comms[e["comm"]] += 1
+        if _name(e):
+            comms[_name(e)] += 1
         if e.get("container"):
             containers[e["container"]] += 1
     return ([p for p, _ in pids.most_common(10)], [c for c, _ in comms.most_common(10)],
@@ -141,7 +146,7 @@ def _affected(events: Iterable[dict]) -> tuple[list, list, list]:
 
 
 def _top_process(events: Iterable[dict]) -> dict:
-    counts = Counter((e.get("pid"), e.get("comm"), e.get("container") or "") for e in events if e.get("pid"))
+    counts = Counter((e.get("pid"), _name(e), e.get("container") or "") for e in events if e.get("pid"))
     if not counts:
         return {"pid": 0, "comm": "?", "container": ""}
     (pid, comm, container), _ = counts.most_common(1)[0]
@@ -152,7 +157,7 @@ def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in events:
         if e.get("pid"):
-            groups[(e["pid"], e.get("comm"))].append(e)
+            groups[(e["pid"], _name(e))].append(e)
     return groups
 
 
@@ -383,8 +388,8 @@ class Window:
                     if isinstance(attempt, dict) and (lookup.get("pid"), attempt.get("ts"), attempt.get("id"),
                                                       attempt.get("sport")) not in seen:
                         q = dict(attempt)
-                        for name in ("pid", "comm", "container", "nameservers", "resolv_options", "search",
-                                     "resolv_conf"):
+                        for name in ("pid", "comm", "process", "container", "nameservers", "resolv_options",
+                                     "search", "resolv_conf"):
                             q.setdefault(name, lookup.get(name))
                         q.setdefault("qname", lookup.get("name"))
                         queries.append(q)
@@ -415,8 +420,8 @@ class Window:
         for pid, events in buffers.items():
             if not pid:
                 continue
-            if events[0].get("comm") == events[-1].get("comm"):  # one program (comm changes on exec)
-                groups[(pid, events[0].get("comm"))] = events
+            if _name(events[0]) == _name(events[-1]):  # one program (comm changes on exec)
+                groups[(pid, _name(events[0]))] = events
             else:  # the process exec'd another program: one group per comm, as _by_process makes
                 groups.update(_by_process(events))
         return groups
@@ -1156,7 +1161,7 @@ def rule_local_cache_upstream(w: Window) -> list[Finding]:
     for e in w.kind("lookup"):
         via = e.get("via")
         if isinstance(via, dict) and via.get("pid"):
-            groups[(e.get("pid"), e.get("comm"), via.get("pid"), via.get("server"))].append(e)
+            groups[(e.get("pid"), _name(e), via.get("pid"), via.get("server"))].append(e)
     findings = []
     for (pid, comm, cache_pid, server), lookups in groups.items():
         bad = [e for e in lookups if e.get("error") or (e.get("latency_ns") or 0) >= 0.5e9]

@@ -183,3 +183,16 @@ def test_new_musl_process_is_traced_from_its_exec(kernel, tmp_path):
     mine = [e for e in gai.snapshot() if e.get("kind") == "gai" and e.get("pid") == pid]
     assert len(mine) == 3 and calls, "".join(gai.stderr_lines[-5:])
     assert all("musl" in (e.get("libc") or "") and e["name"] == NAME and e["error"] is None for e in mine)
+
+
+def test_findings_name_the_process_not_its_thread(findings):
+    """dig sends its queries from BIND's network threads (isc-net-0000): findings say dig."""
+    with Lab() as lab:
+        r = build_resolver_lab(lab)
+        proc = r.client.popen(["dig", "+tries=3", "+time=1", f"@{r.dead_v4}", NAME], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        dead = findings.wait_for(lambda e: e.get("rule") == "dead-nameserver" and proc.pid in e.get("pids", []), 25)
+        proc.wait(timeout=30)
+    assert dead, "no dead-nameserver finding for dig"
+    assert f"pid {proc.pid} (dig)" in dead[-1]["summary"] and "isc-" not in dead[-1]["summary"]
+    assert dead[-1]["comms"] == ["dig"]
