@@ -109,35 +109,40 @@ def _comm(pid: int, proc: str = "/proc") -> str:
 
 
 class LocalServerFinder:
-    """(client pid, nameserver address, port) -> the LocalServer answering it on this node, or None."""
+    """(client pid, nameserver address, port) -> the LocalServer answering it on this node, or None.
+
+    Call ``find`` while the client lives (the lookups join does on its first query to a
+    server): the answer is kept per (pid, server, port), so the lookup emitted after the
+    client exited still names its cache. Nothing is guessed for a client never seen alive:
+    127.0.0.1 is a different server in every network namespace."""
 
     def __init__(self, ttl_ns: int = 10_000_000_000, proc: str = "/proc", limit: int = 4096):
         self.ttl_ns = ttl_ns
         self.proc = proc
         self.found: BoundedDict = BoundedDict(limit)  # (netns, server, port) -> (checked_ns, LocalServer | None)
-        self.netns_of: BoundedDict = BoundedDict(16384)  # pid -> netns inode (kept after the pid exits)
-        self.last_for: BoundedDict = BoundedDict(limit)  # (server, port) -> LocalServer: for exited clients
+        self.by_client: BoundedDict = BoundedDict(16384)  # (pid, server, port) -> (checked_ns, LocalServer | None)
         self.counters = {"local_server_scans": 0}
 
     def find(self, pid: int, server: str, port: int, now_ns: int | None = None) -> LocalServer | None:
         if not pid or not server:
             return None
         now_ns = now_ns if now_ns is not None else time.time_ns()
-        netns = self.netns_of.get(pid)
-        if netns is None:
-            try:
-                netns = os.stat(f"{self.proc}/{pid}/ns/net").st_ino
-            except OSError:
-                return self.last_for.get((server, port))  # gone: the server it last had, if any
-            self.netns_of.put(pid, netns)
+        client_key = (pid, server, port)
+        known = self.by_client.get(client_key)
+        if known is not None and now_ns - known[0] < self.ttl_ns:
+            return known[1]
+        try:
+            netns = os.stat(f"{self.proc}/{pid}/ns/net").st_ino
+        except OSError:  # gone: what it had when last seen alive, if anything
+            return known[1] if known is not None else None
         key = (netns, server, port)
         cached = self.found.get(key)
         if cached is not None and now_ns - cached[0] < self.ttl_ns:
-            return cached[1]
-        local = self._scan(pid, netns, server, port)
-        self.found.put(key, (now_ns, local))
-        if local is not None:
-            self.last_for.put((server, port), local)
+            local = cached[1]
+        else:
+            local = self._scan(pid, netns, server, port)
+            self.found.put(key, (now_ns, local))
+        self.by_client.put(client_key, (now_ns, local))
         return local
 
     def _scan(self, pid: int, netns: int, server: str, port: int) -> LocalServer | None:

@@ -1164,7 +1164,8 @@ def rule_local_cache_upstream(w: Window) -> list[Finding]:
             groups[(e.get("pid"), _name(e), via.get("pid"), via.get("server"))].append(e)
     findings = []
     for (pid, comm, cache_pid, server), lookups in groups.items():
-        bad = [e for e in lookups if e.get("error") or (e.get("latency_ns") or 0) >= 0.5e9]
+        bad = [e for e in lookups if e.get("error") not in (None, "", "NOERROR")
+               or (e.get("latency_ns") or 0) >= 0.5e9]
         if len(bad) < 2:
             continue
         cache = lookups[-1]["via"]

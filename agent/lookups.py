@@ -120,6 +120,8 @@ class LookupJoiner:
         elif kind == "dns" and event.get("pid"):
             self.upstream.add(event)
             self.models.observe(event["pid"], event.get("comm"))
+            if self.local_servers is not None:  # while the client lives: its netns names the server
+                self.local_servers.find(event["pid"], event.get("server"), event.get("dport") or 53)
             if _attempt_key(event) in self.claimed:
                 return  # e.g. the timeout of an attempt a lookup already reported as unanswered
             stored = self.wire[event["pid"]]
