@@ -100,6 +100,7 @@ class LookupJoiner:
         self.models = models or ModelRegistry(read_binary=lambda pid, cache: None)
         self.local_servers = local_servers  # None: lookups are not joined to node-local caches
         self.upstream = UpstreamIndex()
+        self._first_seen: set = set()  # (pid, server, comm) already looked at (model, local server)
         self.grace_ns, self.hold_ns, self.gap_ns = grace_ns, hold_ns, gap_ns
         self.max_wire_events = max_wire_events
         self.max_gai_pending = max_gai_pending
@@ -119,9 +120,14 @@ class LookupJoiner:
                 self.counters["gai_evicted"] += 1
         elif kind == "dns" and event.get("pid"):
             self.upstream.add(event)
-            self.models.observe(event["pid"], event.get("comm"))
-            if self.local_servers is not None:  # while the client lives: its netns names the server
-                self.local_servers.find(event["pid"], event.get("server"), event.get("dport") or 53)
+            first_seen = (event["pid"], event.get("server"), event.get("comm"))
+            if first_seen not in self._first_seen:  # while the process lives: its binary, its netns's servers
+                if len(self._first_seen) >= 65536:
+                    self._first_seen.clear()
+                self._first_seen.add(first_seen)
+                self.models.observe(event["pid"], event.get("comm"))
+                if self.local_servers is not None:
+                    self.local_servers.find(event["pid"], event.get("server"), event.get("dport") or 53)
             if _attempt_key(event) in self.claimed:
                 return  # e.g. the timeout of an attempt a lookup already reported as unanswered
             stored = self.wire[event["pid"]]
