@@ -196,3 +196,37 @@ def test_findings_name_the_process_not_its_thread(findings):
     assert dead, "no dead-nameserver finding for dig"
     assert f"pid {proc.pid} (dig)" in dead[-1]["summary"] and "isc-" not in dead[-1]["summary"]
     assert dead[-1]["comms"] == ["dig"]
+
+
+def test_glibc_lookup_attempts_match_the_capture(tracer):
+    """glibc (getaddrinfo via Python): servers in order, one timeout each; every query tcpdump saw during
+    the call is an attempt of its lookup, and the call's latency covers the dead server's timeout."""
+    from support import lingering_lookup
+
+    with Lab() as lab:
+        r = build_resolver_lab(lab)
+        r.resolv_conf([r.dead_v4, r.server_v4], options=["timeout:1", "attempts:1"])
+        cap = capture(lab, r.client, "udp port 53", interface="eth0")
+        pid, _ = run_client(r.client, lingering_lookup(NAME))
+        [lookup] = lookups_of(tracer, pid, 1)
+        queries, answers = capture_times(cap.packets(), "10.53.0.1")
+    assert lookup["source"] == "gai" and lookup["resolver"] == "glibc" and lookup["resolver_from"] == "libc"
+    assert lookup["waited_timeouts"] is True and 1.0e9 <= lookup["latency_ns"] <= 1.3e9
+    start, end = lookup["ts"], lookup["ts"] + lookup["latency_ns"]
+    sent = [q for q in queries if start <= q[0] <= end]
+    assert len(sent) == len(lookup["attempts"]) == 4
+    assert [s for _, s in sent] == [a["server"] for a in lookup["attempts"]] == [r.dead_v4] * 2 + [r.server_v4] * 2
+
+
+def test_curl_resolves_in_a_helper_thread_and_is_still_one_lookup_of_curl(tracer):
+    with Lab() as lab:
+        r = build_resolver_lab(lab)
+        r.resolv_conf([r.server_v4])
+        proc = r.client.popen(["curl", "-s", "-o", "/dev/null", "--max-time", "3", f"http://{NAME}:9/"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.wait(timeout=30)
+        lookups = lookups_of(tracer, proc.pid, 1)
+    assert lookups, "no lookup for curl"
+    lookup = lookups[0]
+    assert lookup["name"] == NAME and lookup["error"] is None and lookup["source"] == "gai"
+    assert {a["qtype"] for a in lookup["attempts"]} == {"A", "AAAA"}
