@@ -552,20 +552,23 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
         other_servers = sorted(s for s in answered if s != server)
         pids, comms, containers = _affected(lost)
         lookups = w.lookups_of(top["pid"])
-        # Only lookups that sat through a timeout support a latency claim (musl waits for none).
-        waited = [e for e in lookups if _waited(e)]
-        slow = sorted(int(e["latency_ns"]) for e in waited if (e.get("latency_ns") or 0) >= 0.5e9) if lookups \
-            else [lat for lat in w.slow_lookups_of(top["pid"]) if lat >= 0.5e9]
-        latencies = sorted(int(e["latency_ns"]) for e in lookups if e.get("latency_ns")) if lookups \
-            else w.slow_lookups_of(top["pid"])
-        did_not_wait = bool(lookups) and not waited
         resolver = w.resolver_of(top["pid"])
-        if not lookups:  # its lookups not joined (yet): what its queries show (musl asks all servers at once)
+        if lookups:
+            # Only lookups that sat through a timeout support a latency claim (musl waits for none).
+            waited = [e for e in lookups if _waited(e)]
+            latencies = sorted(int(e["latency_ns"]) for e in lookups if e.get("latency_ns"))
+            slow = sorted(int(e["latency_ns"]) for e in waited if (e.get("latency_ns") or 0) >= 0.5e9)
+            did_not_wait = not waited
+            confidence = _confidence(lookups)
+        else:  # no lookup events (yet): gai calls if any, and what its queries show
+            waited = []
+            latencies = w.slow_lookups_of(top["pid"])
+            slow = [lat for lat in latencies if lat >= 0.5e9]
             own = next((qs for (p, _), qs in w.queries_by_process().items() if p == top["pid"]), [])
-            parallel = model_from_wire(own)
-            if parallel is not None:
-                did_not_wait, resolver = True, parallel.name
-        confidence = _confidence(lookups) if lookups else ("wire" if resolver else "wire-only")
+            parallel = model_from_wire(own)  # musl's signature: one question to every server at once
+            did_not_wait = parallel is not None
+            resolver = parallel.name if parallel is not None else resolver
+            confidence = "measured" if w.kind("gai") and latencies else ("wire" if resolver else "wire-only")
         who = proc_label(top["pid"], top["comm"], top["container"])
         head = f"lookups by {who}"
         if did_not_wait:

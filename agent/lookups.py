@@ -195,7 +195,9 @@ class LookupJoiner:
             "name": name, "latency_ns": gai.get("latency_ns"), "error": gai.get("error"), "source": "gai",
             "func": gai.get("func"), "resolv_conf": conf.as_dict() if conf else None,
             "resolver": model.name, "resolver_from": known_from,
-            "waited_timeouts": waited_for(attempts, model),
+            # measured: a call shorter than one resolver timeout did not sit through one
+            "waited_timeouts": waited_for(attempts, model) and not (
+                conf and (gai.get("latency_ns") or 0) < 0.8 * conf.timeout_s * 1e9),
         }
         return self._via(_summary(lookup, [_attempt(e) for e in attempts]), inflight)
 
