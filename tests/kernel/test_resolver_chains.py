@@ -6,7 +6,6 @@ tracer serves the module; every assertion filters by the lab's own pids (other t
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
