@@ -753,8 +753,15 @@ def rule_syn_retransmits(w: Window, min_retries: int = 3) -> list[Finding]:
         latencies = [int(c["latency_ns"]) for c in connects[(daddr, dport)] if c.get("latency_ns")]
         is_dns = dport in DNS_PORTS
         summary = f"{who} retransmitted {len(retries)} SYNs to {daddr}:{dport} in {w.window_s:g} s"
+        waiting_apps = sorted({(e.get("pid"), _name(e)) for e in w.kind("lookup")
+                               if isinstance(e.get("via"), dict) and e["via"].get("pid") == top["pid"]}) \
+            if is_dns and top["pid"] else []
         if is_dns:
             summary += " (a DNS server over TCP): lookups over TCP wait for the connection"
+            if waiting_apps:  # the retrying process is a node-local cache: name who waits behind it
+                summary += ("; it is the local cache of " +
+                            ", ".join(proc_label(pid, comm) for pid, comm in waiting_apps[:3]))
+                pids = pids + [pid for pid, _ in waiting_apps if pid not in pids][:3]
         else:
             summary += ": the destination does not answer connection attempts"
         if latencies:

@@ -36,6 +36,8 @@ def test_slow_lookups_through_a_local_cache_blame_its_upstream_hop():
     assert "10.53.0.2:53" in chain.summary and chain.evidence["upstream_syn_retransmits"] == 12
     assert "tcp-upstream: no" in chain.fix and "Keep 'nameserver 127.0.0.1'" in chain.fix
     assert chain.severity == "critical" and chain.confidence == "measured"
+    [syn] = [f for f in findings if f.rule == "syn-retransmits"]
+    assert "it is the local cache of pid 4711 (checkout-api)" in syn.summary and APP in syn.pids
     # the working cache is never the nameserver to remove
     assert not [f for f in findings if f.rule == "dead-nameserver" and "127.0.0.1" in f.summary]
 
