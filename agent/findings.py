@@ -1186,12 +1186,15 @@ def rule_local_cache_upstream(w: Window) -> list[Finding]:
         app = proc_label(pid, comm, container)
         hop = f"the local cache {program} (pid {cache_pid}, {cache.get('comm')}) on {server}"
         latencies = [int(e["latency_ns"]) for e in bad if e.get("latency_ns")]
-        head = (f"{len(bad)} of {len(lookups)} lookups by {app} through {hop} "
-                + (f"take {_dur(statistics.median(latencies))}" if latencies else "fail"))
+        errors = Counter(e.get("error") for e in bad if e.get("error") not in (None, "", "NOERROR"))
+        outcome = ", ".join(f"{err} x{n}" for err, n in errors.most_common(3))
+        if latencies:
+            outcome += ("; " if outcome else "") + f"median {_dur(statistics.median(latencies))}"
+        head = f"{len(bad)} of {len(lookups)} lookups by {app} through {hop} failed or were slow ({outcome})"
         evidence = {"app_pid": pid, "app_comm": comm, "cache": cache, "lookups": len(lookups),
                     "slow_or_failed": len(bad), "median_ns": statistics.median(latencies) if latencies else None,
                     "upstream_attempts": len(upstream),
-                    "errors": dict(Counter(e.get("error") for e in bad if e.get("error")))}
+                    "errors": dict(errors)}
         keep = f" Keep 'nameserver {server}': the cache itself is not the fault."
         if cause:
             why, fix, more = cause
