@@ -348,7 +348,8 @@ class Aggregator(Sink):
                                                           "namespace": event.get("namespace")})
                 cseries.activity += 1
                 slots.append(cseries.slot(second))
-            if kind in ("lookup", "gai") and event.get("latency_ns"):
+            # lookup events carry the attempts; gai calls only when the lookups signal is not there
+            if event.get("latency_ns") and (kind == "lookup" or (kind == "gai" and self.lookup_kind is None)):
                 self._remember_slow(series, event, second)
         for slot in slots:
             self._count(slot, kind, event)
@@ -390,8 +391,8 @@ class Aggregator(Sink):
             _bump(slot, "drops", str(event.get("reason")), int(event.get("count") or 1))
 
     def _count_server(self, slot: Slot, event: dict) -> None:
-        if event.get("retransmit"):
-            return
+        # No retransmit skip here: glibc re-sends the same id to the *next* nameserver, which is that
+        # server's first query (skipping it showed a working second nameserver as "no queries seen").
         slot.queries += 1
         server = str(event.get("server"))
         if event.get("answered") is False:
@@ -421,7 +422,7 @@ class Aggregator(Sink):
         if len(slowest) >= SLOW_KEPT and latency <= slowest[-1]["latency_ns"]:
             return
         slowest.append({"second": second, "ts": event.get("ts"), "name": event.get("name"),
-                        "latency_ns": latency, "error": event.get("error"),
+                        "latency_ns": latency, "error": event.get("error"), "via": event.get("via"),
                         "attempts": list(event.get("attempts") or [])[:8]})
         slowest.sort(key=lambda s: -s["latency_ns"])
         del slowest[SLOW_KEPT:]

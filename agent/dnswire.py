@@ -139,6 +139,7 @@ class Query:
     fallback_of: dict | None = None
     pair_of: dict | None = None
     qname_key: str = ""  # qname lower-cased: names match case-insensitively
+    client: str = ""  # the source address: a TCP retry after TC is matched by flow, not by pid
 
     def event(self) -> dict:
         return {
@@ -204,7 +205,9 @@ class DnsTracker:
         self.inflight: BoundedDict = BoundedDict(max_inflight)
         self.recent_sent = RecentMap(32768)  # (pid, id, qname, qtype) -> ts
         self.recent_pair = RecentMap(8192)  # (cookie, sport, qname, qtype) -> (ts, id, qtype)
-        self.recent_tc = RecentMap(8192)  # (pid, qname, qtype) -> UDP query with TC answer
+        # (client address, server, qname, qtype) -> UDP query with a TC answer. By flow, not pid: a
+        # forking server (dnsmasq) retries over TCP from a child, a threaded one from another thread.
+        self.recent_tc = RecentMap(8192)
         self.tcp_streams: BoundedDict = BoundedDict(4096)  # (cookie, dir) -> [next seq, {starts}]
         self.servers: BoundedDict = BoundedDict(max_servers)  # (addr, port) -> [answered, unanswered]
         self._parsed: dict = {}  # (message minus id, length, direction) -> DnsMessage | _MALFORMED
@@ -326,7 +329,7 @@ class DnsTracker:
 
     def _query(self, pkt: Packet, msg, msg_id: int, qname_key: str) -> None:
         query = self._make_query(pkt.ts, pkt.cookie, pkt.pid, pkt.tid, pkt.comm, pkt.daddr, pkt.dport, pkt.sport,
-                                 "tcp" if pkt.proto == PROTO_TCP else "udp", msg, msg_id, qname_key)
+                                 "tcp" if pkt.proto == PROTO_TCP else "udp", msg, msg_id, qname_key, pkt.saddr)
         key = (pkt.cookie, msg_id)
         pending = self.inflight.get(key)
         if pending is None:
@@ -336,7 +339,7 @@ class DnsTracker:
             del pending[:-8]  # a socket re-sending one id forever cannot grow this
 
     def _make_query(self, ts: int, cookie: int, pid: int, tid: int, comm: str, server: str, dport: int, sport: int,
-                    proto: str, msg, msg_id: int, qname_key: str) -> Query:
+                    proto: str, msg, msg_id: int, qname_key: str, client: str = "") -> Query:
         """A query seen leaving (its flags from the queries seen before it), not yet in flight."""
         self.counters["queries"] += 1
         conf = self._resolv(pid, ts)
@@ -345,7 +348,7 @@ class DnsTracker:
             int(conf.timeout_s * 1e9) if conf else self.default_timeout_ns,
             # `in` first: server_index raises inside for unlisted servers (slow in floods)
             conf.server_index(server) if conf and server in conf.nameservers else None,
-            qname_key=qname_key,
+            qname_key=qname_key, client=client,
         )
         sent_key = (pid, msg_id, qname_key, msg.qtype)
         previous = self.recent_sent.get(sent_key)
@@ -353,7 +356,7 @@ class DnsTracker:
             query.retransmit = True
         self.recent_sent.put(sent_key, ts)
         if proto == "tcp":
-            tc_query = self.recent_tc.pop((pid, qname_key, msg.qtype), None)
+            tc_query = self.recent_tc.pop((client, server, qname_key, msg.qtype), None)
             if tc_query is not None and ts - tc_query.ts < TCP_FALLBACK_WINDOW_NS:
                 query.tcp_fallback = True
                 query.fallback_of = {"ts": tc_query.ts, "id": tc_query.id, "server": tc_query.server,
@@ -493,7 +496,7 @@ class DnsTracker:
         else:
             counts[0] += 1
         if msg.tc and q.proto == "udp":
-            self.recent_tc.put((q.pid, q.qname_key, q.qtype), q)
+            self.recent_tc.put((q.client, q.server, q.qname_key, q.qtype), q)
         latency_ns = ts - q.ts
         return {
             "kind": "dns", "ts": q.ts, "pid": q.pid, "tid": q.tid, "comm": q.comm,

@@ -52,7 +52,8 @@ class Enricher:
 
     def _enrich_one(self, event: dict, pid: int) -> None:
         info = self.processes.get(pid)
-        if info.comm is not None and event.get("comm") and info.comm != event["comm"] \
+        thread = event.get("tid") and event.get("tid") != pid  # a thread's comm is its own name (isc-net-0000)
+        if info.comm is not None and event.get("comm") and info.comm != event["comm"] and not thread \
                 and not event["comm"].startswith(info.comm[:15]):
             # pid reused since we cached it (comm changed): read again
             self.processes.forget(pid)
@@ -73,6 +74,8 @@ class Enricher:
             self._remember(pid, comm, fields, service, resolv)
         if not event.get("comm"):
             event["comm"] = comm
+        if comm and "process" not in event:
+            event["process"] = comm  # the thread-group leader's name: what users know (dig, not isc-net-0000)
         for name, value in fields.items():
             if not event.get(name):
                 event[name] = value

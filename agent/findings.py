@@ -19,7 +19,16 @@ Rules (one per seed incident at least, see shared/seeds/README.md):
 dead-nameserver, slow-nameserver, timeout-multiple-latency, truncated-not-cached,
 tcp-fallback, syn-retransmits, rp-filter-no-address, rp-filter-drops,
 conntrack-insert-failed, conntrack-table-full, aaaa-same-port-race,
-ndots-nxdomain-storm, cache-miss-storm, resolver-bypasses-libc.
+ndots-nxdomain-storm, cache-miss-storm, resolver-bypasses-libc, local-cache-upstream.
+
+Resolver chains (``chains``): a lookup through a cache on this node carries ``via``;
+``local-cache-upstream`` blames the cache's upstream hop (naming the app that waited
+and the cache), and ``dead-nameserver`` leaves such a cache alone: a working local
+cache is never the thing to remove. Latency claims ("take N s") come only from lookups
+that waited for a timeout (``waited_timeouts``, per resolver model: musl asks every
+server at once and waits for none). A finding's ``confidence`` says what it rests on:
+"measured" (libc calls timed), "wire" (grouped from the wire, resolver known),
+"wire-only" (resolver unknown: the claim is the wire's alone).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from dnstrace.agent.pipeline import Stage
+from dnstrace.agent.resolver_models import model_from_wire
 from dnstrace.units import format_duration_ns
 
 WINDOW_NS = 60 * 1_000_000_000
@@ -60,6 +70,7 @@ class Finding:
     pids: list = field(default_factory=list)
     comms: list = field(default_factory=list)
     containers: list = field(default_factory=list)
+    confidence: str = ""  # "measured", "wire", "wire-only" (see the module docstring); "" = not stated
 
     @classmethod
     def of_process(cls, rule: str, severity: str, summary: str, evidence: dict, fix: str, pid: int, comm: str,
@@ -74,10 +85,16 @@ class Finding:
                 "container": self.containers[0] if self.containers else "", "pod": "", "namespace": "",
                 "rule": self.rule, "severity": self.severity, "summary": self.summary,
                 "evidence": self.evidence, "fix": self.fix, "key": self.key,
-                "pids": list(self.pids), "comms": list(self.comms), "containers": list(self.containers)}
+                "pids": list(self.pids), "comms": list(self.comms), "containers": list(self.containers),
+                "confidence": self.confidence}
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _name(e: dict):
+    """The process name of an event: the thread-group leader's (``process``), else the thread's comm."""
+    return e.get("process") or e.get("comm")
 
 
 def proc_label(pid, comm, container: str = "") -> str:
@@ -120,8 +137,8 @@ def _affected(events: Iterable[dict]) -> tuple[list, list, list]:
     for e in events:
         if e.get("pid"):
             pids[e["pid"]] += 1
-        if e.get("comm"):
-            comms[e["comm"]] += 1
+        if _name(e):
+            comms[_name(e)] += 1
         if e.get("container"):
             containers[e["container"]] += 1
     return ([p for p, _ in pids.most_common(10)], [c for c, _ in comms.most_common(10)],
@@ -129,7 +146,7 @@ def _affected(events: Iterable[dict]) -> tuple[list, list, list]:
 
 
 def _top_process(events: Iterable[dict]) -> dict:
-    counts = Counter((e.get("pid"), e.get("comm"), e.get("container") or "") for e in events if e.get("pid"))
+    counts = Counter((e.get("pid"), _name(e), e.get("container") or "") for e in events if e.get("pid"))
     if not counts:
         return {"pid": 0, "comm": "?", "container": ""}
     (pid, comm, container), _ = counts.most_common(1)[0]
@@ -140,7 +157,7 @@ def _by_process(events: Iterable[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in events:
         if e.get("pid"):
-            groups[(e["pid"], e.get("comm"))].append(e)
+            groups[(e["pid"], _name(e))].append(e)
     return groups
 
 
@@ -166,8 +183,27 @@ def _lower(severity: str) -> str:
     return {"critical": "warning", "warning": "info"}.get(severity, severity)
 
 
+def _confidence(lookups: Iterable[dict]) -> str:
+    """What lookup-based claims rest on: libc calls timed, wire grouping with a known or unknown resolver."""
+    lookups = list(lookups)
+    if not lookups or any(e.get("source") == "gai" or e.get("kind") == "gai" for e in lookups):
+        return "measured"
+    if all(e.get("resolver") in (None, "unknown") for e in lookups):
+        return "wire-only"
+    return "wire"
+
+
+WIRE_ONLY_NOTE = " (judged from the wire alone: this process's resolver is not known)"
+
+
+def _waited(lookup: dict) -> bool:
+    """The lookup sat through a timeout (older streams without the field: assume it did)."""
+    return lookup.get("waited_timeouts") is not False
+
+
 def _is_dns_server_comm(comm) -> bool:
-    return bool(comm) and (comm in DNS_SERVER_COMMS or comm.split("-")[0] in DNS_SERVER_COMMS)
+    # Exact names only: "consul-client" or "named-pipe-app" are not DNS servers.
+    return bool(comm) and comm in DNS_SERVER_COMMS
 
 
 class FairBuffer:
@@ -327,6 +363,8 @@ class Window:
         self._queries_by_process: dict | None = None
         self._facts: QueryFacts | None = None
         self._dns_lost: int | None = None
+        self._lookups_by_pid: dict | None = None
+        self._via: dict | None = None
 
     def kind(self, name: str) -> list[dict]:
         return self.by_kind.get(name, [])
@@ -350,8 +388,8 @@ class Window:
                     if isinstance(attempt, dict) and (lookup.get("pid"), attempt.get("ts"), attempt.get("id"),
                                                       attempt.get("sport")) not in seen:
                         q = dict(attempt)
-                        for name in ("pid", "comm", "container", "nameservers", "resolv_options", "search",
-                                     "resolv_conf"):
+                        for name in ("pid", "comm", "process", "container", "nameservers", "resolv_options",
+                                     "search", "resolv_conf"):
                             q.setdefault(name, lookup.get(name))
                         q.setdefault("qname", lookup.get("name"))
                         queries.append(q)
@@ -382,8 +420,8 @@ class Window:
         for pid, events in buffers.items():
             if not pid:
                 continue
-            if events[0].get("comm") == events[-1].get("comm"):  # one program (comm changes on exec)
-                groups[(pid, events[0].get("comm"))] = events
+            if _name(events[0]) == _name(events[-1]):  # one program (comm changes on exec)
+                groups[(pid, _name(events[0]))] = events
             else:  # the process exec'd another program: one group per comm, as _by_process makes
                 groups.update(_by_process(events))
         return groups
@@ -436,12 +474,39 @@ class Window:
                 "search": list(rc.get("search") or [])}
 
     def slow_lookups_of(self, pid) -> list[int]:
+        """Latencies of the process's lookups (those that waited for no timeout count as they were)."""
         if self._latencies_by_pid is None:
             self._latencies_by_pid = defaultdict(list)
             for e in self.lookups():
                 if e.get("latency_ns"):
                     self._latencies_by_pid[e.get("pid")].append(int(e["latency_ns"]))
         return sorted(self._latencies_by_pid.get(pid, ()))
+
+    def lookups_of(self, pid) -> list[dict]:
+        """The process's ``lookup`` events (not gai calls: those carry no resolver model)."""
+        if self._lookups_by_pid is None:
+            groups: dict = defaultdict(list)
+            for e in self.kind("lookup"):
+                groups[e.get("pid")].append(e)
+            self._lookups_by_pid = groups
+        return self._lookups_by_pid.get(pid, [])
+
+    def resolver_of(self, pid) -> str | None:
+        """The resolver model the lookups signal named for the process (None: not stated)."""
+        for e in reversed(self.lookups_of(pid)):
+            if e.get("resolver"):
+                return e["resolver"]
+        return None
+
+    def caches_used(self) -> dict[tuple, dict]:
+        """(app pid, nameserver) -> the node-local process serving it (``via`` of the app's lookups)."""
+        if self._via is None:
+            self._via = {}
+            for e in self.kind("lookup"):
+                via = e.get("via")
+                if isinstance(via, dict) and via.get("server"):
+                    self._via[(e.get("pid"), via["server"])] = via
+        return self._via
 
     def conntrack_totals(self) -> dict[str, int]:
         totals: Counter = Counter()
@@ -472,10 +537,13 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
                 if q.get("server") and q.get("answered") is not False and (q.get("answered") or q.get("rcode")):
                     counter[q["server"]] += 1
     findings = []
+    caches = w.caches_used()
     for (server, pid), lost in sent.items():
         answered = answered_for[pid]
         if len(lost) < 2 or answered[server]:
             continue
+        if (pid, server) in caches:
+            continue  # a cache on this node: local-cache-upstream looks behind it
         top = _top_process(lost)
         resolv = w.process_resolv(top["pid"])
         nameservers = resolv["nameservers"]
@@ -483,11 +551,34 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
         others_answered = [ns for ns in nameservers if ns != server and answered[ns]]
         other_servers = sorted(s for s in answered if s != server)
         pids, comms, containers = _affected(lost)
-        latencies = w.slow_lookups_of(top["pid"])
-        slow = [lat for lat in latencies if lat >= 0.5e9]
+        lookups = w.lookups_of(top["pid"])
+        resolver = w.resolver_of(top["pid"])
+        if lookups:
+            # Only lookups that sat through a timeout support a latency claim (musl waits for none).
+            waited = [e for e in lookups if _waited(e)]
+            latencies = sorted(int(e["latency_ns"]) for e in lookups if e.get("latency_ns"))
+            slow = sorted(int(e["latency_ns"]) for e in waited if (e.get("latency_ns") or 0) >= 0.5e9)
+            did_not_wait = not waited
+            confidence = _confidence(lookups)
+        else:  # no lookup events (yet): gai calls if any, and what its queries show
+            waited = []
+            latencies = w.slow_lookups_of(top["pid"])
+            slow = [lat for lat in latencies if lat >= 0.5e9]
+            own = next((qs for (p, _), qs in w.queries_by_process().items() if p == top["pid"]), [])
+            parallel = model_from_wire(own)  # musl's signature: one question to every server at once
+            did_not_wait = parallel is not None
+            resolver = parallel.name if parallel is not None else resolver
+            confidence = "measured" if w.kind("gai") and latencies else ("wire" if resolver else "wire-only")
         who = proc_label(top["pid"], top["comm"], top["container"])
         head = f"lookups by {who}"
-        head += f" take {_dur(statistics.median(slow))}" if slow else " wait for timeouts"
+        if did_not_wait:
+            head = f"{who} did not wait for it"
+            if resolver == "musl":
+                head += " (musl asks every nameserver at once; the first answer wins)"
+            if latencies:
+                head += f", its lookups take {_dur(statistics.median(latencies))}"
+        else:
+            head += f" take {_dur(statistics.median(slow))}" if slow else " wait for timeouts"
         where = f" ({ORDINALS[position]} in its resolv.conf)" if position is not None and position < 4 else ""
         summary = f"{head}: nameserver {server}{where} never answered {len(lost)} queries"
         if others_answered:
@@ -495,6 +586,8 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
         elif other_servers:
             summary += f"; {other_servers[0]} answered"
         summary += f". Remove or fix nameserver {server}."
+        if confidence == "wire-only":
+            summary += WIRE_ONLY_NOTE
         timeout = _timeout_s(resolv["resolv_options"])
         evidence = {
             "server": server, "unanswered": len(lost), "answered_by_server": 0,
@@ -509,10 +602,12 @@ def rule_dead_nameserver(w: Window) -> list[Finding]:
                f"({_resolv_path(top['pid'])}); for containers fix the DNS settings the runtime writes "
                f"(Docker --dns, Nomad network.dns, Kubernetes dnsPolicy/dnsConfig)."
                + (" Meanwhile 'options timeout:1' caps the wait at 1 s per attempt." if timeout > 1 else ""))
-        severity = "critical" if position == 0 else "warning"
+        evidence["resolver"] = resolver
+        evidence["lookups_waited"] = len(waited) if lookups else None
+        severity = "info" if did_not_wait else "critical" if position == 0 else "warning"
         severity, summary = _unreliable(w, len(lost), severity, summary, evidence)
         findings.append(Finding("dead-nameserver", severity, summary, evidence, fix, key=f"{server}/{pid}",
-                                pids=pids, comms=comms, containers=containers))
+                                pids=pids, comms=comms, containers=containers, confidence=confidence))
     return findings
 
 
@@ -550,7 +645,7 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
             continue
         resolv = w.process_resolv(pid)
         timeout_ns = _timeout_s(resolv["resolv_options"]) * 1e9
-        slow = [e for e in lookups if (e.get("latency_ns") or 0) >= 0.8 * timeout_ns]
+        slow = [e for e in lookups if (e.get("latency_ns") or 0) >= 0.8 * timeout_ns and _waited(e)]
         if len(slow) < 2:
             continue
         tolerance = max(0.15 * timeout_ns, 0.25e9)
@@ -577,10 +672,15 @@ def rule_timeout_multiple_latency(w: Window) -> list[Finding]:
         # Lookups grouped from the wire (no libc call measured) end where their last answer was
         # seen: with DNS records lost by the agent, a "timeout" may be an answer it missed.
         from_wire = sum(1 for _, e in multiples if e.get("source") == "wire")
+        confidence = _confidence([e for _, e in multiples])
+        if confidence == "wire-only":
+            summary += WIRE_ONLY_NOTE
         if from_wire:
             severity, summary = _unreliable(w, from_wire, severity, summary, evidence)
-        findings.append(Finding.of_process("timeout-multiple-latency", severity, summary, evidence, fix,
-                                           pid, comm, container))
+        finding = Finding.of_process("timeout-multiple-latency", severity, summary, evidence, fix,
+                                     pid, comm, container)
+        finding.confidence = confidence
+        findings.append(finding)
     return findings
 
 
@@ -653,8 +753,15 @@ def rule_syn_retransmits(w: Window, min_retries: int = 3) -> list[Finding]:
         latencies = [int(c["latency_ns"]) for c in connects[(daddr, dport)] if c.get("latency_ns")]
         is_dns = dport in DNS_PORTS
         summary = f"{who} retransmitted {len(retries)} SYNs to {daddr}:{dport} in {w.window_s:g} s"
+        waiting_apps = sorted({(e.get("pid"), _name(e)) for e in w.kind("lookup")
+                               if isinstance(e.get("via"), dict) and e["via"].get("pid") == top["pid"]}) \
+            if is_dns and top["pid"] else []
         if is_dns:
             summary += " (a DNS server over TCP): lookups over TCP wait for the connection"
+            if waiting_apps:  # the retrying process is a node-local cache: name who waits behind it
+                summary += ("; it is the local cache of " +
+                            ", ".join(proc_label(pid, comm) for pid, comm in waiting_apps[:3]))
+                pids = pids + [pid for pid, _ in waiting_apps if pid not in pids][:3]
         else:
             summary += ": the destination does not answer connection attempts"
         if latencies:
@@ -953,36 +1060,160 @@ def rule_cache_miss_storm(w: Window, min_queries: int = 50) -> list[Finding]:
                 if key in frequent:
                     asked[key].append(q)
     findings = []
+    cache_pids = {via.get("pid") for via in w.caches_used().values()}
     for (qname, qtype), queries in asked.items():
         if len(queries) < floor:
             continue
         ttls = [int(q["ttl"]) for q in queries if q.get("ttl")]
         ttl = min(ttls) if ttls else None
         expected = (w.window_s / ttl + 1) if ttl else None
-        if len(queries) < min_queries or (expected is not None and len(queries) < 4 * expected):
-            continue
-        if len(queries) / w.window_s < 0.8:
-            continue
         if sum(1 for q in queries if q.get("rcode") == "NXDOMAIN") > 0.5 * len(queries):
             continue  # NXDOMAIN storms are the ndots rule's business
-        pids, comms, containers = _affected(queries)
-        top = _top_process(queries)
-        who = proc_label(top["pid"], top["comm"], top["container"])
-        rate = len(queries) / w.window_s
-        if _is_dns_server_comm(top["comm"]):
-            why = f"the cache {top['comm']} forwards it upstream every time instead of answering from cache"
+        # Each hop counted on its own: app -> server, cache -> its upstream (a chain is two hops).
+        hops: dict[tuple, list[dict]] = defaultdict(list)
+        for q in queries:
+            from_cache = q.get("pid") in cache_pids or _is_dns_server_comm(q.get("comm"))
+            hops[(from_cache, str(q.get("server")))].append(q)
+        counted = {f"{'cache' if c else 'app'} -> {srv}": len(qs) for (c, srv), qs in hops.items()}
+        storming = [(key, qs) for key, qs in hops.items() if len(qs) >= min_queries
+                    and (expected is None or len(qs) >= 4 * expected) and len(qs) / w.window_s >= 0.8]
+        for (from_cache, server), hop_queries in storming:
+            pids, comms, containers = _affected(hop_queries)
+            top = _top_process(hop_queries)
+            if not from_cache and (top["pid"], server) in w.caches_used():
+                continue  # asked of a cache on this node: its own upstream hop is judged on its own
+            who = proc_label(top["pid"], top["comm"], top["container"])
+            rate = len(hop_queries) / w.window_s
+            if from_cache:
+                apps = sum(len(qs) for (c, _), qs in hops.items() if not c)
+                why = (f"the cache {top['comm']} (pid {top['pid']}) forwards it upstream to {server} every time "
+                       f"instead of answering from cache" + (f" (apps asked it {apps} times)" if apps else ""))
+                head = f"{qname} ({qtype}) was asked upstream {len(hop_queries)} times"
+            else:
+                why = f"nothing between {who} and {server} caches it"
+                head = f"{qname} ({qtype}) was asked {len(hop_queries)} times"
+            summary = (f"{head} in {w.window_s:g} s ({rate:.1f}/s, hop {'cache' if from_cache else 'app'} -> "
+                       f"{server}, mostly by {who})" + (f" although its TTL is {ttl} s" if ttl else "") + f": {why}")
+            evidence = {"qname": qname, "qtype": qtype, "queries": len(hop_queries), "per_second": round(rate, 2),
+                        "ttl": ttl, "servers": {server: len(hop_queries)}, "hop": "cache" if from_cache else "app",
+                        "hops": counted, "truncated": sum(1 for q in hop_queries if q.get("tc"))}
+            if from_cache:
+                fix = (f"Make {top['comm']} cache the answer: look for answers it refuses to cache (truncated answers "
+                       f"it retries over TCP, TTL 0 from the upstream, a cache size of 0) and raise its minimum TTL.")
+            else:
+                fix = ("Cache the answer: a node-local cache (nscd, systemd-resolved, NodeLocal DNSCache) or the "
+                       "application's own.")
+            key = f"{qname}/{qtype}" if len(storming) == 1 else f"{qname}/{qtype}@{server}"
+            findings.append(Finding("cache-miss-storm", "warning", summary, evidence, fix, key=key,
+                                    pids=pids, comms=comms, containers=containers))
+    return findings
+
+
+# How to make a cache use UDP upstream / where its upstream is configured, per program.
+CACHE_UDP_HINT = {
+    "unbound": "unbound.conf 'tcp-upstream: no'",
+    "NodeLocal DNSCache": "Corefile 'forward . <upstream> { prefer_udp }' instead of force_tcp",
+    "CoreDNS": "Corefile 'forward . <upstream> { prefer_udp }' instead of force_tcp",
+    "dnsmasq": "drop the TCP-only upstream (dnsmasq uses UDP unless the answer is truncated)",
+    "systemd-resolved": "resolved.conf DNSOverTLS=no / a reachable DNS=",
+}
+CACHE_UPSTREAM_CONFIG = {
+    "unbound": "forward-addr in unbound.conf", "dnsmasq": "'server=' in dnsmasq.conf",
+    "NodeLocal DNSCache": "the forward plugin of its Corefile", "CoreDNS": "the forward plugin of its Corefile",
+    "systemd-resolved": "DNS= in resolved.conf", "BIND named": "forwarders in named.conf",
+}
+
+
+def _hop_cause(w: Window, cache: dict, upstream: list[dict]) -> tuple[str, str, dict] | None:
+    """What fails behind a node-local cache: (why, fix, evidence), from its own traffic in the window."""
+    pid, comm, program = cache.get("pid"), cache.get("comm"), cache.get("program") or cache.get("comm")
+    mine = [e for e in w.kind("syn_retry") if (e.get("pid") == pid or (comm and e.get("comm") == comm))
+            and e.get("dport") in DNS_PORTS]
+    if mine:
+        dests = Counter(f"{e.get('daddr')}:{e.get('dport')}" for e in mine)
+        dest, _ = dests.most_common(1)[0]
+        retries = sum(int(e.get("count") or 1) for e in mine)
+        why = (f"{program}'s TCP connections to its upstream {dest} are not answered "
+               f"({retries} SYN retransmits in {w.window_s:g} s)")
+        fix = (f"Fix {program}'s upstream hop, not the app: {dest.rsplit(':', 1)[0]} drops TCP SYNs on port "
+               f"{dest.rsplit(':', 1)[1]}; allow TCP/53 from the cache to it, or let {program} ask over UDP ("
+               f"{CACHE_UDP_HINT.get(program, 'its upstream protocol setting')}).")
+        return why, fix, {"upstream_syn_retransmits": retries, "upstream": dict(dests.most_common(5))}
+    queries = list(upstream) + [q for q in w.queries() if q.get("pid") == pid]
+    lost = Counter(q.get("server") for q in queries if q.get("answered") is False and q.get("server"))
+    answered = Counter(q.get("server") for q in queries if q.get("answered") and q.get("server"))
+    dead = [srv for srv, n in lost.most_common() if n >= 2 and not answered[srv]]
+    if dead:
+        why = f"{program}'s upstream {dead[0]} never answered {lost[dead[0]]} of its queries"
+        fix = (f"Fix or replace the upstream {dead[0]} of {program} "
+               f"({CACHE_UPSTREAM_CONFIG.get(program, 'its upstream setting')}).")
+        return why, fix, {"upstream_unanswered": dict(lost.most_common(5))}
+    failed = Counter(q.get("server") for q in queries if q.get("rcode") == "SERVFAIL")
+    if failed:
+        srv, n = failed.most_common(1)[0]
+        why = f"{program}'s upstream {srv} answered SERVFAIL {n} times"
+        fix = f"Find out why {srv} fails for these names (its own upstream, DNSSEC); {program} only relays it."
+        return why, fix, {"upstream_servfail": dict(failed.most_common(5))}
+    slow = [int(q["latency_ns"]) for q in queries if q.get("answered") and q.get("latency_ns")]
+    if len(slow) >= 2 and statistics.median(slow) >= 300_000_000:
+        why = f"{program}'s upstream answers take {_dur(statistics.median(slow))}"
+        fix = f"Find out why {program}'s upstream is slow, or give it a faster one."
+        return why, fix, {"upstream_median_ns": statistics.median(slow)}
+    return None
+
+
+def rule_local_cache_upstream(w: Window) -> list[Finding]:
+    """Slow or failing lookups through a cache on this node, blamed on the hop behind it.
+
+    Names the app that waited and the cache; the cause is looked for in the cache's own
+    traffic (SYN retransmits to a DNS port, unanswered or failing upstream queries)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in w.kind("lookup"):
+        via = e.get("via")
+        if isinstance(via, dict) and via.get("pid"):
+            groups[(e.get("pid"), _name(e), via.get("pid"), via.get("server"))].append(e)
+    findings = []
+    for (pid, comm, cache_pid, server), lookups in groups.items():
+        bad = [e for e in lookups if e.get("error") not in (None, "", "NOERROR")
+               or (e.get("latency_ns") or 0) >= 0.5e9]
+        if len(bad) < 2:
+            continue
+        cache = lookups[-1]["via"]
+        program = cache.get("program") or cache.get("comm")
+        upstream = [u for e in lookups for a in e.get("attempts") or () for u in a.get("upstream") or ()]
+        cause = _hop_cause(w, cache, upstream)
+        container = _container_of(lookups)
+        app = proc_label(pid, comm, container)
+        hop = f"the local cache {program} (pid {cache_pid}, {cache.get('comm')}) on {server}"
+        latencies = [int(e["latency_ns"]) for e in bad if e.get("latency_ns")]
+        errors = Counter(e.get("error") for e in bad if e.get("error") not in (None, "", "NOERROR"))
+        outcome = ", ".join(f"{err} x{n}" for err, n in errors.most_common(3))
+        if latencies:
+            outcome += ("; " if outcome else "") + f"median {_dur(statistics.median(latencies))}"
+        head = f"{len(bad)} of {len(lookups)} lookups by {app} through {hop} failed or were slow ({outcome})"
+        evidence = {"app_pid": pid, "app_comm": comm, "cache": cache, "lookups": len(lookups),
+                    "slow_or_failed": len(bad), "median_ns": statistics.median(latencies) if latencies else None,
+                    "upstream_attempts": len(upstream),
+                    "errors": dict(errors)}
+        keep = f" Keep 'nameserver {server}': the cache itself is not the fault."
+        if cause:
+            why, fix, more = cause
+            evidence.update(more)
+            summary = f"{head}: {why}"
+            severity = "critical" if len(bad) >= 0.5 * len(lookups) else "warning"
+            confidence = "measured"
         else:
-            why = "nothing between the application and the server caches it"
-        summary = (f"{qname} ({qtype}) was asked {len(queries)} times in {w.window_s:g} s ({rate:.1f}/s, mostly by "
-                   f"{who})" + (f" although its TTL is {ttl} s" if ttl else "") + f": {why}")
-        evidence = {"qname": qname, "qtype": qtype, "queries": len(queries), "per_second": round(rate, 2),
-                    "ttl": ttl, "servers": dict(Counter(str(q.get("server")) for q in queries).most_common(5)),
-                    "truncated": sum(1 for q in queries if q.get("tc"))}
-        fix = ("Cache the answer: a node-local cache (nscd, systemd-resolved, NodeLocal DNSCache) or the "
-               "application's own; if a cache forwards every query, look for answers it refuses to cache "
-               "(truncated answers, TTL 0).")
-        findings.append(Finding("cache-miss-storm", "warning", summary, evidence, fix, key=f"{qname}/{qtype}",
-                                pids=pids, comms=comms, containers=containers))
+            summary = (f"{head}; nothing failing was seen on the cache's upstream side (its upstream may use "
+                       f"ports or paths not traced)")
+            fix = (f"Look at {program}'s upstream and logs ({CACHE_UPSTREAM_CONFIG.get(program, 'its config')}): "
+                   f"the app waits on it.")
+            severity = "warning"
+            confidence = "wire"
+        fix += keep
+        findings.append(Finding("local-cache-upstream", severity, summary, evidence, fix,
+                                key=f"{pid}/{cache_pid}/{server}", pids=[pid, cache_pid],
+                                comms=[comm, cache.get("comm")], containers=[container] if container else [],
+                                confidence=confidence))
     return findings
 
 
@@ -1022,11 +1253,12 @@ RULES: tuple[Callable[[Window], list[Finding]], ...] = (
     rule_ndots_nxdomain_storm,
     rule_cache_miss_storm,
     rule_resolver_bypasses_libc,
+    rule_local_cache_upstream,
 )
 RULE_IDS = ("dead-nameserver", "slow-nameserver", "timeout-multiple-latency", "truncated-not-cached",
             "tcp-fallback", "syn-retransmits", "rp-filter-no-address", "rp-filter-drops",
             "conntrack-insert-failed", "conntrack-table-full", "aaaa-same-port-race", "ndots-nxdomain-storm",
-            "cache-miss-storm", "resolver-bypasses-libc")
+            "cache-miss-storm", "resolver-bypasses-libc", "local-cache-upstream")
 
 
 def evaluate(events: Iterable[dict], now_ns: int | None = None, window_ns: int = WINDOW_NS,

@@ -103,6 +103,7 @@ class GaiSource(Source):
         self.next_rescan_ns = 0
         self.unix_offset_ns = 0
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
+        self.exec_watcher = None  # agent/exectrigger.py: scan a new process's libc at its exec
         self.log = log.get("gai")
 
     # --- set-up ---------------------------------------------------------------------
@@ -132,11 +133,40 @@ class GaiSource(Source):
         self.reader = RingBufReader(self.bpf[b"events"].map_fd)
         self.unix_offset_ns = _unix_offset_ns()
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
+        self._start_exec_watcher()  # before the first scan: a process exec'd during it is not missed
         self.libcs.refresh()
         self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
         if not self.libcs.attached:
             self.log.warning("no probeable libc is mapped by any process yet; rescanning",
                              every_s=self.rescan_interval_ns / 1e9)
+
+    def _start_exec_watcher(self) -> None:
+        from dnstrace.agent.exectrigger import ExecWatcher
+
+        watcher = ExecWatcher()
+        try:
+            watcher.start()
+        except DnstraceError as err:  # the periodic rescan still finds new libcs, later
+            watcher.close()
+            self.log.warning("exec tracepoint unavailable; new libcs found by rescan only", error=err.message)
+            return
+        self.exec_watcher = watcher
+
+    def _scan_new_processes(self, again: bool = False) -> None:
+        """Attach the libcs of processes that just exec'd (``again``: those seen last time, once more)."""
+        from dnstrace.agent.libcs import scan
+
+        watcher = self.exec_watcher
+        if watcher is None or self.libcs is None:
+            return
+        pids = list(watcher.retry) if again else watcher.new_pids()
+        if again:
+            watcher.retry.clear()
+        if pids:
+            self.libcs.refresh(scan(pids=pids), partial=True)
+            if not again:
+                for pid in pids:  # glibc's libc.so is mapped a moment after the exec: look once more
+                    watcher.retry.put(pid, None)
 
     def _attach_libc(self, libc, libc_id: int) -> None:
         from dnstrace.agent.libcs import symbol_offsets
@@ -170,15 +200,17 @@ class GaiSource(Source):
     # --- running --------------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return [self.reader.fd] if self.reader else []
+        return ([self.reader.fd] if self.reader else []) + (self.exec_watcher.fds() if self.exec_watcher else [])
 
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
+        self._scan_new_processes()
         offset, paths = self.unix_offset_ns, self.libcs.paths_by_id
         return [decode(record, offset, paths) for record in self.reader.drain(GAI_EVENT)]
 
     def tick(self, now_ns: int) -> list[dict]:
+        self._scan_new_processes(again=True)
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
             self.libcs.refresh()
@@ -200,6 +232,8 @@ class GaiSource(Source):
             for attr in ("probe_failures", "over_limit", "detached"):
                 if getattr(self.libcs, attr):
                     out[f"libc_{attr}"] = getattr(self.libcs, attr)
+        if self.exec_watcher:
+            out.update(self.exec_watcher.stats())
         if self.bpf:
             missed = recursion_misses([self.enter_fd, self.return_fd])
             if missed:
@@ -209,6 +243,9 @@ class GaiSource(Source):
     def close(self) -> None:
         if self.bpf and self.final_stats is None:
             self.final_stats = self.stats()
+        if self.exec_watcher:
+            self.exec_watcher.close()
+            self.exec_watcher = None
         if self.libcs:
             self.libcs.close()
             self.libcs.attached.clear()

@@ -91,11 +91,11 @@ def _resolve(pid: int, path: str, address_range: str, deleted: bool, proc: str) 
     return Libc(key=key, flavour=libc_flavour(path) or "glibc", path=path, attach_path=attach, pid=pid)
 
 
-def scan(proc: str = "/proc") -> ScanResult:
-    """Every distinct libc mapped by a process right now."""
+def scan(proc: str = "/proc", pids: Iterable[int] | None = None) -> ScanResult:
+    """Every distinct libc mapped by a process right now (only by ``pids`` when given)."""
     result = ScanResult(libcs={})
     seen_maps_ids: set[str] = set()
-    for entry in os.listdir(proc):
+    for entry in (os.listdir(proc) if pids is None else [str(pid) for pid in pids]):
         if not entry.isdigit():
             continue
         result.processes += 1
@@ -188,8 +188,10 @@ class LibcSet:
         self.detached = 0
         self.log = log.get("libcs")
 
-    def refresh(self, result: ScanResult | None = None) -> list[Libc]:
-        """Attach new libcs, detach vanished ones; returns the newly attached."""
+    def refresh(self, result: ScanResult | None = None, partial: bool = False) -> list[Libc]:
+        """Attach new libcs, detach vanished ones; returns the newly attached.
+
+        ``partial``: ``result`` covers a few processes only (new ones): attach, never detach."""
         result = result or scan()
         self.scans += 1
         added = []
@@ -214,7 +216,7 @@ class LibcSet:
             self.paths_by_id[libc_id] = libc.attach_path
             added.append(libc)
             self.log.info("libc attached", libc=libc.attach_path, flavour=libc.flavour, pid=libc.pid)
-        for key in [k for k in self.attached if k not in result.libcs]:
+        for key in [k for k in self.attached if k not in result.libcs and not partial]:
             libc_id, libc = self.attached.pop(key)
             self._detach(libc_id)
             self.detached += 1

@@ -14,7 +14,16 @@ wire source (``dnstrace.agent.dnswire``) together and passes their events on
   ring buffers).
 * source="wire": queries no libc call claimed (Go, c-ares, dig, Java...) are
   grouped per process and first label of the name, and emitted once the process
-  has nothing in flight and nothing new came for ``hold_ns``.
+  has nothing in flight and nothing new came for ``hold_ns``. Grouping and latency
+  follow the process's resolver model (``resolver_models``): a query joins the
+  lookup while it follows the previous attempts' end (answer or timeout) by less
+  than ``gap_ns`` and does not repeat a question already answered; a parallel
+  resolver (musl) is done at its first answers.
+
+Every lookup names its resolver model (``resolver``, ``resolver_from``). When an
+attempt went to a nameserver served by a process on this node (a node-local cache,
+``chains``), the lookup carries ``via`` (that process) and the attempt carries
+``upstream``: the cache's own queries for the same question while the app waited.
 
 The joiner is pure (events and the in-flight list in, lookups out) so it is
 tested on recorded streams. Its buffers are bounded; evictions are counted.
@@ -28,6 +37,8 @@ from collections import defaultdict, deque
 
 from dnstrace import log
 from dnstrace.agent.bounded import BoundedDict
+from dnstrace.agent.chains import LocalServerFinder, UpstreamIndex
+from dnstrace.agent.resolver_models import ModelRegistry, lookup_latency, split_lookups, waited_for
 from dnstrace.agent.runtime import Source
 from dnstrace.agent.tracing import TraceTarget
 from dnstrace.errors import DnstraceError
@@ -55,7 +66,10 @@ def _label(event: dict) -> str:
 
 
 def _attempt(event: dict) -> dict:
-    return {field: event.get(field) for field in ATTEMPT_FIELDS}
+    attempt = {field: event.get(field) for field in ATTEMPT_FIELDS}
+    if event.get("timeout_ns"):
+        attempt["timeout_ns"] = event["timeout_ns"]
+    return attempt
 
 
 def name_matches(qname: str | None, name: str | None) -> bool:
@@ -80,8 +94,13 @@ class LookupJoiner:
     """gai + dns events in, ``lookup`` events out (see the module docstring)."""
 
     def __init__(self, resolv_for_pid=None, max_wire_events: int = 65536, max_gai_pending: int = 16384,
-                 grace_ns: int = GAI_GRACE_NS, hold_ns: int = WIRE_HOLD_NS, gap_ns: int = WIRE_GAP_NS):
+                 grace_ns: int = GAI_GRACE_NS, hold_ns: int = WIRE_HOLD_NS, gap_ns: int = WIRE_GAP_NS,
+                 models: ModelRegistry | None = None, local_servers: LocalServerFinder | None = None):
         self.resolv_for_pid = resolv_for_pid or (lambda pid: None)
+        self.models = models or ModelRegistry(read_binary=lambda pid, cache: None)
+        self.local_servers = local_servers  # None: lookups are not joined to node-local caches
+        self.upstream = UpstreamIndex()
+        self._first_seen: set = set()  # (pid, server, comm) already looked at (model, local server)
         self.grace_ns, self.hold_ns, self.gap_ns = grace_ns, hold_ns, gap_ns
         self.max_wire_events = max_wire_events
         self.max_gai_pending = max_gai_pending
@@ -94,11 +113,21 @@ class LookupJoiner:
     def add(self, event: dict, now_ns: int) -> None:
         kind = event.get("kind")
         if kind == "gai":
+            self.models.saw_libc_call(event.get("pid"), event.get("libc"))
             self.gai_pending.append(event)
             if len(self.gai_pending) > self.max_gai_pending:
                 self.gai_pending.popleft()
                 self.counters["gai_evicted"] += 1
         elif kind == "dns" and event.get("pid"):
+            self.upstream.add(event)
+            first_seen = (event["pid"], event.get("server"), event.get("comm"))
+            if first_seen not in self._first_seen:  # while the process lives: its binary, its netns's servers
+                if len(self._first_seen) >= 65536:
+                    self._first_seen.clear()
+                self._first_seen.add(first_seen)
+                self.models.observe(event["pid"], event.get("comm"))
+                if self.local_servers is not None:
+                    self.local_servers.find(event["pid"], event.get("server"), event.get("dport") or 53)
             if _attempt_key(event) in self.claimed:
                 return  # e.g. the timeout of an attempt a lookup already reported as unanswered
             stored = self.wire[event["pid"]]
@@ -160,12 +189,31 @@ class LookupJoiner:
         attempts.sort(key=lambda e: e["ts"])
         self.counters["lookups_gai"] += 1
         conf = self.resolv_for_pid(pid) if pid else None
+        model, known_from = self.models.model_of(pid, gai.get("comm"), attempts)
         lookup = {
             "kind": "lookup", "ts": gai["ts"], "pid": pid, "tid": gai.get("tid"), "comm": gai.get("comm"),
             "name": name, "latency_ns": gai.get("latency_ns"), "error": gai.get("error"), "source": "gai",
             "func": gai.get("func"), "resolv_conf": conf.as_dict() if conf else None,
+            "resolver": model.name, "resolver_from": known_from,
+            # measured: a call shorter than one resolver timeout did not sit through one
+            "waited_timeouts": waited_for(attempts, model) and not (
+                conf and (gai.get("latency_ns") or 0) < 0.8 * conf.timeout_s * 1e9),
         }
-        return _summary(lookup, [_attempt(e) for e in attempts])
+        return self._via(_summary(lookup, [_attempt(e) for e in attempts]), inflight)
+
+    def _via(self, lookup: dict, inflight: list[dict]) -> dict:
+        """Attempts to a nameserver served on this node: the serving process and its upstream queries."""
+        lookup["via"] = None
+        if self.local_servers is None:
+            return lookup
+        for attempt in lookup["attempts"]:
+            local = self.local_servers.find(lookup["pid"], attempt.get("server"), attempt.get("dport") or 53)
+            if local is None or local.pid == lookup["pid"]:
+                continue
+            if lookup["via"] is None:
+                lookup["via"] = local.as_dict()
+            attempt["upstream"] = [_attempt(e) for e in self.upstream.upstream_of(attempt, local, inflight)]
+        return lookup
 
     def _wire_lookups(self, now_ns: int, inflight: list[dict]) -> list[dict]:
         busy = {(e.get("pid"), _label(e)) for e in inflight}
@@ -184,13 +232,8 @@ class LookupJoiner:
                 if waiting and now_ns - items[0][0] < WIRE_MAX_HOLD_NS:
                     keep.extend(items)  # still resolving this name
                     continue
-                run: list[dict] = []
-                for event in sorted((e for _, e in items), key=lambda e: e["ts"]):
-                    if run and event["ts"] - run[-1]["ts"] > self.gap_ns:
-                        lookups.append(self._wire_lookup(pid, run))
-                        run = []
-                    run.append(event)
-                lookups.append(self._wire_lookup(pid, run))
+                for run in split_lookups([e for _, e in items], self.gap_ns):
+                    lookups.append(self._wire_lookup(pid, run, inflight))
             self.wire_count -= len(stored) - len(keep)
             if keep:
                 keep.sort(key=lambda item: item[0])
@@ -200,11 +243,10 @@ class LookupJoiner:
         lookups.sort(key=lambda lookup: lookup["ts"])
         return lookups
 
-    def _wire_lookup(self, pid: int, events: list[dict]) -> dict:
+    def _wire_lookup(self, pid: int, events: list[dict], inflight: list[dict] = ()) -> dict:
         first = events[0]
         name = min((e.get("qname") or "" for e in events), key=len)
-        done = [e["ts"] + (e.get("latency_ns") if e.get("answered") else e.get("timeout_ns") or 0)
-                for e in events]
+        model, known_from = self.models.model_of(pid, first.get("comm"), events)
         found = [e for e in events if e.get("answered") and e.get("rcode") == "NOERROR" and e.get("ancount")]
         answered = [e for e in events if e.get("answered")]
         if found:
@@ -217,13 +259,17 @@ class LookupJoiner:
         conf = self.resolv_for_pid(pid)
         lookup = {
             "kind": "lookup", "ts": first["ts"], "pid": pid, "tid": first.get("tid"), "comm": first.get("comm"),
-            "name": name, "latency_ns": max(done) - first["ts"], "error": error, "source": "wire",
+            "name": name, "latency_ns": lookup_latency(events), "error": error, "source": "wire",
             "func": None, "resolv_conf": conf.as_dict() if conf else None,
+            "resolver": model.name, "resolver_from": known_from, "waited_timeouts": waited_for(events, model),
         }
-        return _summary(lookup, [_attempt(e) for e in events])
+        return self._via(_summary(lookup, [_attempt(e) for e in events]), inflight)
 
     def stats(self) -> dict:
-        return dict(self.counters, wire_buffered=self.wire_count, gai_buffered=len(self.gai_pending))
+        stats = dict(self.counters, wire_buffered=self.wire_count, gai_buffered=len(self.gai_pending))
+        if self.local_servers is not None:
+            stats.update(self.local_servers.counters)
+        return stats
 
 
 class LookupsSource(Source):
@@ -235,7 +281,8 @@ class LookupsSource(Source):
         self.dns = dns_source
         self.gai_sources = gai_sources
         self.active_gai: list[Source] = []
-        self.joiner = LookupJoiner(resolv_for_pid=dns_source.tracker.resolv_conf_of)
+        self.joiner = LookupJoiner(resolv_for_pid=dns_source.tracker.resolv_conf_of, models=ModelRegistry(),
+                                   local_servers=LocalServerFinder())
         self.gai_problem: str | None = None
         self.log = log.get("lookups")
 

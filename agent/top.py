@@ -285,8 +285,10 @@ class TopView:
                              f"{s['unanswered']} unanswered, TC {s['tc']}, p50 {short_latency(s['p50_ns'])}")
         lines.append("slowest recent lookups:")
         for slow in detail.get("slowest") or []:
+            via = slow.get("via") or {}
             lines.append(f"  {short_latency(slow['latency_ns']):>6} {slow.get('name')}"
-                         + (f"  error {slow['error']}" if slow.get("error") else ""))
+                         + (f"  error {slow['error']}" if slow.get("error") else "")
+                         + (f"  via {via.get('program')} (pid {via.get('pid')})" if via else ""))
             for attempt in slow.get("attempts") or []:
                 if not isinstance(attempt, dict):
                     continue
@@ -294,6 +296,10 @@ class TopView:
                 outcome = "no answer" if answered is False else (attempt.get("rcode") or "?")
                 lines.append(f"         → {attempt.get('server')} {attempt.get('qtype') or ''} "
                              f"{attempt.get('proto') or ''} {outcome} {short_latency(attempt.get('latency_ns'))}")
+                for hop in attempt.get("upstream") or []:  # the node-local cache's own queries meanwhile
+                    hop_outcome = "no answer" if hop.get("answered") is False else (hop.get("rcode") or "?")
+                    lines.append(f"             ↳ upstream {hop.get('server')} {hop.get('proto') or ''} "
+                                 f"{hop_outcome} {short_latency(hop.get('latency_ns'))}")
         mine = [f for f in snap.get("findings") or [] if pid in (f.get("pids") or [])]
         lines.append("")
         lines += self._findings_lines({"findings": mine}, width, max(3, height - len(lines) - 1))

@@ -63,6 +63,8 @@ class Running:
     address: str  # the address the finding must name
     setup: list[str] = field(default_factory=list)
     report: Callable[[], list[str]] | None = None  # ground truth to print at the end (kernel counters)
+    cache_pid: int | None = None  # the node-local cache in between, when the incident has one
+    client_ns: Netns | None = None  # where the client runs (for packet captures)
 
     @property
     def pid(self) -> int:
@@ -195,6 +197,30 @@ def build_ndots(lab: Lab) -> Running:
     ])
 
 
+def build_node_local_cache(lab: Lab) -> Running:
+    """Seed 002 as NodeLocal DNSCache has it: the app asks a cache on 127.0.0.1 (real unbound), the cache
+    forwards over TCP only, and the upstream drops SYNs to port 53."""
+    from dnstrace.agent.lab.real_software import unbound_cache  # noqa: PLC0415
+    from dnstrace.agent.lab.resolvers import build_resolver_lab  # noqa: PLC0415
+
+    r = build_resolver_lab(lab)
+    r.server.exec(["iptables", "-A", "INPUT", "-d", r.server_v4, "-p", "tcp", "--dport", "53", "--syn",
+                   "-j", "DROP"])
+    cache = unbound_cache(lab, r.client, r.server_v4, tcp_upstream=True)
+    r.resolv_conf(["127.0.0.1"], options=["timeout:2", "attempts:1"])
+    client = start_client(r.client, "resolve", "checkout-api", 0.5, "web.example.test", "4")
+    running = Running(client, "checkout-api", r.server_v4, [
+        f"namespace {r.client.name}: unbound (pid {cache.pid}) on 127.0.0.1 forwards to {r.server_v4} over TCP "
+        f"only (tcp-upstream: yes, like NodeLocal DNSCache's force_tcp)",
+        f"{r.server_v4} (dnsmasq, namespace {r.server.name}) drops every TCP SYN to port 53",
+        f"pid {client.pid} (checkout-api) resolves web.example.test every 0.5 s through 127.0.0.1 "
+        f"(options timeout:2 attempts:1): every lookup waits 2 s and fails",
+    ])
+    running.cache_pid = cache.pid
+    running.client_ns = r.client
+    return running
+
+
 INCIDENTS: tuple[Incident, ...] = (
     Incident("dead-nameserver", "000", "dead first nameserver: lookups take the resolver timeout",
              "per-process lookup latency in multiples of the timeout; the nameserver that never answered",
@@ -205,6 +231,11 @@ INCIDENTS: tuple[Incident, ...] = (
     Incident("syn-drops", "002", "DNS over TCP to a resolver that drops SYNs (force_tcp)",
              "SYN retransmits per process and destination",
              ("syn-retransmits",), ("tcp",), build_syn_drops),
+    Incident("node-local-cache", "002", "an app behind a node-local cache (unbound on 127.0.0.1) whose TCP "
+             "upstream drops SYNs",
+             "the app's failing lookups through the cache tied to the cache's SYN retransmits to its upstream; "
+             "both processes named, the fix on the cache's hop (never 'remove nameserver 127.0.0.1')",
+             ("local-cache-upstream", "syn-retransmits"), ("gai", "dns", "tcp"), build_node_local_cache),
     Incident("rp-filter", "003", "reverse-path filter drops on a device without an IPv4 address",
              "rp_filter drops with source, destination, interface and why; the process retrying",
              ("rp-filter-no-address",), ("drops", "tcp"), build_rp_filter),

@@ -24,7 +24,7 @@ def tracer(kernel):
 
 
 @pytest.mark.parametrize("name", ["dead-nameserver", "truncation", "syn-drops", "conntrack-race", "rp-filter",
-                                  "ndots"])
+                                  "ndots"])  # node-local-cache: tests/kernel/test_real_resolver_chains.py
 def test_incident_produces_its_finding(tracer, name):
     incident = BY_NAME[name]
     rule = incident.rules[0]

@@ -117,3 +117,23 @@ def test_agent_losses_reach_the_top_status_line():
     model.sinks.handle([ev("dns", 100, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR")])
     later = model.snapshot("process", "10s")["agent_losses"]
     assert later["lost"] == 0 and later["total"] == 1520
+
+
+def test_next_nameserver_counts_although_glibc_reuses_the_query_id():
+    """glibc sends the same id to the next nameserver (flagged retransmit): that server still got a query."""
+    agg = Aggregator()
+    agg.add(ev("dns", 0, server="10.53.0.9", answered=False, qname="web", qtype="A"))
+    agg.add(ev("dns", 1, server="10.53.0.2", answered=True, rcode="NOERROR", latency_ns=250_000, retransmit=True,
+               qname="web", qtype="A"))
+    agg.now_s = (T0 + 2 * S) // S
+    servers = {row["server"]: row for row in agg.server_rows()}
+    assert servers["10.53.0.2"]["queries"] == 1 and servers["10.53.0.2"]["answered"] == 1
+    assert servers["10.53.0.9"]["unanswered"] == 1
+
+
+def test_slowest_lookups_come_from_lookup_events_once_they_arrive():
+    agg = Aggregator()
+    agg.add(ev("lookup", 0, name="a", latency_ns=2 * S, attempts=[{"server": "10.0.0.9", "answered": False}]))
+    agg.add(ev("gai", 0.1, name="a", latency_ns=2 * S))  # the same call, without its attempts
+    detail = agg.process_detail(10)
+    assert len(detail["slowest"]) == 1 and detail["slowest"][0]["attempts"]

@@ -128,6 +128,29 @@ def test_tcp_fallback_links_the_truncated_answer():
     assert tcp["fallback_of"] == {"ts": T0, "id": 11, "server": SERVER, "sport": 40000}
 
 
+def test_tcp_retry_from_a_forked_child_is_a_fallback():
+    """dnsmasq answers TCP in a forked child: the retry after TC comes from another pid, same flow."""
+    t = tracker()
+    t.packet(query(T0, 12, name="big.example.test", pid=100))
+    t.packet(answer(T0 + MS, 12, name="big.example.test", flags=0x8380, pid=100))
+    t.packet(query(T0 + 2 * MS, 13, name="big.example.test", cookie=6, sport=50001, proto=PROTO_TCP, seq=1,
+                   pid=101))
+    [tcp] = t.packet(answer(T0 + 3 * MS, 13, name="big.example.test", cookie=6, sport=50001, proto=PROTO_TCP,
+                            seq=9, pid=101))
+    assert tcp["pid"] == 101 and tcp["tcp_fallback"] is True and tcp["fallback_of"]["sport"] == 40000
+
+
+def test_tcp_query_to_another_server_is_not_a_fallback():
+    t = tracker()
+    t.packet(query(T0, 14, name="big.example.test"))
+    t.packet(answer(T0 + MS, 14, name="big.example.test", flags=0x8380))
+    t.packet(query(T0 + 2 * MS, 14, name="big.example.test", cookie=7, sport=50002, proto=PROTO_TCP, seq=1,
+                   server="10.53.0.7"))
+    [tcp] = t.packet(answer(T0 + 3 * MS, 14, name="big.example.test", cookie=7, sport=50002, proto=PROTO_TCP,
+                            seq=9, server="10.53.0.7"))
+    assert tcp["tcp_fallback"] is False
+
+
 def test_same_id_to_next_nameserver_is_a_retransmit():
     t = tracker()
     t.packet(query(T0, 21, server="10.53.0.9", cookie=1))

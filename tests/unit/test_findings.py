@@ -246,7 +246,7 @@ def test_engine_emits_each_finding_once_per_minute_and_bounds_events():
 
 
 def test_rule_ids_are_stable():
-    assert len(set(RULE_IDS)) == len(RULE_IDS) == 14
+    assert len(set(RULE_IDS)) == len(RULE_IDS) == 15 and RULE_IDS[-1] == "local-cache-upstream"
 
 
 def test_dns_queries_refused_by_conntrack_vs_firewall_drop():
