@@ -30,9 +30,10 @@ from dnstrace.units import parse_duration_ns, parse_duration_s
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
 
-# struct gai_event in bpf/gai.h
+# struct gai_event_head in bpf/gai.h; the name follows it (a short or a full-size record).
 GAI_NAME_LEN = 256
-GAI_EVENT = struct.Struct(f"<QQQQiI16s{GAI_NAME_LEN}s")
+GAI_SHORT_NAME_LEN = 64
+GAI_EVENT_HEAD = struct.Struct("<QQQIiII16s")
 
 # The EAI_* values glibc and musl share (netdb.h), plus glibc's GNU extensions.
 EAI_NAMES = {
@@ -60,22 +61,55 @@ def error_name(func: int, ret: int) -> str | None:
     return EAI_NAMES.get(ret, f"EAI_{ret}")
 
 
-def decode(record: tuple, unix_offset_ns: int, libc_paths: dict[int, str]) -> dict:
-    """One raw ``gai_event`` tuple -> the event dict."""
-    start_ns, latency_ns, pid_tgid, libc_id, ret, func, comm, name = record
-    name = name.split(b"\0", 1)[0]
-    return {
-        "kind": "gai",
-        "ts": start_ns + unix_offset_ns,
-        "pid": pid_tgid >> 32,
-        "tid": pid_tgid & 0xFFFFFFFF,
-        "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        "func": FUNCS[func] if func < len(FUNCS) else f"func{func}",
-        "name": name.decode("utf-8", "replace") if name else None,
-        "latency_ns": latency_ns,
-        "error": error_name(func, ret),
-        "libc": libc_paths.get(libc_id),
-    }
+class GaiDecoder:
+    """``decode(area, offset, length)`` for ``RingBufReader.drain_with``: one record -> the event dict.
+
+    Command names and host names repeat (a service asks for the same few names), so their
+    text is kept per raw bytes in a small table, cleared when it reaches ``max_texts``."""
+
+    def __init__(self, unix_offset_ns: int = 0, libc_paths: dict[int, str] | None = None, max_texts: int = 4096):
+        self.unix_offset_ns = unix_offset_ns
+        self.libc_paths = libc_paths if libc_paths is not None else {}
+        self.max_texts = max_texts
+        self.texts: dict[bytes, str] = {}
+
+    def _text(self, raw: bytes) -> str:
+        text = self.texts.get(raw)
+        if text is None:
+            if len(self.texts) >= self.max_texts:
+                self.texts.clear()
+            text = self.texts[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return text
+
+    def __call__(self, area, offset: int, length: int) -> dict:
+        start_ns, latency_ns, pid_tgid, libc_id, ret, func, name_len, comm = _unpack_head(area, offset)
+        name_at = offset + _HEAD_SIZE
+        if name_len > length - _HEAD_SIZE - 1:
+            raise ValueError(f"gai record of {length} bytes with a {name_len}-byte name")
+        texts = self.texts
+        comm_text = texts.get(comm) or self._text(comm)
+        if name_len:
+            raw_name = area[name_at:name_at + name_len]
+            name = texts.get(raw_name) or self._text(raw_name)
+        else:
+            name = None
+        return {
+            "kind": "gai",
+            "ts": start_ns + self.unix_offset_ns,
+            "pid": pid_tgid >> 32,
+            "tid": pid_tgid & 0xFFFFFFFF,
+            "comm": comm_text,
+            "func": FUNCS[func] if func < _NFUNCS else f"func{func}",
+            "name": name,
+            "latency_ns": latency_ns,
+            "error": None if ret == 0 else error_name(func, ret),
+            "libc": self.libc_paths.get(libc_id),
+        }
+
+
+_unpack_head = GAI_EVENT_HEAD.unpack_from
+_HEAD_SIZE = GAI_EVENT_HEAD.size
+_NFUNCS = len(FUNCS)
 
 
 class GaiSource(Source):
@@ -95,7 +129,7 @@ class GaiSource(Source):
         self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
         self.libcs = None
         self.next_rescan_ns = 0
-        self.unix_offset_ns = 0
+        self.decoder: GaiDecoder | None = None
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
         self.log = log.get("gai")
 
@@ -124,8 +158,8 @@ class GaiSource(Source):
             for pid in self.pids:
                 table[table.Key(pid)] = table.Leaf(1)
         self.reader = RingBufReader(self.bpf[b"events"].map_fd)
-        self.unix_offset_ns = _unix_offset_ns()
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
+        self.decoder = GaiDecoder(_unix_offset_ns(), self.libcs.paths_by_id)
         self.libcs.refresh()
         self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
         if not self.libcs.attached:
@@ -169,14 +203,14 @@ class GaiSource(Source):
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
-        offset, paths = self.unix_offset_ns, self.libcs.paths_by_id
-        return [decode(record, offset, paths) for record in self.reader.drain(GAI_EVENT)]
+        self.decoder.libc_paths = self.libcs.paths_by_id
+        return self.reader.drain_with(self.decoder)
 
     def tick(self, now_ns: int) -> list[dict]:
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
             self.libcs.refresh()
-            self.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
+            self.decoder.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 
