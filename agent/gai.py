@@ -30,10 +30,17 @@ from dnstrace.units import parse_duration_ns, parse_duration_s
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
 
-# struct gai_event_head in bpf/gai.h; the name follows it (a short or a full-size record).
+# struct gai_event_short / struct gai_event in bpf/gai.h: the head, then the name area.
+# Both unpack to the same tuple: (start_ns, latency_ns, pid_tgid, libc_id, ret, func,
+# name_len, comm, name area).
 GAI_NAME_LEN = 256
 GAI_SHORT_NAME_LEN = 64
-GAI_EVENT_HEAD = struct.Struct("<QQQIiII16s")
+_HEAD_FORMAT = "<QQQIiII16s"
+GAI_EVENT_HEAD = struct.Struct(_HEAD_FORMAT)
+GAI_EVENT_SHORT = struct.Struct(f"{_HEAD_FORMAT}{GAI_SHORT_NAME_LEN}s")
+GAI_EVENT = struct.Struct(f"{_HEAD_FORMAT}{GAI_NAME_LEN}s")
+# Ring record length -> layout; the short record first: runs of it are unpacked in one go.
+GAI_LAYOUTS = {GAI_EVENT_SHORT.size: GAI_EVENT_SHORT, GAI_EVENT.size: GAI_EVENT}
 
 # The EAI_* values glibc and musl share (netdb.h), plus glibc's GNU extensions.
 EAI_NAMES = {
@@ -62,10 +69,12 @@ def error_name(func: int, ret: int) -> str | None:
 
 
 class GaiDecoder:
-    """``decode(area, offset, length)`` for ``RingBufReader.drain_with``: one record -> the event dict.
+    """Raw record tuples (``GAI_LAYOUTS``) -> event dicts, a whole drain in one comprehension.
 
     Command names and host names repeat (a service asks for the same few names), so their
-    text is kept per raw bytes in a small table, cleared when it reaches ``max_texts``."""
+    text is kept per raw bytes in a small table, cleared when it reaches ``max_texts``.
+    A name is cut at ``name_len`` and again at its first NUL (a bad ``name_len`` cannot
+    carry bytes from beyond the name)."""
 
     def __init__(self, unix_offset_ns: int = 0, libc_paths: dict[int, str] | None = None, max_texts: int = 4096):
         self.unix_offset_ns = unix_offset_ns
@@ -74,41 +83,33 @@ class GaiDecoder:
         self.texts: dict[bytes, str] = {}
 
     def _text(self, raw: bytes) -> str:
-        text = self.texts.get(raw)
-        if text is None:
-            if len(self.texts) >= self.max_texts:
-                self.texts.clear()
-            text = self.texts[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        if len(self.texts) >= self.max_texts:
+            self.texts.clear()
+        text = self.texts[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         return text
 
-    def __call__(self, area, offset: int, length: int) -> dict:
-        start_ns, latency_ns, pid_tgid, libc_id, ret, func, name_len, comm = _unpack_head(area, offset)
-        name_at = offset + _HEAD_SIZE
-        if name_len > length - _HEAD_SIZE - 1:
-            raise ValueError(f"gai record of {length} bytes with a {name_len}-byte name")
-        texts = self.texts
-        comm_text = texts.get(comm) or self._text(comm)
-        if name_len:
-            raw_name = area[name_at:name_at + name_len]
-            name = texts.get(raw_name) or self._text(raw_name)
-        else:
-            name = None
-        return {
-            "kind": "gai",
-            "ts": start_ns + self.unix_offset_ns,
-            "pid": pid_tgid >> 32,
-            "tid": pid_tgid & 0xFFFFFFFF,
-            "comm": comm_text,
-            "func": FUNCS[func] if func < _NFUNCS else f"func{func}",
-            "name": name,
-            "latency_ns": latency_ns,
-            "error": None if ret == 0 else error_name(func, ret),
-            "libc": self.libc_paths.get(libc_id),
-        }
+    def decode(self, records: list[tuple]) -> list[dict]:
+        known = self.texts.get
+        text = self._text
+        offset = self.unix_offset_ns
+        libc = self.libc_paths.get
+        return [
+            {
+                "kind": "gai",
+                "ts": start_ns + offset,
+                "pid": pid_tgid >> 32,
+                "tid": pid_tgid & 0xFFFFFFFF,
+                "comm": known(comm) or text(comm),
+                "func": FUNCS[func] if func < _NFUNCS else f"func{func}",
+                "name": (known(name[:name_len]) or text(name[:name_len]) or None) if name_len else None,
+                "latency_ns": latency_ns,
+                "error": None if ret == 0 else error_name(func, ret),
+                "libc": libc(libc_id),
+            }
+            for start_ns, latency_ns, pid_tgid, libc_id, ret, func, name_len, comm, name in records
+        ]
 
 
-_unpack_head = GAI_EVENT_HEAD.unpack_from
-_HEAD_SIZE = GAI_EVENT_HEAD.size
 _NFUNCS = len(FUNCS)
 
 
@@ -204,7 +205,7 @@ class GaiSource(Source):
         if not self.reader:
             return []
         self.decoder.libc_paths = self.libcs.paths_by_id
-        return self.reader.drain_with(self.decoder)
+        return self.decoder.decode(self.reader.drain_sized(GAI_LAYOUTS))
 
     def tick(self, now_ns: int) -> list[dict]:
         mono = time.monotonic_ns()
