@@ -5,7 +5,9 @@
 node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_s``
 picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
 func`` so an event names the libc and function it went through. Events come
-from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``).
+from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``):
+a drain's records are unpacked in runs (``drain_sized``) and turned into event
+dicts by ``GaiDecoder`` in one comprehension, with no per-event function call.
 
 Event fields: kind="gai", ts (unix ns when the call started), pid, tid, comm,
 func, name, latency_ns, error (EAI_* name from getaddrinfo's return; "NULL" when

@@ -1,7 +1,8 @@
 /* gai: one event per completed getaddrinfo / gethostbyname / gethostbyname2 call.
  *
- * Shared by gai.bpf.c and the Python decoder in agent/gai.py (struct format
- * GAI_EVENT_FORMAT there). Packed by hand: fixed-width fields, largest first, no holes.
+ * Shared by gai.bpf.c and the Python decoder in agent/gai.py (struct layouts
+ * GAI_EVENT_SHORT and GAI_EVENT there). Packed by hand: fixed-width fields,
+ * largest first, no holes.
  */
 #ifndef DNSTRACE_GAI_H
 #define DNSTRACE_GAI_H
