@@ -106,6 +106,11 @@ class Tracer:
         with open(self.out.name, "rb") as f:
             return sum(1 for _ in f)
 
+    def lines_with(self, text: str) -> int:
+        needle = text.encode()
+        with open(self.out.name, "rb") as f:
+            return sum(1 for line in f if needle in line)
+
     def last_count(self) -> int:
         """For the bench agent: the last "events=N" line it printed."""
         with open(self.out.name) as f:

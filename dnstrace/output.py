@@ -160,11 +160,14 @@ class OutputPipe:
             with self._cond:
                 self.backlog -= len(data)
 
-    def close(self, timeout_s: float = 30.0) -> None:
+    def close(self, timeout_s: float = 5.0) -> int:
+        """Write what is queued (waiting at most ``timeout_s``); returns the bytes left unwritten."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout_s)
+        with self._cond:
+            return self.backlog if self._thread.is_alive() else 0
 
 
 class EventWriter:
@@ -217,15 +220,12 @@ class EventWriter:
     def write(self, event: dict) -> None:
         self.write_batch([event])
 
-    def flush(self) -> None:
-        """Kept for callers of the per-event API: batches are handed over as written."""
-        if self.out is not None:
-            self.out.flush()
-
     def close(self) -> None:
         """Write what is queued, then say how many events the output could not take."""
         if self.pipe is not None:
-            self.pipe.close()
+            stuck = self.pipe.close()
+            if stuck:
+                status(f"dnstrace: output: {stuck} bytes of events not written at exit (stdout blocked)")
             if self.pipe.dropped_events:
                 status(f"dnstrace: output: {self.pipe.dropped_events} events not written "
                        f"(stdout slower than the events, {self.pipe.dropped_chunks} batches dropped)")
