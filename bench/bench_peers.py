@@ -129,8 +129,10 @@ def main() -> int:
 
     print("=== 1. gai: user-space CPU per event vs gethostlatency ===")
     gai = gai_bench.run(rounds, 100_000)
-    gai_ok = gai_bench.report(gai, rounds, 100_000)
-    verdicts["trace gai --json: 100% and <= 0.3x; agent <= 0.20x"] = all(gai_ok)
+    json_ratio, agent_ratio, json_complete, table_complete = gai_bench.report(gai, rounds, 100_000)
+    verdicts["trace gai --json: every event at 100k/s and <= 0.3x gethostlatency"] = json_ratio and json_complete
+    verdicts["agent gai path <= 0.20x gethostlatency"] = agent_ratio
+    verdicts["trace gai (table): every event at 100k/s"] = table_complete
 
     print("\n=== 2. gai in the kernel: added wall-clock cost per call vs a bare uprobe pair ===")
     verdicts["added cost <= 1.25x bare pair, both paths (medians)"] = bench_gai_overhead.run()

@@ -191,17 +191,12 @@ class EventWriter:
         specs = [f"{{:<{c.width}.{c.width}}}" for c in self.columns[:-1]] + ["{}"] * bool(self.columns)
         self._row_template = " ".join(specs)
         self.warn_interval_s = warn_interval_s
-        self._warned_at = 0.0
-        self._warned_dropped = 0
+        self._warned_at: float | None = None
 
     @property
     def broken(self) -> bool:
         """The reader went away (e.g. ``| head``): nothing more can be written."""
         return bool(self.pipe and self.pipe.broken)
-
-    @property
-    def dropped_events(self) -> int:
-        return self.pipe.dropped_events if self.pipe else 0
 
     def write_batch(self, events: list[dict]) -> None:
         if not events:
@@ -232,13 +227,11 @@ class EventWriter:
 
     def _warn_dropped(self) -> None:
         now = time.monotonic()
-        if now - self._warned_at < self.warn_interval_s:
+        if self._warned_at is not None and now - self._warned_at < self.warn_interval_s:
             return
-        dropped = self.pipe.dropped_events
-        status(f"dnstrace: output is slower than the events: {dropped - self._warned_dropped} events not "
-               f"written in the last {min(now - self._warned_at, 999):.0f}s ({dropped} so far); "
-               "the ring buffers keep draining")
-        self._warned_at, self._warned_dropped = now, dropped
+        self._warned_at = now
+        status(f"dnstrace: output is slower than the events: {self.pipe.dropped_events} events not written "
+               "so far (whole batches dropped; the ring buffers keep draining)")
 
     def _table(self, events: list[dict]) -> str:
         template = self._row_template.format

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def test_closed_reader_marks_the_pipe_broken():
     finally:
         pipe.close()
         os.close(write_end)
+
+
+def test_writer_says_once_per_interval_that_stdout_is_slow_and_sums_up_at_close(monkeypatch, capsys):
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr("sys.stdout", os.fdopen(write_end, "w"))
+    writer = EventWriter(json_lines=True, max_backlog=64 << 10, warn_interval_s=3600)
+    batch = [{"kind": "gai", "name": "x" * 200, "i": i} for i in range(1000)]  # ~230 KB a batch
+    for _ in range(20):
+        writer.write_batch(batch)  # nobody reads: the pipe fills, then the backlog
+    os.close(read_end)  # the writer thread's pending write fails: it stops
+    writer.close()
+    sys.stdout.close()
+    dropped = writer.pipe.dropped_events
+    assert dropped >= 1000 * 18 and dropped % 1000 == 0  # whole batches, counted
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("output is slower than the events" in line for line in lines) == 1
+    assert any(f"{dropped} events not written" in line for line in lines if line.startswith("dnstrace: output:"))
