@@ -5,7 +5,9 @@
 node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
 picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
 func`` so an event names the libc and function it went through. Events come
-from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``).
+from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``):
+a drain's records are unpacked in runs (``drain_sized``) and turned into event
+dicts by ``GaiDecoder`` in one comprehension, with no per-event function call.
 
 Event fields: kind="gai", ts (unix ns when the call started), pid, tid, comm,
 func, name, latency_ns, error (EAI_* name from getaddrinfo's return; "NULL" when
@@ -31,9 +33,17 @@ from dnstrace.units import parse_duration_ns
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
 
-# struct gai_event in bpf/gai.h
+# struct gai_event_short / struct gai_event in bpf/gai.h: the head, then the name area.
+# Both unpack to the same tuple: (start_ns, latency_ns, pid_tgid, libc_id, ret, func,
+# name_len, comm, name area).
 GAI_NAME_LEN = 256
-GAI_EVENT = struct.Struct(f"<QQQQiI16s{GAI_NAME_LEN}s")
+GAI_SHORT_NAME_LEN = 64
+_HEAD_FORMAT = "<QQQIiII16s"
+GAI_EVENT_HEAD = struct.Struct(_HEAD_FORMAT)
+GAI_EVENT_SHORT = struct.Struct(f"{_HEAD_FORMAT}{GAI_SHORT_NAME_LEN}s")
+GAI_EVENT = struct.Struct(f"{_HEAD_FORMAT}{GAI_NAME_LEN}s")
+# Ring record length -> layout; the short record first: runs of it are unpacked in one go.
+GAI_LAYOUTS = {GAI_EVENT_SHORT.size: GAI_EVENT_SHORT, GAI_EVENT.size: GAI_EVENT}
 
 # The EAI_* values glibc and musl share (netdb.h), plus glibc's GNU extensions.
 EAI_NAMES = {
@@ -64,22 +74,49 @@ def error_name(func: int, ret: int) -> str | None:
     return EAI_NAMES.get(ret, f"EAI_{ret}")
 
 
-def decode(record: tuple, unix_offset_ns: int, libc_paths: dict[int, str]) -> dict:
-    """One raw ``gai_event`` tuple -> the event dict."""
-    start_ns, latency_ns, pid_tgid, libc_id, ret, func, comm, name = record
-    name = name.split(b"\0", 1)[0]
-    return {
-        "kind": "gai",
-        "ts": start_ns + unix_offset_ns,
-        "pid": pid_tgid >> 32,
-        "tid": pid_tgid & 0xFFFFFFFF,
-        "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        "func": FUNCS[func] if func < len(FUNCS) else f"func{func}",
-        "name": name.decode("utf-8", "replace") if name else None,
-        "latency_ns": latency_ns,
-        "error": error_name(func, ret),
-        "libc": libc_paths.get(libc_id),
-    }
+class GaiDecoder:
+    """Raw record tuples (``GAI_LAYOUTS``) -> event dicts, a whole drain in one comprehension.
+
+    Command names and host names repeat (a service asks for the same few names), so their
+    text is kept per raw bytes in a small table, cleared when it reaches ``max_texts``.
+    A name is cut at ``name_len`` and again at its first NUL (a bad ``name_len`` cannot
+    carry bytes from beyond the name)."""
+
+    def __init__(self, unix_offset_ns: int = 0, libc_paths: dict[int, str] | None = None, max_texts: int = 4096):
+        self.unix_offset_ns = unix_offset_ns
+        self.libc_paths = libc_paths if libc_paths is not None else {}
+        self.max_texts = max_texts
+        self.texts: dict[bytes, str] = {}
+
+    def _text(self, raw: bytes) -> str:
+        if len(self.texts) >= self.max_texts:
+            self.texts.clear()
+        text = self.texts[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return text
+
+    def decode(self, records: list[tuple]) -> list[dict]:
+        known = self.texts.get
+        text = self._text
+        offset = self.unix_offset_ns
+        libc = self.libc_paths.get
+        return [
+            {
+                "kind": "gai",
+                "ts": start_ns + offset,
+                "pid": pid_tgid >> 32,
+                "tid": pid_tgid & 0xFFFFFFFF,
+                "comm": known(comm) or text(comm),
+                "func": FUNCS[func] if func < _NFUNCS else f"func{func}",
+                "name": (known(name[:name_len]) or text(name[:name_len]) or None) if name_len else None,
+                "latency_ns": latency_ns,
+                "error": None if ret == 0 else error_name(func, ret),
+                "libc": libc(libc_id),
+            }
+            for start_ns, latency_ns, pid_tgid, libc_id, ret, func, name_len, comm, name in records
+        ]
+
+
+_NFUNCS = len(FUNCS)
 
 
 class GaiSource(Source):
@@ -101,7 +138,7 @@ class GaiSource(Source):
         self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
         self.libcs = None
         self.next_rescan_ns = 0
-        self.unix_offset_ns = 0
+        self.decoder: GaiDecoder | None = None
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
         self.exec_watcher = None  # agent/exectrigger.py: scan a new process's libc at its exec
         self.log = log.get("gai")
@@ -131,8 +168,8 @@ class GaiSource(Source):
             for pid in self.pids:
                 table[table.Key(pid)] = table.Leaf(1)
         self.reader = RingBufReader(self.bpf[b"events"].map_fd)
-        self.unix_offset_ns = _unix_offset_ns()
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
+        self.decoder = GaiDecoder(_unix_offset_ns(), self.libcs.paths_by_id)
         self._start_exec_watcher()  # before the first scan: a process exec'd during it is not missed
         self.libcs.refresh()
         self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
@@ -206,15 +243,15 @@ class GaiSource(Source):
         if not self.reader:
             return []
         self._scan_new_processes()
-        offset, paths = self.unix_offset_ns, self.libcs.paths_by_id
-        return [decode(record, offset, paths) for record in self.reader.drain(GAI_EVENT)]
+        self.decoder.libc_paths = self.libcs.paths_by_id
+        return self.decoder.decode(self.reader.drain_sized(GAI_LAYOUTS))
 
     def tick(self, now_ns: int) -> list[dict]:
         self._scan_new_processes(again=True)
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
             self.libcs.refresh()
-            self.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
+            self.decoder.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 

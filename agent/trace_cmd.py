@@ -2,7 +2,13 @@
 
 stdout carries only events; status goes to stderr, including one line once every
 probe is attached ("dnstrace: attached ...") so scripts can wait for it.
-Ctrl-C / SIGTERM detaches every probe and exits 0.
+Ctrl-C / SIGTERM detaches every probe and exits 0; so does the reader of stdout
+going away (``| head``).
+
+Each ring-buffer drain is one batch: filtered with one comprehension (none at all
+when no filter is given) and encoded and written in one piece by ``EventWriter``.
+When stdout cannot keep up, whole batches are dropped, counted and said on stderr;
+the kernel's ring buffers keep being drained either way.
 """
 
 from __future__ import annotations
@@ -59,10 +65,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_filter(args: argparse.Namespace, target: TraceTarget):
+    """The per-event predicate of the command line's filters, or None when there are none."""
     pids = set(args.pid or ())
     comms = set(args.comm or ())
     min_latency = parse_duration_ns(args.min_latency) if args.min_latency else None
     extra = target.make_filter(args) if target.make_filter else None
+    if not (pids or comms or min_latency is not None or extra):
+        return None
 
     def keep(event: dict) -> bool:
         if pids and event.get("pid") not in pids:
@@ -80,16 +89,18 @@ def run(args: argparse.Namespace) -> int:
     target: TraceTarget = args.trace_target
     duration_s = parse_duration_s(args.duration) if args.duration else None
     keep = build_filter(args, target)
-    writer = EventWriter(json_lines=args.json, columns=target.columns)
     runner = Runner(target.make_sources(args))
+    writer = EventWriter(json_lines=args.json, columns=target.columns)
 
     def on_events(events: list[dict]) -> None:
-        for event in events:
-            if keep(event):
-                writer.write(event)
-        writer.flush()
+        writer.write_batch([event for event in events if keep(event)] if keep else events)
+        if writer.broken:
+            runner.stop.set()
 
-    runner.run(on_events, duration_s=duration_s)
+    try:
+        runner.run(on_events, duration_s=duration_s)
+    finally:
+        writer.close()
     for name, counters in runner.stats().items():
         if counters:
             status(f"dnstrace: {name}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))

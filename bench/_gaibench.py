@@ -22,9 +22,11 @@ def build_loop() -> str:
     return str(out)
 
 
-def run_loop(prefix: list[str], loop: str, count: int, name: str) -> float:
-    """Mean ns per getaddrinfo call of ``count`` calls (``prefix`` e.g. runs it in a namespace)."""
-    out = subprocess.run(prefix + [loop, str(count), name], capture_output=True, text=True, check=True).stdout
+def run_loop(prefix: list[str], loop: str, count: int, name: str, rate: int = 0) -> float:
+    """Mean ns per getaddrinfo call of ``count`` calls (``prefix`` e.g. runs it in a namespace),
+    as fast as possible or paced at ``rate`` calls per second."""
+    argv = prefix + [loop, str(count), name] + ([str(rate)] if rate else [])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     ns_per_call, failed = out.split()
     if int(failed):
         raise RuntimeError(f"{failed} of {count} lookups of {name} failed")
@@ -103,6 +105,11 @@ class Tracer:
     def lines(self) -> int:
         with open(self.out.name, "rb") as f:
             return sum(1 for _ in f)
+
+    def lines_with(self, text: str) -> int:
+        needle = text.encode()
+        with open(self.out.name, "rb") as f:
+            return sum(1 for line in f if needle in line)
 
     def last_count(self) -> int:
         """For the bench agent: the last "events=N" line it printed."""

@@ -12,6 +12,19 @@
  * (the loader attaches return probes before entry probes). Events are written
  * only at return, complete, so nothing half-made ever reaches user space.
  *
+ * Where the return probe's time goes (bpf_stats run_time / run_cnt, /etc/hosts path,
+ * a bare uretprobe program being ~35 ns): 160-166 ns in all; ~57 ns of it is the ring
+ * buffer (reserve + submit: spinlock, commit; building the record in a per-CPU array
+ * instead measured 103 ns), ~33 ns reading the name (127 ns without), the rest the
+ * clock, comm, slot and cookie. On the DNS path the call in between leaves the caches
+ * cold, and writing a full 312-byte record (five cache lines) cost 282-292 ns; names
+ * are therefore read straight into a two-line record (gai_event_short, 120 bytes +
+ * the 8-byte ring header) and only a name that fills it (62+ characters) is read
+ * again into a full-size record, the short one discarded: 200-215 ns on that path.
+ * The ring buffer, the name and the comm stay: they are the event. (A per-CPU scratch
+ * record sent with bpf_ringbuf_output would avoid the second read, but uprobe programs
+ * are preemptible on this kernel: another task's return probe could overwrite it.)
+ *
  * Optional, set by the loader with #defines:
  *   GAI_FILTER_PIDS      only tgids present in pid_filter are recorded
  *   GAI_MIN_LATENCY_NS   faster calls are dropped in the kernel
@@ -32,7 +45,7 @@
 #define GAI_STALE_NS (600ULL * 1000000000ULL) /* no lookup lasts 10 min: its return was lost */
 #endif
 #ifndef GAI_RINGBUF_PAGES
-#define GAI_RINGBUF_PAGES 512
+#define GAI_RINGBUF_PAGES 1024 /* 4 MiB: ~32k short records, a third of a second at 100k calls/s */
 #endif
 
 #define COUNTER_INFLIGHT_FULL 0
@@ -118,6 +131,31 @@ int gai_enter(struct pt_regs *ctx)
 	return 0;
 }
 
+static __always_inline void fill_head(struct gai_event_head *head, __u64 start_ns, __u64 latency,
+				      __u64 pid_tgid, __u64 cookie, long rc)
+{
+	__u32 func = cookie & 0xff;
+	head->start_ns = start_ns;
+	head->latency_ns = latency;
+	head->pid_tgid = pid_tgid;
+	head->libc_id = cookie >> 8;
+	head->func = func;
+	/* gethostbyname* return a pointer; NULL means failure (h_errno is thread-local
+	 * storage, out of reach of any stable ABI, so the reason is not known). */
+	head->ret = func == GAI_FUNC_GETADDRINFO ? (__s32)rc : (rc ? 0 : -1);
+	bpf_get_current_comm(head->comm, sizeof(head->comm));
+}
+
+/* bpf_probe_read_user_str's result -> name_len; an unreadable name is counted. */
+static __always_inline __u32 name_length(long copied, __u64 name_ptr)
+{
+	if (copied > 0)
+		return copied - 1;
+	if (name_ptr)
+		count(COUNTER_NAME_FAULT);
+	return 0;
+}
+
 int gai_return(struct pt_regs *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -134,28 +172,30 @@ int gai_return(struct pt_regs *ctx)
 	if (latency < GAI_MIN_LATENCY_NS)
 		return 0;
 #endif
+	long rc = PT_REGS_RC(ctx);
+	int zero = 0;
+	struct gai_event_short *small = events.ringbuf_reserve(sizeof(struct gai_event_short));
+	if (!small) {
+		count(COUNTER_RINGBUF_FULL);
+		return 0;
+	}
+	long copied = bpf_probe_read_user_str(small->name, sizeof(small->name), (void *)name_ptr);
+	if (copied < (long)sizeof(small->name)) {
+		fill_head(&small->head, start_ns, latency, pid_tgid, cookie, rc);
+		small->head.name_len = name_length(copied, name_ptr);
+		events.ringbuf_submit(small, dt_wakeup_flags(last_wakeup.lookup(&zero), now));
+		return 0;
+	}
+	/* It filled the short record: maybe cut, so it is read again into a full one. */
+	events.ringbuf_discard(small, BPF_RB_NO_WAKEUP);
 	struct gai_event *event = events.ringbuf_reserve(sizeof(struct gai_event));
 	if (!event) {
 		count(COUNTER_RINGBUF_FULL);
 		return 0;
 	}
-	__u32 func = cookie & 0xff;
-	long rc = PT_REGS_RC(ctx);
-	event->start_ns = start_ns;
-	event->latency_ns = latency;
-	event->pid_tgid = pid_tgid;
-	event->libc_id = cookie >> 8;
-	event->func = func;
-	/* gethostbyname* return a pointer; NULL means failure (h_errno is thread-local
-	 * storage, out of reach of any stable ABI, so the reason is not known). */
-	event->ret = func == GAI_FUNC_GETADDRINFO ? (__s32)rc : (rc ? 0 : -1);
-	bpf_get_current_comm(event->comm, sizeof(event->comm));
-	if (bpf_probe_read_user_str(event->name, sizeof(event->name), (void *)name_ptr) < 0) {
-		event->name[0] = 0;
-		if (name_ptr)
-			count(COUNTER_NAME_FAULT);
-	}
-	int zero = 0;
+	copied = bpf_probe_read_user_str(event->name, sizeof(event->name), (void *)name_ptr);
+	fill_head(&event->head, start_ns, latency, pid_tgid, cookie, rc);
+	event->head.name_len = name_length(copied, name_ptr);
 	events.ringbuf_submit(event, dt_wakeup_flags(last_wakeup.lookup(&zero), now));
 	return 0;
 }

@@ -194,9 +194,13 @@ def _logging(config, tmp: Path):
 
     flags = {key: config[key] for key in ("log.format", "log.level")}
     args = argparse.Namespace(config=None, log_format=flags["log.format"], log_level=flags["log.level"])
-    config_from_args(args, "agent")
-    renderer = structlog.get_config()["processors"][-1]
-    return type(renderer).__name__, structlog.get_logger().is_enabled_for(logging.INFO)
+    saved = structlog.get_config()
+    try:
+        config_from_args(args, "agent")
+        renderer = structlog.get_config()["processors"][-1]
+        return type(renderer).__name__, structlog.get_logger().is_enabled_for(logging.INFO)
+    finally:  # the process-wide logging set-up must not leak into later tests
+        structlog.configure(**saved)
 
 
 METRICS_PORT = _free_port()

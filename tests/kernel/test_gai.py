@@ -130,6 +130,18 @@ def test_missing_name_reports_eai_noname_and_gethostbyname_null(resolver, tracer
     assert 0.95e9 <= gai[0]["latency_ns"] <= 1.8e9
 
 
+def test_names_at_the_short_record_boundary_and_long_names_arrive_whole(resolver, tracer, glibc_client):
+    # bpf/gai.bpf.c puts names of up to 62 characters in a short record and reads longer
+    # ones again into a full-size one: both sides of that boundary and a long name.
+    names = [("b" * (length - len(".example.test")) + ".example.test") for length in (62, 63, 200)]
+    client = Client(resolver, [glibc_client, *names])
+    client.go()
+    client.finish()
+    for name in names:
+        events = tracer.wait_for(lambda e, name=name: e["pid"] == client.pid and e["name"] == name)
+        assert [e["error"] for e in events] == ["EAI_NONAME"], (len(name), events)
+
+
 def test_musl_client_is_traced(resolver, tracer, musl_client):
     # -l: resolve every 300 ms until told to stop, so the tracer's 1 s rescan can find musl first.
     client = Client(resolver, [musl_client, "-l", "api.example.test"])
