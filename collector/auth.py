@@ -74,43 +74,47 @@ def token_metadata(token: str) -> tuple:
 
 def _presented_token(metadata) -> str | None:
     for name, value in metadata or ():
-        if name == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):]
+        # RFC 7235: the auth scheme is case-insensitive.
+        if name == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
     return None
 
 
 def make_token_interceptor(ingest_token: str, query_token: str, on_refused=None):
-    """A grpc.ServerInterceptor enforcing the two tokens (either may be empty = not required)."""
+    """A grpc.aio.ServerInterceptor enforcing the two tokens (either may be empty = not required).
+
+    ``on_refused(reason, method)`` is called for each refused call (the server counts and logs it).
+    """
     import grpc
 
     def refuse(code, message, streaming_request):
-        def abort(_request, context):
-            context.abort(code, message)
+        async def abort(_request, context):
+            await context.abort(code, message)
 
         if streaming_request:
             return grpc.stream_stream_rpc_method_handler(abort)
         return grpc.unary_unary_rpc_method_handler(abort)
 
-    class TokenInterceptor(grpc.ServerInterceptor):
-        def intercept_service(self, continuation, handler_call_details):
+    class TokenInterceptor(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, handler_call_details):
             method = handler_call_details.method
             if method == INGEST_METHOD:
                 wanted, streaming = ingest_token, True
             elif method in QUERY_METHODS:
                 wanted, streaming = query_token, False
             else:
-                return continuation(handler_call_details)
+                return await continuation(handler_call_details)
             if not wanted:
-                return continuation(handler_call_details)
+                return await continuation(handler_call_details)
             presented = _presented_token(handler_call_details.invocation_metadata)
             if presented is None:
                 if on_refused:
-                    on_refused("unauthenticated")
+                    on_refused("no bearer token", method)
                 return refuse(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required", streaming)
             if not hmac.compare_digest(presented.encode(), wanted.encode()):
                 if on_refused:
-                    on_refused("permission_denied")
+                    on_refused("wrong token for this call", method)
                 return refuse(grpc.StatusCode.PERMISSION_DENIED, "this token does not allow this call", streaming)
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
 
     return TokenInterceptor()

@@ -299,7 +299,7 @@ def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> li
             sample = row.pop("sample")
             try:
                 extra = json.loads(sample) if sample else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 extra = {}
             if isinstance(extra, dict):
                 row["summary"] = extra.get("summary")
