@@ -60,6 +60,7 @@ class Shipper(Sink):
         self._stop = threading.Event()
         self.log = log.get("shipper")
         self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0}
+        spool.on_change = self._spool_changed
         self._thread = threading.Thread(target=self._send_loop, name="shipper", daemon=True)
         self._thread.start()
 
@@ -103,8 +104,21 @@ class Shipper(Sink):
                                       len(events), payload))
         self._buffer_since = time.monotonic_ns()
 
+    reports_losses = True  # the pipeline turns spool_evicted / spool_dropped into ``agent`` events and metrics
+
     def stats(self) -> dict:
-        return dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        spool = self.spool.stats()
+        return dict(self.counters, spool=spool, transport=self.transport.stats(),
+                    spool_evicted=spool["evicted_events"], spool_dropped=spool["dropped_events"])
+
+    def _spool_changed(self, what: str, details: dict) -> None:
+        if what == "recovered":
+            self.log.info("spool writable again; spooling resumed", spool=self.spool.directory, **details)
+        elif what == "degraded":
+            self.log.error("spool cannot be written; new batches are dropped and counted until it can",
+                           spool=self.spool.directory, **details)
+        else:
+            self.log.warning(f"spool {what}", spool=self.spool.directory, **details)
 
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once everything spooled so far has been acknowledged."""
