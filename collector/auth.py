@@ -32,6 +32,45 @@ def _read(path: str, what: str) -> bytes:
         raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
+def _pem_certificates(path: str, what: str) -> bytes:
+    """The file's bytes, refused unless it holds PEM certificates that load (gRPC would fail later, silently)."""
+    import ssl
+
+    data = _read(path, what)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"{what} {path} is not a PEM certificate file", hint="expected -----BEGIN CERTIFICATE-----")
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as err:
+        raise UsageError(f"{what} {path} does not load: {err}") from None
+    return data
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """Certificate and key belong together, and the certificate is within its validity dates."""
+    import ssl
+    import time
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as err:
+        reason = "the key does not match the certificate" if "mismatch" in str(err).lower() else str(err)
+        raise UsageError(f"TLS certificate {cert} / key {key}: {reason}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read TLS certificate or key: {err.strerror}") from None
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert)  # noqa: SLF001  (the stdlib's only certificate date reader)
+    except Exception:
+        return
+    not_after, not_before = decoded.get("notAfter"), decoded.get("notBefore")
+    now = time.time()
+    if not_after and ssl.cert_time_to_seconds(not_after) < now:
+        raise UsageError(f"TLS certificate {cert} expired on {not_after}", hint="agents refuse it: renew it")
+    if not_before and ssl.cert_time_to_seconds(not_before) > now:
+        raise UsageError(f"TLS certificate {cert} is not valid before {not_before}", hint="check the clock")
+
+
 def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_ca: str):
     """grpc.ServerCredentials, or None for plaintext (allowed on unix sockets or with --insecure)."""
     import grpc
@@ -39,7 +78,8 @@ def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_
     if cert or key:
         if not (cert and key):
             raise UsageError("TLS needs both a certificate and a key", hint="--tls-cert and --tls-key")
-        root = _read(client_ca, "client CA") if client_ca else None
+        _check_key_pair(cert, key)
+        root = _pem_certificates(client_ca, "client CA") if client_ca else None
         return grpc.ssl_server_credentials([(_read(key, "TLS key"), _read(cert, "TLS certificate"))],
                                            root_certificates=root, require_client_auth=root is not None)
     if client_ca:
@@ -61,8 +101,10 @@ def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: s
         return None
     if bool(cert) != bool(key):
         raise UsageError("a client certificate needs its key (and the other way round)")
+    if cert:
+        _check_key_pair(cert, key)
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "CA bundle") if ca else None,
+        root_certificates=_pem_certificates(ca, "CA bundle") if ca else None,
         private_key=_read(key, "client key") if key else None,
         certificate_chain=_read(cert, "client certificate") if cert else None,
     )
