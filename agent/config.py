@@ -196,6 +196,7 @@ KEYS: tuple[Key, ...] = (
     Key("collector.ingest_token", _str, "", "bearer token agents must present"),
     Key("collector.query_token", _str, "", "bearer token queries must present"),
     Key("collector.max_batch_bytes", _size, parse_size("64MiB"), "larger batches are refused"),
+    Key("collector.metrics_addr", _listen_addr, "", "HOST:PORT for the collector's Prometheus /metrics; empty = off"),
     Key("query.token", _str, "", "bearer token `dnstrace query` presents (the collector's query token)"),
     # logging
     Key("log.format", _choice("console", "json"), "console", "console or json"),

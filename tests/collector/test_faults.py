@@ -244,3 +244,22 @@ def test_query_whose_client_goes_away_is_cancelled(loaded_collector):
     stats = loaded_collector.stats()
     assert stats["queries_cancelled"] + stats["queries_timed_out"] > before and stats["queries_running"] == 0
     channel.close()
+
+
+def test_collector_metrics_show_streams_and_queries(collector_factory):
+    import urllib.request
+
+    from collector_helpers import free_port
+
+    metrics_port = free_port()
+    collector = collector_factory(extra=["--insecure", "--metrics-addr", f"127.0.0.1:{metrics_port}"]).start()
+    client = CollectorClient(collector.address, insecure=True, timeout_s=10)
+    client.query(QuerySpec(limit=10))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert values["dnstrace_collector_queries_total"] == 1
+    for name in ("dnstrace_collector_queries_running", "dnstrace_collector_queries_refused_total",
+                 "dnstrace_collector_queries_cancelled_total", "dnstrace_collector_streams_open",
+                 "dnstrace_collector_rejected_malformed_total", "dnstrace_collector_store_events_stored_total"):
+        assert values[name] == 0, name
+    client.close()

@@ -1,0 +1,52 @@
+"""Prometheus /metrics for ``dnstrace collector``: streams, batches, refusals and queries, read live.
+
+Values are read from ``CollectorServer.stats()`` at scrape time (no second set of
+counters to keep in step): ``dnstrace_collector_<name>_total`` for counters and
+``dnstrace_collector_<name>`` for what is in progress now (streams open, queries
+running, batch bytes in flight, the store's queue).
+"""
+
+from __future__ import annotations
+
+from dnstrace.agent.metrics import parse_addr
+from dnstrace.errors import UsageError
+
+GAUGES = ("streams_open", "queries_running", "inflight_bytes")
+STORE_GAUGES = ("queued_batches", "queued_events", "watermarks")
+
+
+class _StatsCollector:
+    def __init__(self, server):
+        self.server = server
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        stats = self.server.stats()
+        store = stats.pop("store", {})
+        for name, value in sorted(stats.items()):
+            if not isinstance(value, int):
+                continue
+            if name in GAUGES:
+                yield GaugeMetricFamily(f"dnstrace_collector_{name}", name.replace("_", " "), value=value)
+            else:
+                yield CounterMetricFamily(f"dnstrace_collector_{name}", name.replace("_", " "), value=value)
+        for name, value in sorted(store.items()):
+            if not isinstance(value, int) or isinstance(value, bool):
+                continue
+            family = GaugeMetricFamily if name in STORE_GAUGES else CounterMetricFamily
+            yield family(f"dnstrace_collector_store_{name}", f"store: {name.replace('_', ' ')}", value=value)
+
+
+def serve(server, addr: str):
+    """Serve /metrics on ``addr`` (HOST:PORT); returns the HTTP server (``shutdown()`` it on exit)."""
+    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    registry.register(_StatsCollector(server))
+    host, port = parse_addr(addr)
+    try:
+        http_server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as err:
+        raise UsageError(f"cannot serve collector metrics on {addr}: {err.strerror}") from None
+    return http_server
