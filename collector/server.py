@@ -125,7 +125,7 @@ class CollectorServer:
 
         from dnstrace.collector import dnstrace_pb2_grpc
 
-        self._budget = _ByteBudget(self.max_inflight_bytes, self)
+        self._budget = _ByteBudget(self.max_inflight_bytes, self._count)
         limit = self.max_batch_bytes * 2 + _ENVELOPE_SLACK
         server = grpc.aio.server(
             interceptors=[auth.make_token_interceptor(*self._tokens, on_refused=self._refused)],
@@ -253,17 +253,17 @@ class CollectorServer:
 class _ByteBudget:
     """Global bound on batch bytes between receipt and commit; waiters are served in arrival order."""
 
-    def __init__(self, limit: int, server: CollectorServer):
+    def __init__(self, limit: int, count=None):
         self.limit = limit
         self.used = 0
-        self.server = server
+        self._count = count or (lambda name, n=1: None)  # the server's counters (the global budget only)
         self._waiters: list[tuple[int, asyncio.Future]] = []
 
     async def acquire(self, size: int) -> None:
         if not self._waiters and self._fits(size):
             self._take(size)
             return
-        self.server._count("inflight_waits")
+        self._count("inflight_waits")
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((size, waiter))
         try:
@@ -280,11 +280,11 @@ class _ByteBudget:
 
     def _take(self, size: int) -> None:
         self.used += size
-        self.server._count("inflight_bytes", size)
+        self._count("inflight_bytes", size)
 
     def release(self, size: int) -> None:
         self.used -= size
-        self.server._count("inflight_bytes", -size)
+        self._count("inflight_bytes", -size)
         while self._waiters and self._fits(self._waiters[0][0]):
             size, waiter = self._waiters.pop(0)
             if not waiter.done():
@@ -329,8 +329,7 @@ class _Servicer:
         loop = asyncio.get_running_loop()
         budget = server._budget
         window = asyncio.Semaphore(STREAM_WINDOW_BATCHES)
-        window_bytes = _ByteBudget(STREAM_WINDOW_BYTES, server)
-        window_bytes.server = _NoCount()
+        window_bytes = _ByteBudget(STREAM_WINDOW_BYTES)
         admitted: asyncio.Queue = asyncio.Queue()
 
         async def read() -> None:
@@ -343,6 +342,9 @@ class _Servicer:
                     envelope = (batch.host_id, batch.instance, batch.seq)
                     try:
                         pending = await loop.run_in_executor(server._decode_pool, server.admit, batch)
+                    except asyncio.CancelledError:  # the stream ended meanwhile: the batch may still commit
+                        budget.release(size)
+                        raise
                     except Exception as err:  # refused before queueing: no later batch of this stream is taken
                         budget.release(size)
                         admitted.put_nowait((envelope, None, None, err, 0))
@@ -458,10 +460,3 @@ class _Servicer:
         return dnstrace_pb2.HealthResponse(status="serving", store=self.server.store.describe(),
                                            schema_version=SCHEMA_VERSION,
                                            stats=msgpack.packb(self.server.stats(), use_bin_type=True, default=str))
-
-
-class _NoCount:
-    """Stands in for the server in a per-stream budget: only the global budget is reported."""
-
-    def _count(self, name: str, n: int = 1) -> None:
-        pass
