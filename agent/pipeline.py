@@ -284,6 +284,10 @@ class Pipeline:
         self.last_loop_monotonic = time.monotonic()
         try:
             self.sinks = self.make_sinks()
+            for watcher in [s for s in self.sinks if hasattr(s, "watch_gauges")]:
+                for sink in self.sinks:
+                    if callable(getattr(sink, "gauges", None)):
+                        watcher.watch_gauges(sink.name, sink.gauges)  # e.g. the spool's depth on /metrics
             for stage in self.stages:
                 bind = getattr(stage, "bind", None)
                 if bind is not None:

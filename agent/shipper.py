@@ -111,6 +111,12 @@ class Shipper(Sink):
         return dict(self.counters, spool=spool, transport=self.transport.stats(),
                     spool_evicted=spool["evicted_events"], spool_dropped=spool["dropped_events"])
 
+    def gauges(self) -> dict:
+        """Live spool figures for /metrics (``dnstrace_spool_*{sink="shipper"}``)."""
+        spool = self.spool.stats()
+        return {"spool_pending_batches": spool["pending_batches"], "spool_pending_events": spool["pending_events"],
+                "spool_bytes": spool["bytes"], "spool_degraded": 1 if spool["degraded"] else 0}
+
     def _spool_changed(self, what: str, details: dict) -> None:
         if what == "recovered":
             self.log.info("spool writable again; spooling resumed", spool=self.spool.directory, **details)

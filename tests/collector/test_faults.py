@@ -263,3 +263,40 @@ def test_collector_metrics_show_streams_and_queries(collector_factory):
                  "dnstrace_collector_rejected_malformed_total", "dnstrace_collector_store_events_stored_total"):
         assert values[name] == 0, name
     client.close()
+
+
+def test_spool_depth_evictions_and_drops_are_live_metrics_and_agent_events(tmp_path):
+    import urllib.request
+
+    from collector_helpers import free_port
+
+    from dnstrace.agent.metrics import MetricsSink
+    from dnstrace.agent.pipeline import LossMonitor
+
+    store = open_store("duckdb::memory:")
+    transport = LocalTransport(CollectorServer(store, "unix:" + str(tmp_path / "c.sock"), insecure=True))
+    transport.run_session = _paused(transport.run_session)  # nothing ships: the spool only grows
+    spool = Spool(str(tmp_path / "spool"), max_bytes=128 << 10)
+    shipper = Shipper(host_id="metrics-host", spool=spool, transport=transport, batch_max_events=50, boot_id="b")
+    port = free_port()
+    metrics = MetricsSink(f"127.0.0.1:{port}")
+    metrics.watch_gauges(shipper.name, shipper.gauges)
+    monitor = LossMonitor("metrics-host")
+    try:
+        assert monitor.check([shipper], 1) == []
+        for seed in range(40):
+            shipper.handle(_events(50, seed))
+        events = monitor.check([shipper], 2)
+        assert len(events) == 1 and events[0]["source"] == "shipper"
+        assert events[0]["losses"]["spool_evicted"] == spool.stats()["evicted_events"] > 0
+        metrics.handle(events)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        pending = spool.stats()["pending_events"]
+        assert f'dnstrace_spool_pending_events{{sink="shipper"}} {float(pending)}' in text
+        assert f'dnstrace_spool_degraded{{sink="shipper"}} 0.0' in text
+        assert 'dnstrace_agent_lost_records_total{counter="spool_evicted",source="shipper"}' in text
+    finally:
+        metrics.close()
+        transport.run_session.resume()
+        shipper.close()
+        store.close()

@@ -165,18 +165,19 @@ def test_collector_cli_reports_a_mismatched_key_as_usage(certs):
     assert proc.returncode == 2 and "does not match" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_auth_refusals_are_logged_and_counted(capfd):
+def test_auth_refusals_are_logged_and_counted():
+    from structlog.testing import capture_logs
+
     from dnstrace.collector.client import CollectorClient
-    from dnstrace.errors import DnstraceError
 
     store = open_store("duckdb::memory:")
     server = CollectorServer(store, "127.0.0.1:0", insecure=True, query_token="q-secret").start()
     try:
-        for token in ("", "wrong"):
-            client = CollectorClient(server.address, insecure=True, token=token, timeout_s=10)
-            with pytest.raises(DnstraceError, match="refused"):
-                client.health()
-            client.close()
+        with capture_logs() as logs:
+            _refused_twice(server)
+        assert [(e["event"], e["reason"]) for e in logs if e["event"] == "call refused"] == [
+            ("call refused", "no bearer token"), ("call refused", "wrong token for this call")]
+        assert "q-secret" not in repr(logs)
         ok = CollectorClient(server.address, insecure=True, token="q-secret", timeout_s=10)
         ok.metadata = (("authorization", "bEaReR q-secret"),)  # the scheme is case-insensitive
         assert ok.health()["stats"]["rejected_auth"] == 2
@@ -184,5 +185,14 @@ def test_auth_refusals_are_logged_and_counted(capfd):
     finally:
         server.stop()
         store.close()
-    err = capfd.readouterr().err
-    assert "call refused" in err and "no bearer token" in err and "wrong token" in err and "q-secret" not in err
+
+
+def _refused_twice(server):
+    from dnstrace.collector.client import CollectorClient
+    from dnstrace.errors import DnstraceError
+
+    for token in ("", "wrong"):
+        client = CollectorClient(server.address, insecure=True, token=token, timeout_s=10)
+        with pytest.raises(DnstraceError, match="refused"):
+            client.health()
+        client.close()
