@@ -204,13 +204,15 @@ class Spool:
             self.counters["appended_batches"] += 1
             self.counters["appended_events"] += record.event_count
             self._unsynced = True
+            synced = True
             if time.monotonic() - self._last_fsync >= self.fsync_interval_s:
                 try:
                     self._sync_locked()
                 except OSError as err:  # the data is written (page cache); durability is what failed
+                    synced = False
                     self.counters["write_errors"] += 1
                     self._set_degraded(f"fsync failed: {err.strerror}")
-            if self.degraded is not None:
+            if self.degraded is not None and synced:
                 self.degraded = None
                 self._notify("recovered", dropped_batches=self.counters["dropped_batches"])
             self._data.notify_all()
