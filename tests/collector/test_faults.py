@@ -154,7 +154,7 @@ def test_read_only_spool_refuses_at_start(tiny_tmpfs):
     with pytest.raises(EnvironmentProblem, match="not usable: Read-only file system") as err:
         Spool(str(tiny_tmpfs / "spool"), max_bytes=1 << 20)
     assert err.value.exit_code == 3
-    proc = subprocess.run(DNSTRACE + ["agent", "--spool", str(tiny_tmpfs / "spool")], capture_output=True,
+    proc = subprocess.run(DNSTRACE + ["agent", "--spool-dir", str(tiny_tmpfs / "spool")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("dnstrace: error:")]

@@ -202,5 +202,5 @@ def test_agent_with_a_non_pem_ca_refuses_to_start(tmp_path):
     not_pem = tmp_path / "ca.txt"
     not_pem.write_text("this is not a certificate\n")
     proc = subprocess.run(DNSTRACE + ["agent", "--collector", "127.0.0.1:1", "--tls-ca", str(not_pem),
-                                      "--spool", str(tmp_path / "spool")], capture_output=True, text=True, timeout=120)
+                                      "--spool-dir", str(tmp_path / "spool")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not a PEM certificate" in proc.stderr and "Traceback" not in proc.stderr
