@@ -208,7 +208,7 @@ KEYS: tuple[Key, ...] = (
     Key("collector.ingest_token", _str, "", "bearer token agents must present"),
     Key("collector.query_token", _str, "", "bearer token queries must present"),
     Key("collector.metrics_addr", _listen_addr, "",
-        "HOST:PORT (:PORT = all addresses) for the collector's Prometheus /metrics (queue depth, refusals); empty = off"),
+        "HOST:PORT (:PORT = all addresses) for the collector's Prometheus /metrics (streams, refusals, queries, ingest queue, hosts behind); empty = off"),
     Key("collector.max_batch_bytes", _size, parse_size("64MiB"), "larger batches are refused"),
     Key("query.token", _str, "", "bearer token `dnstrace query` presents (the collector's query token)"),
     # logging

@@ -154,6 +154,13 @@ class MetricsSink(Sink):
                     self._netns_seen.add(netns)
                     self.conntrack_entries.labels(netns).set(int(e["count"]))
 
+    def watch_gauges(self, sink_name: str, read) -> None:
+        """Export ``read()`` -> {name: number} as ``dnstrace_<name>`` gauges, read at scrape time (spool depth)."""
+        if not hasattr(self, "_watched"):
+            self._watched: list = []
+            self.registry.register(_WatchedGauges(self._watched))
+        self._watched.append((sink_name, read))
+
     def set_findings(self, findings: list[dict]) -> None:
         """Active findings as a gauge (rule ids are a fixed set: bounded)."""
         self.findings.clear()
@@ -169,6 +176,26 @@ class MetricsSink(Sink):
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+class _WatchedGauges:
+    """A prometheus-client collector over other sinks' live figures (``MetricsSink.watch_gauges``)."""
+
+    def __init__(self, watched: list):
+        self.watched = watched
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+        for sink_name, read in self.watched:
+            try:
+                values = read()
+            except Exception:  # a failing sink must not break the scrape
+                continue
+            for name, value in sorted(values.items()):
+                family = GaugeMetricFamily(f"dnstrace_{name}", name.replace("_", " "), labels=["sink"])
+                family.add_metric([sink_name], float(value))
+                yield family
 
 
 def make_sink(config) -> MetricsSink | None:

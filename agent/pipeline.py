@@ -50,7 +50,8 @@ ERROR_LOG_INTERVAL_S = 30.0
 # Source stats counters that count records the agent lost (a source's ``stats()`` key ends
 # with one of these; the lookups source prefixes its parts' keys with "dns_" / "gai_").
 LOSS_COUNTERS = ("ringbuf_lost", "ringbuf_full", "kernel_missed", "sampled_out", "pairs_lost", "inflight_full",
-                 "inflight_evicted", "conn_table_full", "flow_table_full", "key_table_full")
+                 "inflight_evicted", "conn_table_full", "flow_table_full", "key_table_full", "spool_evicted",
+                 "spool_dropped")
 # Estimates derived from several counters read at different moments (they can dip or jump
 # transiently): not counted, a false loss would silence real findings.
 DERIVED_COUNTERS = ("kernel_inflight_evicted",)
@@ -282,6 +283,10 @@ class Pipeline:
         self.last_loop_monotonic = time.monotonic()
         try:
             self.sinks = self.make_sinks()
+            for watcher in [s for s in self.sinks if hasattr(s, "watch_gauges")]:
+                for sink in self.sinks:
+                    if callable(getattr(sink, "gauges", None)):
+                        watcher.watch_gauges(sink.name, sink.gauges)  # e.g. the spool's depth on /metrics
             for stage in self.stages:
                 bind = getattr(stage, "bind", None)
                 if bind is not None:
@@ -341,7 +346,9 @@ class Pipeline:
     def _on_tick(self, now_ns: int) -> None:
         self.last_loop_monotonic = time.monotonic()
         if self._runner is not None:
-            agent_events = self.losses.check(self._runner.started, now_ns)
+            # Sinks that can lose events (the shipper's spool) report them like sources do.
+            loss_sinks = [sink for sink in self.sinks or () if getattr(sink, "reports_losses", False)]
+            agent_events = self.losses.check([*self._runner.started, *loss_sinks], now_ns)
             if agent_events:  # not enriched: they are about the agent itself
                 self._counters["agent_events"] += len(agent_events)
                 for stage in self.stages:

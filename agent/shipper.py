@@ -74,6 +74,7 @@ class Shipper(Sink):
         self._stop = threading.Event()
         self.log = log.get("shipper")
         self.counters = {"events_in": 0, "batches_made": 0, "encode_errors": 0, "bytes_spooled": 0}
+        spool.on_change = self._spool_changed
         self._thread = threading.Thread(target=self._send_loop, name="shipper", daemon=True)
         self._thread.start()
 
@@ -130,11 +131,30 @@ class Shipper(Sink):
                                       len(events), payload))
         self._buffer_since = self._clock()
 
+    reports_losses = True  # the pipeline turns spool_evicted / spool_dropped into ``agent`` events and metrics
+
     def stats(self) -> dict:
-        stats = dict(self.counters, spool=self.spool.stats(), transport=self.transport.stats())
+        spool = self.spool.stats()
+        stats = dict(self.counters, spool=spool, transport=self.transport.stats(),
+                     spool_evicted=spool["evicted_events"], spool_dropped=spool["dropped_events"])
         if self.summary is not None:
             stats["summary"] = dict(self.summary.counters)
         return stats
+
+    def gauges(self) -> dict:
+        """Live spool figures for /metrics (``dnstrace_spool_*{sink="shipper"}``)."""
+        spool = self.spool.stats()
+        return {"spool_pending_batches": spool["pending_batches"], "spool_pending_events": spool["pending_events"],
+                "spool_bytes": spool["bytes"], "spool_degraded": 1 if spool["degraded"] else 0}
+
+    def _spool_changed(self, what: str, details: dict) -> None:
+        if what == "recovered":
+            self.log.info("spool writable again; spooling resumed", spool=self.spool.directory, **details)
+        elif what == "degraded":
+            self.log.error("spool cannot be written; new batches are dropped and counted until it can",
+                           spool=self.spool.directory, **details)
+        else:
+            self.log.warning(f"spool {what}", spool=self.spool.directory, **details)
 
     def wait_delivered(self, timeout_s: float) -> bool:
         """True once everything spooled so far has been acknowledged."""
@@ -250,6 +270,12 @@ class GrpcTransport:
                  token: str = "", server_name: str = "", spread_key: str = "", failback_s: float = 30.0,
                  resolve=socket.getaddrinfo):
         self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        # Clients are made per replica when first needed; a TLS file that is missing or not PEM must stop
+        # the agent at start (exit 2), not leave it running and delivering nothing.
+        from dnstrace.collector import auth
+
+        for each in self.addresses:
+            auth.channel_credentials(each, insecure, ca, cert, key)
         self.address = address
         self._client_options = dict(insecure=insecure, ca=ca, cert=cert, key=key, token=token)
         self._server_name = server_name

@@ -16,10 +16,18 @@ when a segment was created), plus one on close. A power loss or kernel crash can
 therefore lose up to about the last second of batches; an fsync per batch would cost
 a disk flush per batch on the agent's event path for little gain, since events of
 that last second were still in the kernel ring buffers a moment earlier anyway.
+
+Full or failing disks: every write is checked. A write that fails (ENOSPC, EDQUOT,
+EROFS, EIO) or comes up short is cut back off the segment, so no torn record is ever
+booked, and the batch is counted in ``dropped_batches``/``dropped_events``; the spool
+is then ``degraded`` and tries again with the next batch, so it recovers by itself
+when space returns. A spool directory that cannot be written at start-up is refused
+(``EnvironmentProblem``: the agent exits 3 with one line).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -87,7 +95,8 @@ class Spool:
         self._unsynced = False
         self._dir_unsynced = False
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, max_bytes // 16))
+        # At least 16 segments per spool so an eviction drops a sixteenth, not everything (4 KiB floor).
+        self.segment_bytes = segment_bytes or max(4096, min(64 << 20, max_bytes // 16))
         self._lock = threading.Lock()
         self._data = threading.Condition(self._lock)
         self._segments: deque[_Segment] = deque()
@@ -97,13 +106,39 @@ class Spool:
         self._next_seg_id = 1  # segment ids (and so positions) only grow, even across evictions
         self.counters = {"appended_batches": 0, "appended_events": 0, "acked_batches": 0, "acked_events": 0,
                          "evicted_batches": 0, "evicted_events": 0, "evicted_bytes": 0, "recovered_batches": 0,
-                         "torn_records": 0, "oversized_batches": 0, "fsyncs": 0}
+                         "torn_records": 0, "oversized_batches": 0, "fsyncs": 0, "dropped_batches": 0,
+                         "dropped_events": 0, "write_errors": 0, "corrupt_records": 0}
+        self.degraded: str | None = None  # why the last write failed, until one succeeds again
+        self.on_change = None  # on_change(what, details): "degraded" / "recovered" / "evicted"
         try:
             os.makedirs(directory, exist_ok=True)
+            self._probe_writable()
+            self._recover()
         except OSError as err:
-            raise EnvironmentProblem(f"cannot create spool directory {directory}: {err.strerror}",
-                                     hint="set agent.spool_dir (--spool DIR) to a writable directory") from None
-        self._recover()
+            raise EnvironmentProblem(f"spool directory {directory} is not usable: {err.strerror}",
+                                     hint="set agent.spool_dir (--spool DIR) to a writable directory with "
+                                          "free space") from None
+
+    def _probe_writable(self) -> None:
+        probe = os.path.join(self.directory, ".write-probe")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if os.write(fd, b"\0" * 512) != 512:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+
+    def _notify(self, what: str, **details) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(what, details)
+            except Exception:  # a reporting problem must not stop spooling
+                pass
 
     # --- start-up ---------------------------------------------------------------
     def _recover(self) -> None:
@@ -151,20 +186,73 @@ class Spool:
                 self.counters["evicted_events"] += record.event_count
                 self.counters["evicted_bytes"] += len(framed)
                 return
+            evicted = 0
             while self._segments and self._total_bytes + len(framed) > self.max_bytes:
-                self._evict_oldest()
-            segment = self._writable_segment(len(framed))
-            offset = segment.size
-            os.write(self._write_fd, framed)
+                evicted += self._evict_oldest()
+            if evicted:
+                self._notify("evicted", batches=evicted)
+            try:
+                segment = self._writable_segment(len(framed))
+                offset = segment.size
+                self._write_all(framed)
+            except OSError as err:
+                self._write_failed(record, err)
+                return
             segment.entries.append(_Entry(offset, len(framed), record.event_count))
             segment.size += len(framed)
             self._total_bytes += len(framed)
             self.counters["appended_batches"] += 1
             self.counters["appended_events"] += record.event_count
             self._unsynced = True
+            synced = True
             if time.monotonic() - self._last_fsync >= self.fsync_interval_s:
-                self._sync_locked()
+                try:
+                    self._sync_locked()
+                except OSError as err:  # the data is written (page cache); durability is what failed
+                    synced = False
+                    self.counters["write_errors"] += 1
+                    self._set_degraded(f"fsync failed: {err.strerror}")
+            if self.degraded is not None and synced:
+                self.degraded = None
+                self._notify("recovered", dropped_batches=self.counters["dropped_batches"])
             self._data.notify_all()
+
+    def _write_all(self, framed: bytes) -> None:
+        view = memoryview(framed)
+        while view:
+            written = os.write(self._write_fd, view)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+
+    def _write_failed(self, record: SpoolRecord, err: OSError) -> None:
+        """Undo a partial write (no torn record), count the batch as dropped, retry with the next one."""
+        self.counters["write_errors"] += 1
+        self.counters["dropped_batches"] += 1
+        self.counters["dropped_events"] += record.event_count
+        last = self._segments[-1] if self._segments else None
+        if self._write_fd is not None:
+            try:
+                os.ftruncate(self._write_fd, last.size if last is not None else 0)
+            except OSError:
+                pass  # the torn tail is cut off at the next start (crc), and this segment is written no more
+            try:
+                os.close(self._write_fd)
+            except OSError:
+                pass
+            self._write_fd = None
+        if last is not None and not last.entries:
+            self._segments.pop()
+            try:
+                os.unlink(last.path)
+            except OSError:
+                pass
+        self._set_degraded(f"{err.strerror or err}")
+
+    def _set_degraded(self, why: str) -> None:
+        if self.degraded is None:
+            self._notify("degraded", reason=why)
+        self.degraded = why
 
     def sync(self) -> None:
         """Make every appended record durable now."""
@@ -207,7 +295,7 @@ class Spool:
             self._drop_first()  # the previous segment was fully delivered
         return segment
 
-    def _evict_oldest(self) -> None:
+    def _evict_oldest(self) -> int:
         segment = self._segments[0]
         undelivered = segment.entries[self._head_index:]
         self.counters["evicted_batches"] += len(undelivered)
@@ -217,6 +305,7 @@ class Spool:
             os.close(self._write_fd)
             self._write_fd = None
         self._drop_first()
+        return len(undelivered)
 
     def _drop_first(self) -> None:
         segment = self._segments.popleft()
@@ -256,8 +345,26 @@ class Spool:
                     framed = f.read(entry.size)
             except FileNotFoundError:
                 continue  # evicted meanwhile
-            out.append(((seg_id, index), SpoolRecord.unpack(framed[_FRAME.size:])))
+            try:
+                length, crc = _FRAME.unpack_from(framed)
+                body = framed[_FRAME.size:]
+                if len(body) != length or zlib.crc32(body) != crc:
+                    raise ValueError("crc mismatch")
+                out.append(((seg_id, index), SpoolRecord.unpack(body)))
+            except (ValueError, struct.error, msgpack.ExtraData, msgpack.UnpackException) as err:
+                if not out:  # acking it must not ack records before it that were not delivered yet
+                    self._corrupt((seg_id, index), entry, err)
+                break
         return out
+
+    def _corrupt(self, position: tuple[int, int], entry: _Entry, err: Exception) -> None:
+        """A record that cannot be read back (disk error): counted as dropped and skipped, never resent."""
+        with self._lock:
+            self.counters["corrupt_records"] += 1
+            self.counters["dropped_batches"] += 1
+            self.counters["dropped_events"] += entry.event_count
+        self._notify("corrupt", position=list(position), error=str(err))
+        self.ack(position)
 
     def _locate(self, position):
         first = self._first_unacked_locked()
@@ -313,12 +420,15 @@ class Spool:
         batches, events = self.pending()
         with self._lock:
             return dict(self.counters, pending_batches=batches, pending_events=events, bytes=self._total_bytes,
-                        segments=len(self._segments), max_bytes=self.max_bytes)
+                        segments=len(self._segments), max_bytes=self.max_bytes, degraded=self.degraded or "")
 
     def close(self) -> None:
         with self._lock:
             if self._write_fd is not None:
-                self._sync_locked()
+                try:
+                    self._sync_locked()
+                except OSError:
+                    self.counters["write_errors"] += 1
                 os.close(self._write_fd)
                 self._write_fd = None
             self._data.notify_all()

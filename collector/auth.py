@@ -32,6 +32,45 @@ def _read(path: str, what: str) -> bytes:
         raise UsageError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
+def _pem_certificates(path: str, what: str) -> bytes:
+    """The file's bytes, refused unless it holds PEM certificates that load (gRPC would fail later, silently)."""
+    import ssl
+
+    data = _read(path, what)
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise UsageError(f"{what} {path} is not a PEM certificate file", hint="expected -----BEGIN CERTIFICATE-----")
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError) as err:
+        raise UsageError(f"{what} {path} does not load: {err}") from None
+    return data
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """Certificate and key belong together, and the certificate is within its validity dates."""
+    import ssl
+    import time
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as err:
+        reason = "the key does not match the certificate" if "mismatch" in str(err).lower() else str(err)
+        raise UsageError(f"TLS certificate {cert} / key {key}: {reason}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read TLS certificate or key: {err.strerror}") from None
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert)  # noqa: SLF001  (the stdlib's only certificate date reader)
+    except Exception:
+        return
+    not_after, not_before = decoded.get("notAfter"), decoded.get("notBefore")
+    now = time.time()
+    if not_after and ssl.cert_time_to_seconds(not_after) < now:
+        raise UsageError(f"TLS certificate {cert} expired on {not_after}", hint="agents refuse it: renew it")
+    if not_before and ssl.cert_time_to_seconds(not_before) > now:
+        raise UsageError(f"TLS certificate {cert} is not valid before {not_before}", hint="check the clock")
+
+
 def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_ca: str):
     """grpc.ServerCredentials, or None for plaintext (allowed on unix sockets or with --insecure)."""
     import grpc
@@ -39,7 +78,8 @@ def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_
     if cert or key:
         if not (cert and key):
             raise UsageError("TLS needs both a certificate and a key", hint="--tls-cert and --tls-key")
-        root = _read(client_ca, "client CA") if client_ca else None
+        _check_key_pair(cert, key)
+        root = _pem_certificates(client_ca, "client CA") if client_ca else None
         return grpc.ssl_server_credentials([(_read(key, "TLS key"), _read(cert, "TLS certificate"))],
                                            root_certificates=root, require_client_auth=root is not None)
     if client_ca:
@@ -61,8 +101,10 @@ def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: s
         return None
     if bool(cert) != bool(key):
         raise UsageError("a client certificate needs its key (and the other way round)")
+    if cert:
+        _check_key_pair(cert, key)
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "CA bundle") if ca else None,
+        root_certificates=_pem_certificates(ca, "CA bundle") if ca else None,
         private_key=_read(key, "client key") if key else None,
         certificate_chain=_read(cert, "client certificate") if cert else None,
     )
@@ -74,43 +116,47 @@ def token_metadata(token: str) -> tuple:
 
 def _presented_token(metadata) -> str | None:
     for name, value in metadata or ():
-        if name == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):]
+        # RFC 7235: the auth scheme is case-insensitive.
+        if name == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
     return None
 
 
 def make_token_interceptor(ingest_token: str, query_token: str, on_refused=None):
-    """A grpc.ServerInterceptor enforcing the two tokens (either may be empty = not required)."""
+    """A grpc.aio.ServerInterceptor enforcing the two tokens (either may be empty = not required).
+
+    ``on_refused(reason, method)`` is called for each refused call (the server counts and logs it).
+    """
     import grpc
 
     def refuse(code, message, streaming_request):
-        def abort(_request, context):
-            context.abort(code, message)
+        async def abort(_request, context):
+            await context.abort(code, message)
 
         if streaming_request:
             return grpc.stream_stream_rpc_method_handler(abort)
         return grpc.unary_unary_rpc_method_handler(abort)
 
-    class TokenInterceptor(grpc.ServerInterceptor):
-        def intercept_service(self, continuation, handler_call_details):
+    class TokenInterceptor(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, handler_call_details):
             method = handler_call_details.method
             if method == INGEST_METHOD:
                 wanted, streaming = ingest_token, True
             elif method in QUERY_METHODS:
                 wanted, streaming = query_token, False
             else:
-                return continuation(handler_call_details)
+                return await continuation(handler_call_details)
             if not wanted:
-                return continuation(handler_call_details)
+                return await continuation(handler_call_details)
             presented = _presented_token(handler_call_details.invocation_metadata)
             if presented is None:
                 if on_refused:
-                    on_refused("unauthenticated")
+                    on_refused("no bearer token", method)
                 return refuse(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required", streaming)
             if not hmac.compare_digest(presented.encode(), wanted.encode()):
                 if on_refused:
-                    on_refused("permission_denied")
+                    on_refused("wrong token for this call", method)
                 return refuse(grpc.StatusCode.PERMISSION_DENIED, "this token does not allow this call", streaming)
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
 
     return TokenInterceptor()

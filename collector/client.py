@@ -24,9 +24,15 @@ def grpc_target(address: str) -> str:
     """``HOST:PORT`` or ``unix:PATH`` as grpc wants it."""
     if auth.is_unix(address):
         return address
-    if ":" not in address:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
         raise UsageError(f"collector address {address!r} lacks a port", hint="HOST:PORT or unix:PATH")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"collector address {address!r}: port must be 1..65535", hint="HOST:PORT or unix:PATH")
     return address
+
+
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "x509")
 
 
 class CollectorClient:
@@ -59,6 +65,19 @@ class CollectorClient:
 
         code = err.code() if hasattr(err, "code") else None
         details = err.details() if hasattr(err, "details") else str(err)
+        text = (details or "").lower()
+        if code == grpc.StatusCode.UNAVAILABLE and any(word in text for word in _TLS_WORDS):
+            return DnstraceError(f"TLS with collector {self.address} failed: {details}",
+                                 hint="check --tls-ca (the CA that signed the collector's certificate), the "
+                                      "client certificate and key for mutual TLS, and the certificate's dates")
+        if code == grpc.StatusCode.UNAVAILABLE and ("socket closed" in text or "connection reset" in text
+                                                    or "unexpected eof" in text):
+            return DnstraceError(f"collector {self.address} closed the connection: {details}",
+                                 hint="a TLS collector refuses plaintext (give --tls-ca) and a mutual-TLS one "
+                                      "refuses clients without a certificate (--tls-cert/--tls-key)")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DnstraceError(f"collector {self.address}: DEADLINE_EXCEEDED: {details}",
+                                 hint="narrow the time range or filters")
         if code == grpc.StatusCode.UNAVAILABLE:
             return DnstraceError(f"collector {self.address} is unreachable: {details}",
                                  hint="is `dnstrace collector` (or the agent's embedded collector) running there? "

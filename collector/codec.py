@@ -23,6 +23,7 @@ The collector decodes with ``decode_batch``: any malformed input raises
 from __future__ import annotations
 
 import json
+import re
 import sys
 from array import array
 
@@ -69,11 +70,35 @@ EVENT_COLUMN_FIELDS = tuple(n for n in COLUMN_NAMES if n not in ("failed", "attr
 STREAM_WINDOW_BATCHES = 128
 STREAM_WINDOW_BYTES = 64 << 20
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# What ingest stores (a batch outside these is refused, logged and counted): timestamps 2000-01-01 ..
+# 2200-01-01 (in ns), so retention can expire every row; text fields up to MAX_FIELD_CHARS characters,
+# attrs up to MAX_ATTRS_CHARS and MAX_ATTRS_DEPTH levels of nesting (so every reader can parse it back);
+# host ids printable, 1..MAX_HOST_ID_CHARS.
+TS_MIN_NS = 946_684_800 * 10**9
+TS_MAX_NS = 7_258_118_400 * 10**9
+MAX_FIELD_CHARS = 4096
+MAX_ATTRS_CHARS = 64 << 10
+MAX_ATTRS_DEPTH = 32
+MAX_HOST_ID_CHARS = 255
+MAX_BOOT_ID_CHARS = 64
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_JSON_INNERMOST = re.compile(r"[\[{][^\[\]{}\n]*[\]}]")
+_JSON_OPENERS = re.compile(r"[\[{]")
 _FAILED_RESULTS = frozenset(("refused", "timeout", "reset"))
 
 
 class BatchError(ValueError):
     """The batch is malformed: wrong structure, types or sizes."""
+
+
+def check_envelope(host_id: str, boot_id: str) -> None:
+    """Host and boot ids are stored and printed: bounded, and no control or bidi characters."""
+    for name, value, limit in (("host_id", host_id, MAX_HOST_ID_CHARS), ("boot_id", boot_id, MAX_BOOT_ID_CHARS)):
+        if not value or len(value) > limit:
+            raise BatchError(f"{name} must be 1..{limit} characters")
+        if _CONTROL_CHARS.search(value) or value != value.strip():
+            raise BatchError(f"{name} holds control characters or surrounding blanks")
 
 
 def event_failed(event: dict) -> bool:
@@ -260,6 +285,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
         raise BatchError(f"unknown columns: {sorted(unknown)[:5]}")
     if version >= 2:
         arrays = _unpack_v2(n, cols)
+        _check_values(arrays)
         _check_attrs(arrays["attrs"], None, check_attrs_json)
         return DecodedBatch(n, arrays, rollups=_unpack_rollups(obj["rollups"], max_events) if "rollups" in obj else None)
     columns: dict[str, list] = {}
@@ -273,6 +299,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
             raise BatchError(f"column {name!r} must be a list of {n} values")
         columns[name] = values
     arrays = _to_arrow(columns)
+    _check_values(arrays)
     _check_attrs(arrays["attrs"], columns["attrs"], check_attrs_json)
     return DecodedBatch(n, arrays, columns)
 
@@ -412,6 +439,44 @@ def _to_arrow(columns: dict[str, list]) -> dict:
     return arrays
 
 
+def _check_values(arrays: dict) -> None:
+    """Value ranges every reader relies on: timestamps and text sizes (Arrow kernels, no Python loop)."""
+    import pyarrow.compute as pc
+
+    ts = arrays["ts"]
+    if len(ts):
+        low, high = pc.min_max(ts).values()
+        if low.as_py() < TS_MIN_NS or high.as_py() >= TS_MAX_NS:
+            raise BatchError(f"'ts' must be a time in ns between 2000 and 2200 (got {low.as_py()}..{high.as_py()})")
+    for name, kind in COLUMNS:
+        if kind != "str":
+            continue
+        array = arrays[name]
+        if hasattr(array, "dictionary"):
+            array = array.dictionary
+        if not len(array) or array.null_count == len(array):
+            continue
+        limit = MAX_ATTRS_CHARS if name == "attrs" else MAX_FIELD_CHARS
+        longest = pc.max(pc.utf8_length(array)).as_py()
+        if longest is not None and longest > limit:
+            raise BatchError(f"column {name!r} holds a value of {longest} characters (limit {limit})")
+
+
+def attrs_depth_ok(texts: list[str]) -> bool:
+    """True when no JSON text nests deeper than MAX_ATTRS_DEPTH (regex passes in C, no recursion)."""
+    if not texts:
+        return True
+    # One newline-joined text: neither the string nor the bracket pattern crosses a newline, and JSON
+    # holds none outside strings that matter, so each value is reduced on its own.
+    rest = _JSON_STRING.sub("", "\n".join(texts))
+    for _ in range(MAX_ATTRS_DEPTH):
+        reduced = _JSON_INNERMOST.sub("", rest)
+        if reduced == rest:
+            break
+        rest = reduced
+    return _JSON_OPENERS.search(rest) is None
+
+
 def _check_attrs(array, texts: list | None, check_json: bool) -> None:
     """Every attrs value is null or one JSON object (cheap shape check in Arrow; full parse optional)."""
     import pyarrow.compute as pc
@@ -422,9 +487,11 @@ def _check_attrs(array, texts: list | None, check_json: bool) -> None:
         array = array.dictionary  # every distinct value (codes were range-checked)
     if pc.starts_with(array, "{").false_count or pc.ends_with(array, "}").false_count:  # nulls are not false
         raise BatchError("each 'attrs' value must be one JSON object")
+    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
+    if not attrs_depth_ok(present):
+        raise BatchError(f"an 'attrs' value nests deeper than {MAX_ATTRS_DEPTH} levels")
     if not check_json:
         return
-    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
     try:
         parsed = json.loads("[" + ",".join(present) + "]")
     except (ValueError, RecursionError):
@@ -444,8 +511,8 @@ def row_to_event(row: dict) -> dict:
     if attrs:
         try:
             extra = json.loads(attrs)
-        except ValueError:
-            extra = {}
+        except (ValueError, RecursionError):  # never stored by this version; older stores may hold it
+            extra = {"attrs_unreadable": True}
         if isinstance(extra, dict):
             for key, value in extra.items():
                 event.setdefault(key, value)

@@ -102,6 +102,13 @@ class QuerySpec:
             raise UsageError(f"limit must be 0..{MAX_LIMIT}")
         if self.since_ns < 0 or self.until_ns < 0 or self.min_latency_ns < 0:
             raise UsageError("times and latencies must not be negative")
+        for name, value in (("--since", self.since_ns), ("--until", self.until_ns),
+                            ("--min-latency", self.min_latency_ns), ("--bucket", self.bucket_ns)):
+            if value >= 2**63:
+                raise UsageError(f"{name} is out of range (beyond the year 2262)")
+        for pid in self.pids:
+            if not 0 <= pid < 2**32:
+                raise UsageError(f"--pid {pid} is out of range (0..{2**32 - 1})")
         if len(self.name_glob) > 1024:
             raise UsageError("name glob too long")
 
@@ -301,7 +308,7 @@ def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> li
             sample = row.pop("sample")
             try:
                 extra = json.loads(sample) if sample else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 extra = {}
             if isinstance(extra, dict):
                 row["summary"] = extra.get("summary")

@@ -52,13 +52,16 @@ def parse_time_ns(text: str, now_ns: int) -> int:
     text = text.strip()
     if text.startswith("@"):
         try:
-            return int(float(text[1:]) * 1e9)
+            seconds = float(text[1:])
         except ValueError:
             raise UsageError(f"not a unix time: {text!r}") from None
+        if not 0 <= seconds < 2**63 / 1e9:  # also refuses inf and nan
+            raise UsageError(f"unix time out of range: {text!r}", hint="seconds since 1970, before the year 2262")
+        return int(seconds * 1e9)
     if text and text[0].isdigit() and ("-" in text[1:] or "T" in text):
         try:
             return int(datetime.fromisoformat(text).timestamp() * 1e9)
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             raise UsageError(f"not a time: {text!r}", hint="use 10m (ago), 2024-05-01T12:00:00 or @UNIXSECONDS") from None
     return now_ns - parse_duration_ns(text)
 

@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--ingest-token", help="bearer token agents must present (better: DNSTRACE_COLLECTOR_INGEST_TOKEN)")
     p.add_argument("--query-token", help="bearer token queries must present (better: DNSTRACE_COLLECTOR_QUERY_TOKEN)")
     p.add_argument("--max-batch-bytes", help="refuse larger batches, e.g. 64MiB")
-    p.add_argument("--metrics", help="HOST:PORT for Prometheus /metrics: queue depth, refusals (collector.metrics_addr)")
+    p.add_argument("--metrics-addr", "--metrics", dest="metrics_addr",
+                   help="HOST:PORT for Prometheus /metrics: streams, batches, refusals, queries running/refused/"
+                        "cancelled, the ingest queue and hosts behind (config collector.metrics_addr; default off)")
     p.set_defaults(func=run)
 
 
@@ -47,25 +49,25 @@ def run(args) -> int:
         "collector.insecure": args.insecure, "collector.tls_cert": args.tls_cert, "collector.tls_key": args.tls_key,
         "collector.tls_client_ca": args.tls_client_ca, "collector.ingest_token": args.ingest_token,
         "collector.query_token": args.query_token, "collector.max_batch_bytes": args.max_batch_bytes,
-        "collector.metrics_addr": args.metrics,
+        "collector.metrics_addr": args.metrics_addr,
     })
     store = open_store(cfg["collector.store"], cfg["collector.retention"])
     try:
         server = server_from_config(store, cfg, cfg["collector.listen"])
         server.start()
-        metrics = None
+        metrics_http = None
         if cfg["collector.metrics_addr"]:
-            from dnstrace.collector import metrics as metrics_mod
+            from dnstrace.collector import metrics
 
-            metrics = metrics_mod.serve(server, cfg["collector.metrics_addr"])
+            metrics_http = metrics.serve(server, cfg["collector.metrics_addr"])
         stop = StopFlag()
         install_signal_handlers(stop)
         tls = "plaintext" if server._credentials is None else "tls"
         status(f"dnstrace: collector listening on {server.address} ({tls}), store {store.describe()}")
         while not stop.wait(1.0):
             pass
-        if metrics is not None:
-            metrics.shutdown()
+        if metrics_http is not None:
+            metrics_http.shutdown()
         server.stop()
         return 0
     finally:

@@ -20,8 +20,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from dnstrace.collector import query_limits
 from dnstrace.collector.codec import DecodedBatch
 from dnstrace.collector.query import QuerySpec, plan_query, shape_rows
+from dnstrace.collector.query_limits import QueryControl
 from dnstrace.errors import UsageError
 
 
@@ -39,7 +41,7 @@ class _Pending:
     Resolving lets go of the decoded batch: a stream holds its pending acks, not their events.
     """
 
-    __slots__ = ("key", "batch", "count", "done", "result", "error")
+    __slots__ = ("key", "batch", "count", "done", "result", "error", "_callbacks", "_callback_lock")
 
     def __init__(self, key: BatchKey, batch: DecodedBatch):
         self.key = key
@@ -48,11 +50,25 @@ class _Pending:
         self.done = threading.Event()
         self.result = False
         self.error: BaseException | None = None
+        self._callbacks: list = []
+        self._callback_lock = threading.Lock()
 
     def resolve(self, result: bool = False, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.batch = None
-        self.done.set()
+        with self._callback_lock:
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def add_done_callback(self, callback) -> None:
+        """Call ``callback(self)`` once resolved (at once if it already is), in the resolving thread."""
+        with self._callback_lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def wait(self) -> bool:
         """True when stored now, False for a duplicate; raises what the write raised."""
@@ -248,7 +264,20 @@ class Store:
             item.resolve(True)
 
     # --- queries ----------------------------------------------------------
-    def query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
+    def query(self, spec: QuerySpec, control: QueryControl | None = None) -> tuple[list[str], list[dict]]:
+        """Run one query; with ``control`` it is interruptible and its result bounded (see query_limits)."""
+        query_limits.set_current(control)
+        try:
+            columns, rows = self._query(spec)
+        finally:
+            query_limits.set_current(None)
+        if control is not None and not self.charges_rows:
+            control.charge([tuple(row.values()) for row in rows])  # after the fact: the backend fetched it all
+        return columns, rows
+
+    charges_rows = False  # True: the backend's ``_execute`` charges rows to the current control as it fetches
+
+    def _query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
         plan = plan_query(spec, self.dialect, self.has_rollups)
         if plan.rollup is not None:
             raw = self._execute(plan.sql, plan.params)

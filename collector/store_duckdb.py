@@ -17,7 +17,7 @@ import os
 import threading
 import time
 
-from dnstrace.collector import rollup
+from dnstrace.collector import query_limits, rollup
 from dnstrace.collector.codec import COLUMNS, BatchError, DecodedBatch
 from dnstrace.collector.query import DuckDialect
 from dnstrace.collector.store import BatchKey, Store
@@ -166,8 +166,35 @@ class DuckDBStore(Store):
             cursor = self._local.cursor = self._con.cursor()
         return cursor
 
+    charges_rows = True
+    _FETCH_ROWS = 10_000
+
     def _execute(self, sql: str, params: dict) -> list[tuple]:
-        return self._cursor().execute(sql, params).fetchall()
+        cursor = self._cursor()
+        control = query_limits.current()
+        if control is None:
+            return cursor.execute(sql, params).fetchall()
+        import duckdb
+
+        control.bind(cursor.interrupt)
+        try:
+            cursor.execute(sql, params)
+            rows: list[tuple] = []
+            while True:
+                chunk = cursor.fetchmany(self._FETCH_ROWS)
+                control.charge(chunk)  # raises past the size bound, the deadline or a cancel
+                rows.extend(chunk)
+                if len(chunk) < self._FETCH_ROWS:
+                    return rows
+        except (duckdb.InterruptException, query_limits.QueryStopped) as err:
+            control.unbind()
+            self._local.cursor = None  # a fresh cursor for this thread's next query
+            cursor.close()
+            if isinstance(err, query_limits.QueryStopped):
+                raise
+            raise control.stop_reason() from None
+        finally:
+            control.unbind()
 
     def _delete_before(self, cutoff_ns: int) -> None:
         self._con.execute("DELETE FROM events WHERE ts < ?", [cutoff_ns])

@@ -16,6 +16,7 @@ import collections
 import errno
 import json
 import os
+import math
 import sys
 import threading
 import time
@@ -41,7 +42,21 @@ def _json_default(value: Any):
 
 
 def to_json(event: dict) -> str:
-    return json.dumps(event, default=_json_default, separators=(",", ":"))
+    """One JSON object; NaN and infinities (not JSON) become null."""
+    try:
+        return json.dumps(event, default=_json_default, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), default=_json_default, separators=(",", ":"))
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _encode_hook(value: Any):

@@ -42,7 +42,10 @@ def parse_duration_ns(text: str | int | float, default_unit: str = "s") -> int:
     if not match:
         raise UsageError(f"not a duration: {text!r}", hint="use e.g. 500ms, 2s, 10m, 1h")
     value, unit = match.groups()
-    return int(float(value) * _DURATION_UNITS_NS[unit or default_unit])
+    ns = float(value) * _DURATION_UNITS_NS[unit or default_unit]
+    if not ns < 2**63:  # also refuses inf and nan
+        raise UsageError(f"duration out of range: {text!r}", hint="at most about 292 years")
+    return int(ns)
 
 
 def parse_duration_s(text: str | int | float) -> float:

@@ -267,6 +267,11 @@ PROBES: dict[str, Probe] = {
 }
 
 
+def test_every_key_is_declared_once():
+    names = [key.name for key in config_mod.KEYS]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def test_every_key_has_a_probe():
     missing = [key.name for key in config_mod.KEYS if key.name not in PROBES]
     stale = [name for name in PROBES if name not in config_mod.KEYS_BY_NAME]

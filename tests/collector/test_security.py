@@ -106,3 +106,14 @@ def test_query_cli_reports_refusal_in_one_line(secure_collector, certs):
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[0].startswith("kind,ts,host")
+
+
+def test_tls_refusals_are_named_not_reported_as_unreachable(secure_collector, certs):
+    plaintext = CollectorClient(secure_collector.address, insecure=True, token=QUERY_TOKEN, timeout_s=10)
+    no_client_cert = _client(secure_collector, certs, who="", token=QUERY_TOKEN)
+    for client in (plaintext, no_client_cert):
+        with pytest.raises(DnstraceError) as err:
+            client.health()
+        assert "unreachable" not in str(err.value), str(err.value)
+        assert "TLS" in str(err.value) or "closed the connection" in str(err.value), str(err.value)
+        client.close()

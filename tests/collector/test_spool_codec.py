@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from collector_helpers import DNSTRACE, REPO
-from recorded import make_events
+from recorded import BASE_TS, make_events
 
 from dnstrace.agent import config as config_mod
 from dnstrace.agent.shipper import make_sink
@@ -23,13 +23,13 @@ def _record(seq, n=10, size=0):
 
 
 def test_codec_round_trip_keeps_every_field_and_new_kinds():
-    events = make_events("c", 50) + [{"kind": "brand_new", "ts": 1, "pid": "not-an-int", "odd": {"x": [1, 2]},
+    events = make_events("c", 50) + [{"kind": "brand_new", "ts": BASE_TS + 1, "pid": "not-an-int", "odd": {"x": [1, 2]},
                                       "blob": b"\x00\x01"}]
     batch = decode_batch(encode_events(events))
     assert batch.count == 51
     rows = [row_to_event({k: batch.columns[k][i] for k in batch.columns}) for i in range(batch.count)]
     assert rows[:50] == [{k: v for k, v in e.items() if v is not None} for e in events[:50]]
-    assert rows[50] == {"kind": "brand_new", "ts": 1, "pid": "not-an-int", "odd": {"x": [1, 2]}, "blob": "\x00\x01"}
+    assert rows[50] == {"kind": "brand_new", "ts": BASE_TS + 1, "pid": "not-an-int", "odd": {"x": [1, 2]}, "blob": "\x00\x01"}
     assert batch.columns["failed"][:2] == [True, False]  # a 5 s EAI_AGAIN lookup, then a NOERROR answer
 
 
@@ -88,7 +88,7 @@ def test_codec_v2_refuses_bad_codes_and_sizes():
 
 
 def test_codec_v1_and_v2_decode_to_the_same_columns():
-    events = make_events("same", 40) + [{"kind": "x", "ts": 5, "latency_ns": 2**63 - 1, "pid": -(2**63)}]
+    events = make_events("same", 40) + [{"kind": "x", "ts": BASE_TS + 5, "latency_ns": 2**63 - 1, "pid": -(2**63)}]
     one, two = decode_batch(encode_events(events, version=1), version=1), decode_batch(encode_events(events))
     assert one.columns == two.columns
 
