@@ -22,6 +22,7 @@ examples:
   dnstrace query --since 1h --kind dns --failed --top 10 --by server --order failures
   dnstrace query --since 1h --kind lookup --top 20 --by host
   dnstrace query --since 6h --findings
+  dnstrace query --since 10m --kind lookup --min-latency 1s    each lookup with its attempts as a tree
 
 Without --collector, asks the embedded collector of this node's agent on its local unix
 socket (agent.embedded_listen); a unix socket needs no TLS (root-only permissions). TCP
@@ -214,11 +215,51 @@ def run(args) -> int:
     token = args.token or cfg.get("query.token", "") or ""
     address = args.collector or cfg["agent.embedded_listen"]
     spec = build_spec(args)
-    client = CollectorClient(address, insecure=cfg["agent.insecure"], ca=cfg["agent.tls_ca"],
-                             cert=cfg["agent.tls_cert"], key=cfg["agent.tls_key"], token=token)
+    client_args = dict(address=address, insecure=cfg["agent.insecure"], ca=cfg["agent.tls_ca"],
+                       cert=cfg["agent.tls_cert"], key=cfg["agent.tls_key"], token=token)
+    client = CollectorClient(**client_args)
     try:
         columns, rows = client.query(spec)
     finally:
         client.close()
-    print_rows(spec, columns, rows, args.json, args.csv)
+    if spec.mode == "events" and spec.kinds == ["lookup"] and not (args.json or args.csv):
+        print_lookup_trees(rows, _tcp_events(client_args, spec, rows) if rows else [])
+    else:
+        print_rows(spec, columns, rows, args.json, args.csv)
     return 0
+
+
+def _tcp_events(client_args: dict, spec, lookups: list[dict]) -> list[dict]:
+    """The connects and SYN retransmits of the lookups' processes (their TCP attempts' connections)."""
+    from dnstrace.collector.client import CollectorClient
+    from dnstrace.collector.query import QuerySpec
+
+    if not any(a.get("proto") == "tcp" for lk in lookups for a in lk.get("attempts") or [] if isinstance(a, dict)):
+        return []
+    related = QuerySpec(mode="events", kinds=["connect", "syn_retry"], hosts=spec.hosts,
+                        pids=sorted({lk["pid"] for lk in lookups if lk.get("pid")}),
+                        since_ns=min(lk["ts"] for lk in lookups),
+                        until_ns=max(lk["ts"] + (lk.get("latency_ns") or 0) for lk in lookups) + 1, limit=100_000)
+    client = CollectorClient(**client_args)
+    try:
+        return client.query(related)[1]
+    finally:
+        client.close()
+
+
+def print_lookup_trees(lookups: list[dict], related: list[dict] = (), out=None) -> None:
+    """Each lookup: when, where, who, then its attempts as an indented tree (``dnstrace.waterfall``)."""
+    from dnstrace.output import fmt_time
+    from dnstrace.waterfall import waterfall_lines
+
+    out = out or sys.stdout
+    if not lookups:
+        print("dnstrace: no matching rows", file=sys.stderr)
+        return
+    for lookup in lookups:
+        mine = [e for e in related if e.get("host") == lookup.get("host") and e.get("pid") == lookup.get("pid")]
+        who = f"pid {lookup.get('pid')} ({lookup.get('comm')})" + (
+            f" container {lookup['container']}" if lookup.get("container") else "")
+        out.write(f"{fmt_time(lookup.get('ts'))} {lookup.get('host')} {who}\n")
+        for line in waterfall_lines(lookup, mine):
+            out.write("  " + line + "\n")
