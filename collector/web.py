@@ -147,7 +147,7 @@ class WebView:
             web = view
 
         try:
-            self._httpd = ThreadingHTTPServer(self._bind, Handler)
+            self._httpd = _Server(self._bind, Handler)
         except OSError as err:
             raise DnstraceError(f"web view: cannot listen on {self.listen}: {err.strerror}") from None
         self._httpd.daemon_threads = True
@@ -374,6 +374,14 @@ class WebView:
                 "<link rel='stylesheet' href='/static/app.css'></head><body>"
                 f"<nav>{nav}</nav><main>{form if page != 'lookup' else ''}{body}<div id='charts'></div></main>"
                 f"{data}<script src='/static/app.js'></script></body></html>")
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client that breaks off (or speaks plaintext to TLS) costs a debug line, not a traceback."""
+        import sys
+
+        log.get("web").debug("request failed", client=client_address[0], error=str(sys.exc_info()[1]))
 
 
 LOGIN_FORM = ("<!doctype html><html><head><meta charset='utf-8'><title>dnstrace · token</title></head><body>"

@@ -187,3 +187,37 @@ def test_filters_change_the_url_and_the_data(web, chromium):
     assert "no findings in this range" in chromium.page_source
     chromium.get(web.url + "/lookups?since=yesterday-ish")
     assert "not a duration" in chromium.page_source.lower() or "error" in chromium.page_source.lower()
+
+
+def test_tls_and_plaintext_policy(tmp_path):
+    """The web view speaks TLS with the collector's certificate, and refuses plaintext unless told."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from dnstrace.errors import UsageError
+
+    store = open_store(f"duckdb:{tmp_path}/c.duckdb")
+    try:
+        with pytest.raises(UsageError, match="refusing to serve the web view in plaintext"):
+            WebView(store, "127.0.0.1:0")
+        if not shutil.which("openssl"):
+            pytest.skip("openssl is not installed")
+        key, cert = tmp_path / "srv.key", tmp_path / "srv.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        view = WebView(store, "127.0.0.1:0", tls_cert=str(cert), tls_key=str(key), query_token=TOKEN).start()
+        try:
+            assert view.url.startswith("https://")
+            context = ssl.create_default_context(cafile=str(cert))
+            request = urllib.request.Request(view.url + "/fleet", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert b"Findings" in urllib.request.urlopen(request, context=context, timeout=10).read()
+            import http.client
+
+            with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):  # no page
+                urllib.request.urlopen(view.url.replace("https://", "http://") + "/fleet", timeout=10).read()
+        finally:
+            view.stop()
+    finally:
+        store.close()
