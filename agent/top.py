@@ -276,7 +276,6 @@ class TopView:
         lines += self._findings_lines({"findings": mine}, width, max(3, height - len(lines) - 1))
         return lines
 
-
     @staticmethod
     def _waterfall_lines(slowest: list[dict], detail: dict, width: int) -> list[str]:
         """Slowest recent lookups, each as the waterfall of its attempts (``dnstrace.waterfall``)."""

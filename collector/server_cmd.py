@@ -56,8 +56,8 @@ def run(args) -> int:
                                  tls_client_ca=cfg["collector.tls_client_ca"],
                                  ingest_token=cfg["collector.ingest_token"], query_token=cfg["collector.query_token"],
                                  max_batch_bytes=cfg["collector.max_batch_bytes"])
-        server.start()
         web = start_web(cfg, store, cfg["collector.web_listen"])
+        server.start()
         stop = StopFlag()
         install_signal_handlers(stop)
         tls = "plaintext" if server._credentials is None else "tls"
