@@ -4,7 +4,8 @@ The agent's metrics sink (the same code `dnstrace agent` serves on agent.metrics
 recorded dead-nameserver stream and scraped by a real Prometheus evaluating the shipped rules;
 the nameserver alert fires, reaches a real Alertmanager, and clears when the finding ends. Every
 PromQL expression of the Grafana dashboards is evaluated against that Prometheus and must return
-data. (There is no Grafana in Debian: the dashboards are checked structurally here, not rendered.)
+data. (There is no Grafana in Debian: the dashboards are checked structurally here, not rendered; the
+ClickHouse dashboard's SQL runs in tests/collector/test_grafana_clickhouse.py.)
 The same against a real lab run: tests/kernel/test_prometheus_lab.py.
 """
 
