@@ -189,6 +189,8 @@ KEYS: tuple[Key, ...] = (
     Key("agent.embedded_listen", _serve_addr, "unix:/run/dnstrace/collector.sock", "where the embedded collector listens"),
     Key("agent.metrics_addr", _listen_addr, "", "HOST:PORT (:PORT = all addresses) for Prometheus /metrics; empty = off"),
     Key("agent.health_addr", _listen_addr, "", "HOST:PORT (:PORT = all addresses) for /healthz and /readyz; empty = off"),
+    Key("agent.web_listen", _listen_addr, "", "HOST:PORT for the embedded collector's read-only web view (collector.* TLS "
+        "and query token); empty = off"),
     Key("agent.lock_file", _str, "/run/dnstrace/agent.lock", "one agent per node: held while running"),
     # transport security (agent -> collector)
     Key("agent.insecure", _bool, False, "plaintext to the collector (must be asked for explicitly)"),
@@ -209,6 +211,8 @@ KEYS: tuple[Key, ...] = (
     Key("collector.query_token", _str, "", "bearer token queries must present"),
     Key("collector.metrics_addr", _listen_addr, "",
         "HOST:PORT (:PORT = all addresses) for the collector's Prometheus /metrics (streams, refusals, queries, ingest queue, hosts behind); empty = off"),
+    Key("collector.web_listen", _listen_addr, "", "HOST:PORT for the read-only web view (same TLS and query token "
+        "as gRPC); empty = off"),
     Key("collector.max_batch_bytes", _size, parse_size("64MiB"), "larger batches are refused"),
     Key("query.token", _str, "", "bearer token `dnstrace query` presents (the collector's query token)"),
     # logging

@@ -53,7 +53,7 @@ MAX_WIRE_PER_PID = 4096  # bounds the scan a libc call's join makes
 
 ATTEMPT_FIELDS = ("ts", "qname", "qtype", "server", "dport", "proto", "sport", "id", "latency_ns", "rcode",
                   "answered", "tc", "ancount", "answers", "ns_index", "same_port_pair", "tcp_fallback",
-                  "retransmit")
+                  "retransmit", "timeout_ns")
 
 
 def _attempt_key(event: dict) -> tuple:

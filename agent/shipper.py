@@ -482,10 +482,20 @@ def make_sink(config) -> Shipper:
                                   key=config["agent.tls_key"], token=config["agent.ingest_token"],
                                   spread_key=config["agent.host_id"], failback_s=config["agent.collector_failback"] / 1e9)
     else:
+        from dnstrace.collector.server_cmd import start_web
+
         server = start_embedded_collector(config)
         transport = LocalTransport(server)
+        try:
+            web = start_web(config, server.store, config["agent.web_listen"])
+        except Exception:
+            server.stop()
+            server.store.close()
+            raise
 
         def on_close():
+            if web:
+                web.stop()
             server.stop()
             server.store.close()
 

@@ -283,26 +283,23 @@ class TopView:
             else:
                 lines.append(f"  {ns:<16} {s['queries']} queries, {s['answered']} answered, "
                              f"{s['unanswered']} unanswered, TC {s['tc']}, p50 {short_latency(s['p50_ns'])}")
-        lines.append("slowest recent lookups:")
-        for slow in detail.get("slowest") or []:
-            via = slow.get("via") or {}
-            lines.append(f"  {short_latency(slow['latency_ns']):>6} {slow.get('name')}"
-                         + (f"  error {slow['error']}" if slow.get("error") else "")
-                         + (f"  via {via.get('program')} (pid {via.get('pid')})" if via else ""))
-            for attempt in slow.get("attempts") or []:
-                if not isinstance(attempt, dict):
-                    continue
-                answered = attempt.get("answered")
-                outcome = "no answer" if answered is False else (attempt.get("rcode") or "?")
-                lines.append(f"         → {attempt.get('server')} {attempt.get('qtype') or ''} "
-                             f"{attempt.get('proto') or ''} {outcome} {short_latency(attempt.get('latency_ns'))}")
-                for hop in attempt.get("upstream") or []:  # the node-local cache's own queries meanwhile
-                    hop_outcome = "no answer" if hop.get("answered") is False else (hop.get("rcode") or "?")
-                    lines.append(f"             ↳ upstream {hop.get('server')} {hop.get('proto') or ''} "
-                                 f"{hop_outcome} {short_latency(hop.get('latency_ns'))}")
+        lines += self._waterfall_lines(detail.get("slowest") or [], detail, width)
         mine = [f for f in snap.get("findings") or [] if pid in (f.get("pids") or [])]
         lines.append("")
         lines += self._findings_lines({"findings": mine}, width, max(3, height - len(lines) - 1))
+        return lines
+
+    @staticmethod
+    def _waterfall_lines(slowest: list[dict], detail: dict, width: int) -> list[str]:
+        """Slowest recent lookups, each as the waterfall of its attempts (``dnstrace.waterfall``)."""
+        from dnstrace.waterfall import waterfall_lines  # noqa: PLC0415
+
+        lines = ["slowest recent lookups:"]
+        timeouts = [o.split(":", 1)[1] for o in detail.get("resolv_options") or [] if o.startswith("timeout:")]
+        conf = {"timeout": float(timeouts[0])} if timeouts and timeouts[0].replace(".", "", 1).isdigit() else None
+        for slow in slowest:
+            lookup = dict(slow, resolv_conf=conf) if conf else slow
+            lines += [("  " + line)[:width] for line in waterfall_lines(lookup, bar_width=12)]
         return lines
 
 

@@ -22,6 +22,7 @@ examples:
   dnstrace query --since 1h --kind dns --failed --top 10 --by server --order failures
   dnstrace query --since 1h --kind lookup --top 20 --by host
   dnstrace query --since 6h --findings
+  dnstrace query --since 10m --kind lookup --min-latency 1s    each lookup with its attempts as a tree
 
 --top and --bucket answer whole minutes: --since/--until are widened to the minute, so the
 answer comes from the per-minute rollups and counts every event of hosts that ship summaries
@@ -224,12 +225,17 @@ def run(args) -> int:
                                         "query.token": args.token})
     spec = build_spec(args)
     client = query_client(cfg, args.collector or cfg["agent.embedded_listen"])
+    trees = spec.mode == "events" and spec.kinds == ["lookup"] and not (args.json or args.csv)
     try:
         columns, rows = client.query(spec)
         note = completeness_note(spec, client)
+        related = _tcp_events(client, spec, rows) if trees and rows else []  # for the trees' TCP attempts
     finally:
         client.close()
-    print_rows(spec, columns, rows, args.json, args.csv)
+    if trees:
+        print_lookup_trees(rows, related)
+    else:
+        print_rows(spec, columns, rows, args.json, args.csv)
     if note:
         print(f"dnstrace: {note}", file=sys.stderr)
     return 0
@@ -257,3 +263,34 @@ def completeness_note(spec, client, now_ns: int | None = None) -> str:
            "they have delivered nothing recent (down, unreachable or idle; agents spool meanwhile)")
     return (f"answer may be incomplete: {len(behind)} host{'s' if len(behind) > 1 else ''} behind: "
             f"{shown}{more}; {why}")
+
+
+def _tcp_events(client, spec, lookups: list[dict]) -> list[dict]:
+    """The connects and SYN retransmits of the lookups' processes (their TCP attempts' connections)."""
+    from dnstrace.collector.query import QuerySpec
+
+    if not any(a.get("proto") == "tcp" for lk in lookups for a in lk.get("attempts") or [] if isinstance(a, dict)):
+        return []
+    related = QuerySpec(mode="events", kinds=["connect", "syn_retry"], hosts=spec.hosts,
+                        pids=sorted({lk["pid"] for lk in lookups if lk.get("pid")}),
+                        since_ns=min(lk["ts"] for lk in lookups),
+                        until_ns=max(lk["ts"] + (lk.get("latency_ns") or 0) for lk in lookups) + 1, limit=100_000)
+    return client.query(related)[1]
+
+
+def print_lookup_trees(lookups: list[dict], related: list[dict] = (), out=None) -> None:
+    """Each lookup: when, where, who, then its attempts as an indented tree (``dnstrace.waterfall``)."""
+    from dnstrace.output import fmt_time
+    from dnstrace.waterfall import waterfall_lines
+
+    out = out or sys.stdout
+    if not lookups:
+        print("dnstrace: no matching rows", file=sys.stderr)
+        return
+    for lookup in lookups:
+        mine = [e for e in related if e.get("host") == lookup.get("host") and e.get("pid") == lookup.get("pid")]
+        who = f"pid {lookup.get('pid')} ({lookup.get('comm')})" + (
+            f" container {lookup['container']}" if lookup.get("container") else "")
+        out.write(f"{fmt_time(lookup.get('ts'))} {lookup.get('host')} {who}\n")
+        for line in waterfall_lines(lookup, mine):
+            out.write("  " + line + "\n")

@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--ingest-token", help="bearer token agents must present (better: DNSTRACE_COLLECTOR_INGEST_TOKEN)")
     p.add_argument("--query-token", help="bearer token queries must present (better: DNSTRACE_COLLECTOR_QUERY_TOKEN)")
+    p.add_argument("--web-listen", help="HOST:PORT for the read-only web view (config collector.web_listen; off by default)")
     p.add_argument("--max-batch-bytes", help="refuse larger batches, e.g. 64MiB")
     p.add_argument("--metrics-addr", "--metrics", dest="metrics_addr",
                    help="HOST:PORT for Prometheus /metrics: streams, batches, refusals, queries running/refused/"
@@ -50,10 +51,12 @@ def run(args) -> int:
         "collector.tls_client_ca": args.tls_client_ca, "collector.ingest_token": args.ingest_token,
         "collector.query_token": args.query_token, "collector.max_batch_bytes": args.max_batch_bytes,
         "collector.metrics_addr": args.metrics_addr,
+        "collector.web_listen": args.web_listen,
     })
     store = open_store(cfg["collector.store"], cfg["collector.retention"])
     try:
         server = server_from_config(store, cfg, cfg["collector.listen"])
+        web = start_web(cfg, store, cfg["collector.web_listen"])
         server.start()
         metrics_http = None
         if cfg["collector.metrics_addr"]:
@@ -63,12 +66,26 @@ def run(args) -> int:
         stop = StopFlag()
         install_signal_handlers(stop)
         tls = "plaintext" if server._credentials is None else "tls"
-        status(f"dnstrace: collector listening on {server.address} ({tls}), store {store.describe()}")
+        status(f"dnstrace: collector listening on {server.address} ({tls}), store {store.describe()}"
+               + (f", web view on {web.url}" if web else ""))
         while not stop.wait(1.0):
             pass
         if metrics_http is not None:
             metrics_http.shutdown()
+        if web:
+            web.stop()
         server.stop()
         return 0
     finally:
         store.close()
+
+
+def start_web(cfg, store, listen: str):
+    """The read-only web view over ``store`` on ``listen`` (None when empty), with the collector's TLS and token."""
+    if not listen:
+        return None
+    from dnstrace.collector.web import WebView
+
+    return WebView(store, listen, insecure=cfg["collector.insecure"], tls_cert=cfg["collector.tls_cert"],
+                   tls_key=cfg["collector.tls_key"], tls_client_ca=cfg["collector.tls_client_ca"],
+                   query_token=cfg["collector.query_token"]).start()

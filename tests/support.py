@@ -131,3 +131,13 @@ def fake_ring_reader(data_size: int):
     from types import SimpleNamespace
 
     return SimpleNamespace(_page=FAKE_RING_PAGE, _mask=data_size - 1, records=0, malformed=0)
+
+
+def click_and_wait(driver, element, timeout_s: float = 20.0) -> None:
+    """Selenium: click a link or form button and wait until the page it leads to has loaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, timeout_s).until(lambda d: d.find_element("tag name", "html") != old)
+    WebDriverWait(driver, timeout_s).until(lambda d: d.execute_script("return document.readyState") == "complete")

@@ -137,6 +137,43 @@ def _collector_metrics_address(config, tmp: Path):
         http_server.server_close()
 
 
+def _http_status(port: int) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _embedded_web(config, tmp: Path) -> int:
+    """The agent's embedded collector serves its web view where agent.web_listen says (no query token set: open)."""
+    config.set("collector.insecure", True, "test")
+    for key, value in (("agent.embedded_store", f"duckdb:{tmp}/embedded.duckdb"),
+                       ("agent.embedded_listen", f"unix:{tmp}/collector.sock"), ("agent.spool_dir", str(tmp / "s"))):
+        config.set(key, value, "test")
+    from dnstrace.agent import shipper
+
+    sink = shipper.make_sink(config)
+    try:
+        return _http_status(WEB_PORT)
+    finally:
+        sink.close()
+
+
+def _collector_web(config, tmp: Path) -> int:
+    from dnstrace.collector.server_cmd import start_web
+
+    config.set("collector.insecure", True, "test")
+    web = start_web(config, _memory_store(), config["collector.web_listen"])
+    try:
+        return _http_status(COLLECTOR_WEB_PORT)
+    finally:
+        web.stop()
+
+
 def _query_token(config, tmp: Path) -> tuple:
     from dnstrace.collector.client import query_client
 
@@ -206,6 +243,8 @@ def _logging(config, tmp: Path):
 METRICS_PORT = _free_port()
 HEALTH_PORT = _free_port()
 COLLECTOR_METRICS_PORT = _free_port()
+WEB_PORT = _free_port()
+COLLECTOR_WEB_PORT = _free_port()
 
 # Each key: a non-default value and how to see it arrive. `box` carries pytest's monkeypatch.
 PROBES: dict[str, Probe] = {
@@ -261,6 +300,8 @@ PROBES: dict[str, Probe] = {
     "collector.ingest_token": Probe("in-tok", ("in-tok", ""), _embedded(4)),
     "collector.query_token": Probe("q-tok", ("", "q-tok"), _embedded(4)),
     "collector.max_batch_bytes": Probe("2MiB", 2 << 20, _embedded(3)),
+    "agent.web_listen": Probe(f"127.0.0.1:{WEB_PORT}", 200, _embedded_web),
+    "collector.web_listen": Probe(f"127.0.0.1:{COLLECTOR_WEB_PORT}", 200, _collector_web),
     "query.token": Probe("qt", (("authorization", "Bearer qt"),), _query_token),
     "log.format": Probe("json", ("JSONRenderer", True), _logging),
     "log.level": Probe("error", ("ConsoleRenderer", False), _logging),
