@@ -127,8 +127,8 @@ class MetricsSink(Sink):
             elif kind == "dns":
                 if e.get("tcp_fallback"):
                     self.tcp_fallbacks.labels(comm, container).inc()
-                if e.get("retransmit"):
-                    continue
+                # Every query on the wire counts for its server, retransmits included: glibc re-sends the
+                # same id to the *next* nameserver, and skipping those hid that server's answers.
                 server = g["server"](e.get("server"))
                 self.queries.labels(comm, container, server).inc()
                 if e.get("answered") is False:

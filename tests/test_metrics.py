@@ -96,3 +96,25 @@ def test_agent_losses_are_counters_by_source_and_counter():
         assert lost == {("dns", "ringbuf_lost"): 45, ("dns", "pairs_lost"): 2, ("tcp", "sampled_out"): 7}
     finally:
         sink.close()
+
+
+def test_query_glibc_resends_to_the_next_nameserver_counts_for_that_server():
+    # glibc re-sends the same id to the next nameserver: the wire parser marks it `retransmit`,
+    # but it is that server's query and its answer (seen: 10.53.0.2 had no answers counted).
+    sink = MetricsSink("127.0.0.1:0")
+    try:
+        sink.handle([
+            {"kind": "dns", "pid": 7, "comm": "app", "container": "", "server": "10.53.0.9", "answered": False,
+             "id": 4711, "qname": "web.example"},
+            {"kind": "dns", "pid": 7, "comm": "app", "container": "", "server": "10.53.0.2", "answered": True,
+             "rcode": "NOERROR", "latency_ns": 400_000, "id": 4711, "qname": "web.example", "retransmit": True},
+        ])
+        families = scrape(sink.port)
+        queries = {s.labels["server"]: s.value for s in families["dnstrace_dns_queries"].samples
+                   if s.name.endswith("_total")}
+        assert queries == {"10.53.0.9": 1, "10.53.0.2": 1}
+        rcodes = [(s.labels["server"], s.labels["rcode"], s.value) for s in families["dnstrace_dns_answers"].samples
+                  if s.name.endswith("_total")]
+        assert rcodes == [("10.53.0.2", "NOERROR", 1)]
+    finally:
+        sink.close()
