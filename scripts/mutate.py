@@ -39,11 +39,11 @@ PACKAGE_DIRS = {"dnstrace": "dnstrace", "agent": "dnstrace/agent", "collector": 
 
 @dataclass(frozen=True)
 class Equivalent:
-    """One line of mutation-equivalent.txt: ``module | operator | source line | reason``."""
+    """One line of mutation-equivalent.txt: ``module | source line | mutated line | reason``."""
 
     module: str
-    operator: str
     line: str
+    mutated: str
     reason: str
 
 
@@ -82,14 +82,22 @@ def load_equivalents(path: Path = EQUIVALENT) -> list[Equivalent]:
             continue
         parts = [p.strip() for p in raw.split(" | ")]
         if len(parts) != 4 or not all(parts):
-            sys.exit(f"mutate: {path.name}:{number}: want 'module | operator | source line | reason'")
+            sys.exit(f"mutate: {path.name}:{number}: want 'module | source line | mutated line | reason'")
         found.append(Equivalent(*parts))
     return found
 
 
-def is_equivalent(module: str, operator: str, line: str, equivalents: list[Equivalent]) -> bool:
-    return any(e.module == module and e.operator == operator and e.line == line.strip()
-               for e in equivalents)
+def mutated_line(diff: str) -> str:
+    """The first added line of a cosmic-ray diff, stripped."""
+    for d in diff.splitlines():
+        if d.startswith("+") and not d.startswith("+++"):
+            return d[1:].strip()
+    return ""
+
+
+def is_equivalent(module: str, line: str, diff: str, equivalents: list[Equivalent]) -> bool:
+    mutated = mutated_line(diff)
+    return any(e.module == module and e.line == line.strip() and e.mutated == mutated for e in equivalents)
 
 
 def build_copy(workdir: Path) -> Path:
@@ -132,12 +140,12 @@ def run_module(module: str, tests: list[str], settings: dict, equivalents: list[
         bindir = Path(sys.executable).parent
         steps = ([bindir / "cosmic-ray", "init", config, session],
                  [bindir / "cr-filter-operators", session, config],
-                 None,  # skip annotations and listed equivalents before running anything
+                 None,  # skip mutants of annotations before running anything
                  [bindir / "cosmic-ray", "baseline", config],
                  [bindir / "cosmic-ray", "exec", config, session])
         for argv in steps:
             if argv is None:
-                skip_known(session, module, module_copy, equivalents)
+                skip_annotations(session, module_copy)
                 continue
             done = subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, capture_output=True, text=True)
             if done.returncode != 0:
@@ -175,24 +183,17 @@ def in_spans(start: tuple[int, int], end: tuple[int, int], spans: list[Span]) ->
     return any(lo <= tuple(start) and tuple(end) <= hi for lo, hi in spans)
 
 
-def skip_known(session: Path, module: str, module_copy: Path, equivalents: list[Equivalent]) -> None:
-    """Mark as skipped, before the slow part, mutants of annotations and listed equivalents."""
+def skip_annotations(session: Path, module_copy: Path) -> None:
+    """Mark mutants inside type annotations as skipped: they are not mutants of behaviour."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    source = module_copy.read_text()
-    lines = source.splitlines()
-    spans = annotation_spans(source)
+    spans = annotation_spans(module_copy.read_text())
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in list(db.pending_work_items):
             mutation = item.mutations[0]
-            line = lines[mutation.start_pos[0] - 1]
             if in_spans(mutation.start_pos, mutation.end_pos, spans):
-                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
-                                                      output="annotation"))
-            elif is_equivalent(module, mutation.operator_name, line, equivalents):
-                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
-                                                      output="equivalent"))
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="annotation"))
 
 
 def collect(score: ModuleScore, session: Path, module_copy: Path, equivalents: list[Equivalent]) -> None:
@@ -203,15 +204,15 @@ def collect(score: ModuleScore, session: Path, module_copy: Path, equivalents: l
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, result in db.completed_work_items:
             if result.worker_outcome == WorkerOutcome.SKIPPED:
-                if result.output == "equivalent":
-                    score.total += 1
-                    score.equivalent += 1
                 continue  # a filtered operator or an annotation: not a mutant at all
             mutation = item.mutations[0]
             lineno = mutation.start_pos[0]
             line = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
             score.total += 1
-            if result.test_outcome == TestOutcome.SURVIVED:
+            if result.test_outcome == TestOutcome.SURVIVED and \
+                    is_equivalent(score.module, line, result.diff or "", equivalents):
+                score.equivalent += 1
+            elif result.test_outcome == TestOutcome.SURVIVED:
                 score.survivors.append(Survivor(score.module, mutation.operator_name, lineno,
                                                 line.strip(), result.diff or ""))
             else:
@@ -221,15 +222,11 @@ def collect(score: ModuleScore, session: Path, module_copy: Path, equivalents: l
                     score.incompetent += 1
 
 
-def report(scores: list[ModuleScore], goal: float, show_diffs: bool) -> bool:
+def report(scores: list[ModuleScore], goal: float) -> bool:
     all_ok = True
     for s in scores:
         for sv in s.survivors:
-            print(f"SURVIVED {sv.module}:{sv.lineno} {sv.operator}\n    {sv.line}")
-            if show_diffs:
-                for d in sv.diff.splitlines():
-                    if d.startswith(("+", "-")) and not d.startswith(("+++", "---")):
-                        print(f"    {d}")
+            print(f"SURVIVED {sv.module}:{sv.lineno} {sv.operator}\n    - {sv.line}\n    + {mutated_line(sv.diff)}")
     print()
     print(f"{'module':<22} {'mutants':>7} {'equiv':>5} {'killed':>6} {'survived':>8} {'score':>7}")
     for s in scores:
@@ -250,7 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE",
                         help="module paths as in scripts/mutation.toml, e.g. agent/dnsparse.py (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="modules mutated at once (default 1; each runs one test process)")
-    parser.add_argument("--diff", action="store_true", help="show each survivor's changed line")
     parser.add_argument("--keep", action="store_true", help="keep each module's cosmic-ray session directory")
     parser.add_argument("--config", type=Path, default=CONFIG, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -270,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         scores = list(pool.map(lambda m: run_module(m, modules[m]["tests"], settings, equivalents, args.keep),
                                chosen))
-    return 0 if report(scores, float(settings["goal"]), args.diff) else 1
+    return 0 if report(scores, float(settings["goal"])) else 1
 
 
 if __name__ == "__main__":
