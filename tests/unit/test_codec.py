@@ -138,3 +138,68 @@ def test_v1_attrs_must_be_json_objects(attrs, needle):
     payload = msgpack.packb({"n": 1, "cols": {"ts": [1], "kind": ["a"], "attrs": [attrs]}})
     with pytest.raises(BatchError, match=needle):
         decode_batch(payload, version=1)
+
+
+# --- version 2 columns, tampered ----------------------------------------------
+
+def _v2(events):
+    return msgpack.unpackb(encode_events(events, version=2), raw=False)
+
+
+def _tampered(change) -> bytes:
+    obj = _v2([{"ts": 1, "kind": "dns", "pid": 7, "comm": "curl"}, {"ts": 2, "kind": "gai"}])
+    change(obj["cols"])
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda c: c["pid"].pop("v"), "column 'pid' must be a map with 'v' (and 'm')"),
+    (lambda c: c["pid"].update(x=1), "column 'pid' must be a map with 'v' (and 'm')"),
+    (lambda c: c.update(pid=[1, 2]), "column 'pid' must be a map with 'v' (and 'm')"),
+    (lambda c: c["pid"].update(v=c["pid"]["v"][:-1]), "column 'pid' must hold 2 int64 values"),
+    (lambda c: c["comm"].update(d="curl"), "'d' must be a list of at most 2 strings"),
+    (lambda c: c["comm"].update(d=["a", "b", "c"]), "'d' must be a list of at most 2 strings"),
+    (lambda c: c["comm"].update(d=[1]), "'d' must be a list of at most 2 strings"),
+    (lambda c: c["comm"].update(i=c["comm"]["i"][:-1]), "column 'comm' must hold 2 int32 codes"),
+    (lambda c: c["comm"].update(i=b"\x05\x00\x00\x00\xff\xff\xff\xff"), "codes outside its dictionary"),
+    (lambda c: c["comm"].pop("i"), "must be a map with 'd' and 'i'"),
+    (lambda c: c.update(failed=b"\x01"), "column 'failed' must hold 2 flag bytes"),
+    (lambda c: c.pop("kind"), "column 'kind' is required"),
+    (lambda c: c["kind"].update(i=b"\xff\xff\xff\xff\x00\x00\x00\x00"), "column 'kind' must not hold nulls"),
+])
+def test_v2_tampered_columns_are_refused(change, needle):
+    with pytest.raises(BatchError) as caught:
+        decode_batch(_tampered(change))
+    assert needle in str(caught.value)
+
+
+def test_v2_one_word_dictionary_for_an_empty_batch_is_allowed():
+    obj = {"n": 0, "cols": {"ts": {"v": b""}, "kind": {"d": ["x"], "i": b""}}}
+    assert decode_batch(msgpack.packb(obj, use_bin_type=True)).count == 0
+    obj["cols"]["kind"]["d"] = ["x", "y"]
+    with pytest.raises(BatchError, match="at most 0 strings"):
+        decode_batch(msgpack.packb(obj, use_bin_type=True))
+
+
+def test_msgpack_extension_types_are_refused():
+    payload = msgpack.packb({"n": 0, "cols": {"ts": msgpack.ExtType(1, b"x")}}, use_bin_type=True)
+    with pytest.raises(BatchError, match="not a msgpack batch"):
+        decode_batch(payload)
+
+
+def test_v1_refuses_binary_values():
+    payload = msgpack.packb({"n": 1, "cols": {"ts": [1], "kind": [b"x"]}}, use_bin_type=True)
+    with pytest.raises(BatchError, match="not a msgpack batch"):
+        decode_batch(payload, version=1)
+
+
+def test_unknown_columns_named_at_most_five():
+    cols = {f"bogus{i}": [] for i in range(6)}
+    with pytest.raises(BatchError) as caught:
+        decode_batch(msgpack.packb({"n": 0, "cols": cols}))
+    assert str(caught.value) == "unknown columns: ['bogus0', 'bogus1', 'bogus2', 'bogus3', 'bogus4']"
+
+
+def test_stream_window_is_128_batches_or_64_mib():
+    from dnstrace.collector import codec
+    assert (codec.STREAM_WINDOW_BATCHES, codec.STREAM_WINDOW_BYTES) == (128, 64 * 1024 * 1024)
