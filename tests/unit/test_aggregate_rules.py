@@ -184,3 +184,143 @@ def test_process_detail_shows_the_resolv_conf_it_sees():
     assert (detail["nameservers"], detail["search"], detail["resolv_options"]) == \
         (["10.0.0.9"], ["svc.local"], ["ndots:5"])
     assert detail["servers"] == {"10.0.0.9": {"unanswered": 1, "tc": 0}}
+
+
+# --- series, tables and histograms at their edges ---------------------------------
+
+from dnstrace.agent.aggregate import Histogram, Series, Table, bucket_index  # noqa: E402
+
+
+def test_late_event_lands_in_its_own_second_or_the_oldest_kept():
+    s = Series("k")
+    s.slot(100).lookups += 1
+    s.slot(103).lookups += 10
+    s.slot(101).lookups += 100  # late, but no slot 101: counted in the newest
+    s.slot(100).lookups += 1000  # late, slot 100 exists
+    assert [(sec, slot.lookups) for sec, slot in s.slots] == [(100, 1001), (103, 110)]
+    assert s.last_s == 103
+
+
+def test_a_series_keeps_exactly_sixty_slots():
+    s = Series("k")
+    for second in range(61):
+        s.slot(second).lookups += 1
+    assert [sec for sec, _ in s.slots][0] == 1 and len(s.slots) == 60
+
+
+def test_expire_drops_slots_older_than_sixty_seconds():
+    s = Series("k")
+    s.slot(0).lookups += 1
+    s.slot(1).lookups += 1
+    s.expire(60)
+    assert [sec for sec, _ in s.slots] == [1]
+
+
+def test_table_evicts_the_least_active_tenth_into_other():
+    t = Table("process", 20)
+    for key in range(20):
+        series = t.get(key)
+        series.activity = key + 1
+        series.slot(5).lookups += 1
+    t.get("new")
+    assert t.evictions == 2
+    assert set(t.series) == set(range(2, 20)) | {"new"}
+    assert t.other.activity == 1 + 2
+    assert [(sec, slot.lookups) for sec, slot in t.other.slots] == [(5, 2)]
+    assert list(t.all())[-1] is t.other
+
+
+def test_small_table_evicts_at_least_one():
+    t = Table("server", 3)
+    for key in "abc":
+        t.get(key)
+    t.get("d")
+    assert t.evictions == 1 and len(t.series) == 3
+
+
+def test_table_info_updates_only_with_real_values():
+    t = Table("process", 10)
+    t.get(1, {"comm": "app", "container": "c1"})
+    t.get(1, {"comm": "app", "container": "", "pod": None})
+    assert t.get(1).info == {"comm": "app", "container": "c1", "pod": None}
+    t.get(1, {"container": "c2"})
+    assert t.get(1).info["container"] == "c2"
+
+
+def test_breakdowns_keep_sixteen_keys_and_fold_the_rest_into_other():
+    agg = Aggregator()
+    for i in range(18):
+        agg.add(ev("drop", 0, reason=f"R{i}", count=2))
+    row = only_row(agg)
+    assert len(row["drops_by_reason"]) == 17
+    assert row["drops_by_reason"]["other"] == 4 and row["drops"] == 36
+
+
+def test_histogram_sum_count_and_small_quantiles():
+    h = Histogram()
+    for v in (1_000, 2_000, 4_000, 8_000):
+        h.add(v)
+    assert (h.count, h.sum, h.max) == (4, 15_000, 8_000)
+    assert h.quantiles((0.25, 0.5, 1.0)) == [1_000.0, 2_000.0, 8_000.0]
+    assert h.quantile(0.5) == 2_000.0 and h.quantile(0.75) == 4_000.0
+    assert Histogram().quantile(0.5) is None
+    merged = Histogram()
+    merged.merge(h)
+    merged.merge(Histogram())
+    assert (merged.count, merged.sum, merged.max, merged.quantile(0.5)) == (4, 15_000, 8_000, 2_000.0)
+
+
+def test_bucket_edges():
+    assert bucket_index(1_000) == 0 and bucket_index(1_001) == 1
+    assert bucket_index(2_000) == 8  # one octave = 8 buckets
+    assert bucket_index(10 ** 18) == 240  # capped
+
+
+def test_agent_event_without_lost_counts_zero_and_sources_are_bounded():
+    agg = Aggregator()
+    agg.add({"kind": "agent", "ts": T0, "source": "dns"})
+    assert agg.agent_losses()["by_source"] == {"dns": 0}
+    for i in range(70):
+        agg.add({"kind": "agent", "ts": T0, "source": f"s{i}", "lost": 1})
+    assert len(agg.agent_losses()["by_source"]) == 64
+
+
+def test_conntrack_without_count_keeps_no_table_size():
+    agg = Aggregator()
+    agg.add({"kind": "conntrack", "ts": T0, "netns": "1", "insert_failed": 1})
+    assert agg.node_view()["conntrack_tables"] == {}
+
+
+def test_server_row_tc_only_when_truncated():
+    agg = Aggregator()
+    agg.add(ev("dns", 0, server="10.0.0.2", rcode="NOERROR", tc=False))
+    (row,) = agg.server_rows()
+    assert row["tc"] == 0
+
+
+def test_connect_counts_one_and_lookups_per_second_rounds_to_two_digits():
+    agg = Aggregator()
+    agg.add(ev("connect", 0))
+    for _ in range(1):
+        agg.add(ev("lookup", 0, latency_ns=5))
+    row = only_row(agg, view="1m")
+    assert row["lookups_per_s"] == 0.02
+    assert agg.rows(view="1m")[0]["lookups"] == 1
+    detail = agg.process_detail(10)
+    assert detail["lookups"] == 1
+
+
+def test_process_detail_covers_the_whole_minute():
+    agg = Aggregator()
+    agg.add(ev("lookup", 0, latency_ns=5))
+    agg.add(ev("lookup", 59, latency_ns=5))
+    assert agg.process_detail(10)["lookups"] == 2
+    assert agg.process_detail(10)["lookups_per_s"] == 0.03
+
+
+def test_events_in_the_same_second_share_now():
+    agg = Aggregator()
+    agg.add(ev("lookup", 5, latency_ns=5))
+    agg.add(ev("lookup", 5, latency_ns=5))
+    assert agg.now_s == (T0 // S) + 5
+    assert only_row(agg, view="1s")["lookups"] == 2
