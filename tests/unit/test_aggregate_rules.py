@@ -324,3 +324,24 @@ def test_events_in_the_same_second_share_now():
     agg.add(ev("lookup", 5, latency_ns=5))
     assert agg.now_s == (T0 // S) + 5
     assert only_row(agg, view="1s")["lookups"] == 2
+
+
+def test_row_and_server_percentiles_are_the_bucket_edges():
+    agg = Aggregator()
+    # 100 lookups and answers at 1 us * 2^10..2^13 (exact bucket edges): x50, x40, x9, x1
+    for ns, n in ((1_024_000, 50), (2_048_000, 40), (4_096_000, 9), (8_192_000, 1)):
+        for _ in range(n):
+            agg.add(ev("lookup", 0, latency_ns=ns))
+            agg.add(ev("dns", 0, server="10.0.0.2", rcode="NOERROR", latency_ns=ns))
+    row = only_row(agg)
+    assert (row["p50_ns"], row["p90_ns"], row["p99_ns"], row["max_ns"]) == (1_024_000, 2_048_000, 4_096_000, 8_192_000)
+    (server,) = agg.server_rows()
+    assert (server["p50_ns"], server["p99_ns"], server["max_ns"]) == (1_024_000, 4_096_000, 8_192_000)
+
+
+def test_tcp_fallback_counts_only_tcp_queries():
+    agg = Aggregator()
+    agg.add(ev("dns", 0, server="10.0.0.9", proto="udp", tcp_fallback=True, rcode="NOERROR"))
+    assert only_row(agg)["tcp_fallback"] == 0
+    agg.add(ev("dns", 0, server="10.0.0.9", proto="tcp", tcp_fallback=True, rcode="NOERROR"))
+    assert only_row(agg)["tcp_fallback"] == 1
