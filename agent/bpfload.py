@@ -66,7 +66,11 @@ def tracefs_path(mount: bool = True) -> str:
         if os.path.exists(os.path.join(path, "events")):
             return path
     if mount:
-        os.makedirs(TRACEFS_CANDIDATES[0], exist_ok=True)
+        try:
+            os.makedirs(TRACEFS_CANDIDATES[0], exist_ok=True)
+        except OSError as err:
+            raise EnvironmentProblem(f"tracefs is not mounted and {TRACEFS_CANDIDATES[0]} cannot be created: "
+                                     f"{err.strerror}", hint="mount -t tracefs tracefs /sys/kernel/tracing") from None
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         if libc.mount(b"tracefs", TRACEFS_CANDIDATES[0].encode(), b"tracefs", 0, None) == 0:
             return TRACEFS_CANDIDATES[0]

@@ -118,7 +118,7 @@ def read_name(buf: bytes, offset: int, end: int) -> tuple[str, int]:
                 after = pos + 1
             return ".".join(labels) if labels else ".", after
         name_len += length + 1
-        if name_len > MAX_NAME_LEN:
+        if name_len + 1 > MAX_NAME_LEN:  # + 1: the terminating zero counts too (RFC 1035 2.3.4)
             raise MalformedDns("name longer than 255 bytes")
         if pos + 1 + length > end:
             raise _Truncated

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from dnstrace import __version__
 from dnstrace import log
-from dnstrace.errors import EXIT_USAGE, DnstraceError
+from dnstrace.errors import EXIT_FAILURE, EXIT_USAGE, DnstraceError
 
 # (module, one-line help shown in ``dnstrace --help``), in the order users need them.
 SUBCOMMAND_MODULES = (
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dnstrace {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, print the full traceback after the one-line error")
     parser.add_argument("--log-format", choices=("console", "json"), default=None,
                         help="log line format on stderr (default: console, or the config file's)")
     parser.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"),
@@ -74,3 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BrokenPipeError:
         return 0
+    except Exception as err:  # a bug or an unforeseen condition: still one line, still an exit code
+        detail = str(err).splitlines()[0] if str(err) else ""
+        print(f"dnstrace: error: unexpected {type(err).__name__}"
+              f"{': ' + detail if detail else ''} in '{args.command}'", file=sys.stderr)
+        if getattr(args, "debug", False):
+            traceback.print_exc(file=sys.stderr)
+        else:
+            print("dnstrace: hint: run again with --debug for the traceback, and report it", file=sys.stderr)
+        return EXIT_FAILURE

@@ -199,7 +199,12 @@ class EventWriter:
         self.pipe = None
         if out is None:
             sys.stdout.flush()
-            self.pipe = OutputPipe(sys.stdout.fileno(), max_backlog)
+            try:
+                fd = sys.stdout.fileno()
+            except (AttributeError, OSError, ValueError):  # stdout replaced by a non-file (embedding, capture)
+                self.out = sys.stdout
+            else:
+                self.pipe = OutputPipe(fd, max_backlog)
         self._header_done = False
         self._fmts = tuple((c.field, c.fmt) for c in self.columns)
         # One str.format call per row: each cell cut and padded to its width, the last one free.

@@ -1,22 +1,23 @@
 """Shared test fixtures.
 
 Kernel tests (``@pytest.mark.kernel`` or the ``kernel`` fixture) need root, bcc
-and a BPF-capable kernel; where those are missing they skip and say why. CI runs
-as root, so there they always run.
+and a BPF-capable kernel; ClickHouse tests need clickhouse-server; browser tests
+need Chromium. Every such prerequisite goes through ``require``: on a developer's
+machine a missing one skips the test and says why; under CI (env ``CI`` set) it
+fails the test with the same reason, so a CI run cannot go green without a tier.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from support import TraceProcess, kernel_unavailable_reason
+from support import TraceProcess, kernel_unavailable_reason, require  # noqa: F401  (require: for every tier)
 
 
 @pytest.fixture(scope="session")
 def kernel():
     reason = kernel_unavailable_reason()
-    if reason:
-        pytest.skip(f"kernel test skipped: {reason}")
+    require(reason is None, f"kernel test: {reason}")
     return True
 
 

@@ -7,18 +7,39 @@ and ``from conftest import`` would pick whichever was imported last.
 from __future__ import annotations
 
 import json
-import struct
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 DNSTRACE = [sys.executable, "-m", "dnstrace"]
+
+
+def under_ci() -> bool:
+    """CI systems set ``CI`` (to "true", "1", ...); unset, empty, "0", "false" or "no" is a developer's run."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(prereq_ok: bool, reason: str) -> None:
+    """Skip the calling test or fixture unless ``prereq_ok``; under CI, fail it instead, saying why.
+
+    Use this (not ``pytest.skip``) for every prerequisite of a test tier CI must run:
+    root/bcc/headers for kernel tests, clickhouse-server, Chromium.
+    """
+    if prereq_ok:
+        return
+    if under_ci():
+        pytest.fail(f"CI is set, so this test tier must run, but a prerequisite is missing: {reason}",
+                    pytrace=False)
+    pytest.skip(reason)
 
 
 def kernel_unavailable_reason() -> str | None:

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_helpers import ClickHouseCluster, ClickHouseServer, CollectorProcess, ZooKeeperServer  # noqa: E402
+from support import require  # noqa: E402
 
 
 @pytest.fixture
@@ -32,8 +33,8 @@ def collector_factory(tmp_path):
 
 @pytest.fixture(scope="session")
 def clickhouse(tmp_path_factory):
-    if not os.path.exists(ClickHouseServer.BINARY):
-        pytest.skip("clickhouse-server is not installed (scripts/dev setup installs it)")
+    require(os.path.exists(ClickHouseServer.BINARY),
+            f"ClickHouse test: {ClickHouseServer.BINARY} is not installed (scripts/dev setup installs it)")
     server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
     yield server
     server.stop()

@@ -7,6 +7,7 @@ import threading
 
 import msgpack
 import pytest
+from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
 from dnstrace.collector import dnstrace_pb2, rollup
@@ -118,9 +119,7 @@ def _matches(spec, e) -> bool:
         if values and e.get(column) not in values:
             return False
     if spec.failed_only:
-        from dnstrace.collector.codec import event_failed
-
-        return event_failed(e)
+        return failed_by_definition(e)
     return True
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import fnmatch
 
 import pytest
+from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
-from dnstrace.collector.codec import decode_batch, encode_events, event_failed
+from dnstrace.collector.codec import decode_batch, encode_events
 from dnstrace.collector.query import QuerySpec
 from dnstrace.collector.store import BatchKey, open_store
 
@@ -76,7 +77,7 @@ def test_filters_match_a_python_reference(loaded):
          lambda e: fnmatch.fnmatchcase(e.get("qname") or e.get("name") or "", "svc2.*.example")
          and e["pid"] in (1001, 1003)),
         (QuerySpec(failed_only=True, containers=["ctr-node-a-1"], limit=10_000),
-         lambda e: event_failed(e) and e["container"] == "ctr-node-a-1"),
+         lambda e: failed_by_definition(e) and e["container"] == "ctr-node-a-1"),
         (QuerySpec(reasons=["IP_RPFILTER"], kinds=["drop"], comms=["app1"], limit=10_000),
          lambda e: e["kind"] == "drop" and e.get("reason") == "IP_RPFILTER" and e["comm"] == "app1"),
         (QuerySpec(since_ns=BASE_TS + 100_000_000, until_ns=BASE_TS + 200_000_000, servers=["10.0.0.9"],

@@ -205,7 +205,7 @@ def test_failing_sink_does_not_starve_the_others(fake_signals):
     pipe.stop()
     thread.join(10)
     assert [e["n"] for e in good.events] == [7]
-    assert pipe.stats()["pipeline"]["sink_errors"] >= 1
+    assert pipe.stats()["pipeline"]["sink_errors"] == 1  # one batch, one failing handle()
     assert broken.closed == good.closed == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from support import require
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -30,7 +31,7 @@ def chromium(tmp_path):
     """A headless Chromium WebDriver; quit after the test."""
     reason = chromium_missing()
     if reason:
-        pytest.skip(f"browser test skipped: {reason}")
+        require(False, f"browser test: {reason}")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
