@@ -39,6 +39,18 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def unique_name(prefix: str) -> str:
     return f"dt-{prefix}-{secrets.token_hex(3)}"
 
@@ -184,12 +196,7 @@ class Dnsmasq:
             wait_for_port(ns, addr, port, "udp")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, grace_s=3)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnstrace.agent.lab.netns import Lab, Netns, require_tool, wait_for_port
+from dnstrace.agent.lab.netns import Lab, Netns, require_tool, stop_process, wait_for_port
 
 
 @dataclass
@@ -39,13 +39,7 @@ class Daemon:
         return self.proc.pid
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -252,13 +246,7 @@ class Capture:
         time.sleep(0.3)  # tcpdump opens the file before its filter is attached
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def packets(self) -> list[str]:
         """One line per packet: ``tcpdump -tt -n -r`` (epoch timestamps)."""

@@ -50,6 +50,9 @@ async def one_stream(stub, host: str, batches: int, events: int, hold_until: flo
         result["errors"] += 1
         result.setdefault("codes", {}).setdefault(err.code().name, 0)
         result["codes"][err.code().name] += 1
+        details = result.setdefault("details", [])
+        if len(details) < 20:  # what an unexpected code said, for the assertion message
+            details.append(f"{err.code().name}: {err.details()}")
 
 
 async def main(address: str, first: int, count: int, batches: int, events: int, hold_s: float) -> dict:
