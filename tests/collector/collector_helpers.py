@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from dnstrace.agent.lab.netns import stop_process
 from support import DNSTRACE, REPO  # noqa: F401  (re-exported for the collector tests)
 
 
@@ -113,13 +114,8 @@ class ClickHouseServer:
                 + (f"&cluster={cluster}" if cluster else ""))
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, grace_s=20)
 
 
 class ZooKeeperServer:
@@ -158,13 +154,8 @@ class ZooKeeperServer:
         raise AssertionError("zookeeper did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, grace_s=20)
 
 
 class ClickHouseCluster:
