@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from dnstrace.agent.gai import GaiSource
-from dnstrace.agent.runtime import Runner
-from dnstrace.output import status
+from dnstrace.log import status
+from dnstrace.pipeline.loop import Runner
+from dnstrace.signals.gai.source import GaiSource
 
 
 def main() -> int:

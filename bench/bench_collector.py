@@ -74,9 +74,9 @@ def stop(proc: subprocess.Popen) -> None:
 def agent_main(address: str, host: str, events: int, batch: int, ready, go, result) -> None:
     from recorded import make_events
 
-    from dnstrace.collector import dnstrace_pb2
-    from dnstrace.collector.client import CollectorClient
-    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+    from dnstrace.wire import dnstrace_pb2
+    from dnstrace.wire.client import CollectorClient
+    from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
 
     template = make_events(host, batch)
     payload = encode_events(template)  # same bytes each time: the collector still decodes and stores every one
@@ -87,7 +87,7 @@ def agent_main(address: str, host: str, events: int, batch: int, ready, go, resu
     go.wait()
     import threading
 
-    from dnstrace.collector.codec import STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES
+    from dnstrace.wire.codec import STREAM_WINDOW_BATCHES, STREAM_WINDOW_BYTES
 
     # The shipper's flow control: at most this many batches, and bytes, unacknowledged.
     batches_room = threading.Semaphore(min(STREAM_WINDOW_BATCHES, max(1, STREAM_WINDOW_BYTES // len(payload))))
@@ -200,7 +200,7 @@ FROM numbers({n})
 
 
 def incident_queries(now_ns: int):
-    from dnstrace.collector.query import QuerySpec
+    from dnstrace.wire.query import QuerySpec
 
     since_10m, since_1h = now_ns - 600 * 10**9, now_ns - HOUR_NS
     return {
@@ -220,8 +220,8 @@ def incident_queries(now_ns: int):
 
 
 def bench_queries(store_url: str, n: int, repeats: int) -> dict[str, list[float]]:
-    from dnstrace.collector.client import CollectorClient
-    from dnstrace.collector.store import open_store
+    from dnstrace.collector.store.base import open_store
+    from dnstrace.wire.client import CollectorClient
 
     now_ns = time.time_ns()
     t0 = now_ns - HOUR_NS
@@ -328,9 +328,9 @@ class _Idle:
 
 def bench_summary(rate: int, seconds: int, workdir: Path) -> dict[str, dict]:
     """Events and bytes one node's shipper makes over ``seconds`` of simulated time, per mode."""
-    from dnstrace.agent.shipper import Shipper
-    from dnstrace.agent.spool import Spool
-    from dnstrace.agent.summary import Summarizer
+    from dnstrace.ship.shipper import Shipper
+    from dnstrace.ship.spool import Spool
+    from dnstrace.ship.summary import Summarizer
 
     out = {}
     for mode in ("all", "summary"):
@@ -338,7 +338,7 @@ def bench_summary(rate: int, seconds: int, workdir: Path) -> dict[str, dict]:
         shipper = Shipper(host_id="node", spool=Spool(str(workdir / f"spool-{mode}"), 8 << 30), transport=_Idle(),
                           batch_max_events=5000, batch_interval_ns=10**9, drain_timeout_s=0,
                           summary=Summarizer(100_000_000, 100) if mode == "summary" else None,
-                          summary_interval_ns=60 * 10**9, clock=lambda: clock[0])
+                          summary_interval_ns=60 * 10**9, clock=lambda: clock[0])  # noqa: B023 (called inside this iteration)
         cpu = time.process_time()
         for second, events in enumerate(realistic_hour(rate, seconds)):
             clock[0] = second * 10**9
@@ -362,9 +362,9 @@ def fleet_agent_main(addresses: str, host: str, spool_dir: str, rate: int, secon
 
     from recorded import make_events
 
-    from dnstrace.agent.shipper import GrpcTransport, Shipper
-    from dnstrace.agent.spool import Spool, SpoolRecord
-    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+    from dnstrace.ship.shipper import GrpcTransport, Shipper
+    from dnstrace.ship.spool import Spool, SpoolRecord
+    from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
 
     payload = encode_events(make_events(host, batch))
     shipper = Shipper(host_id=host, spool=Spool(spool_dir, 4 << 30), boot_id="bench", drain_timeout_s=0,
@@ -404,7 +404,7 @@ def bench_fleet(workdir: Path, replicas: int, agents: int, rate: int, seconds: f
     procs = []
     try:
         url = cluster.url_for("bench_fleet")
-        from dnstrace.collector.store import open_store
+        from dnstrace.collector.store.base import open_store
 
         open_store(url).close()  # create the schema once, before the replicas race to
         collectors = [start_collector(url) for _ in range(replicas)]
@@ -432,7 +432,8 @@ def bench_fleet(workdir: Path, replicas: int, agents: int, rate: int, seconds: f
             stored.close()
         return {"events": total, "in_store": in_store, "wall": wall, "rate": total / wall,
                 "collector_cpu": sum(cpu_seconds(p.pid) for p in procs) / (total / 1e6),
-                "server_cpu": sum(cpu_seconds(n.proc.pid) - c for n, c in zip(cluster.nodes, server_cpu)) / (total / 1e6),
+                "server_cpu": sum(cpu_seconds(n.proc.pid) - c
+                                  for n, c in zip(cluster.nodes, server_cpu, strict=False)) / (total / 1e6),
                 "spool_max": max(r[4] for r in results), "spool_mean": statistics.mean(r[5] for r in results),
                 "all_delivered": all(r[6] for r in results),
                 "spread": sorted(collections.Counter(r[7] for r in results).values())}
@@ -520,7 +521,7 @@ def main() -> int:
                     print("clickhouse: skipped (clickhouse-server not installed)")
                     continue
                 clickhouse = start_clickhouse(workdir / "ch")
-                make_url = lambda tag: clickhouse.url_for(f"bench_{tag}")  # noqa: E731
+                make_url = lambda tag: clickhouse.url_for(f"bench_{tag}")  # noqa: E731, B023 (used inside this iteration)
             else:
                 make_url = lambda tag: f"duckdb:{workdir}/{tag}.duckdb"  # noqa: E731
             print(f"== {store_name}")

@@ -3,7 +3,8 @@
 A C sender (sendmmsg, batches of 64, rotating ids) floods a C responder
 (recvmmsg/sendmmsg, answers each query by setting QR) on 127.0.0.1:53 inside a
 network namespace made for the run. The agent side is ``DnsWireSource`` run by the
-agent's own ``Runner`` in this process. Printed: queries sent, answers received by the sender, what the kernel did with them (paired in the kernel, one
+agent's own ``Runner`` in this process. Printed: queries sent, answers received by the
+sender, what the kernel did with them (paired in the kernel, one
 record per query+answer; records lost because the ring buffer was full; queries
 sent unpaired because the in-flight map was full), dns events emitted, and the agent's CPU time.
 Needs root, bcc and gcc.
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from dnstrace.agent.dnswire import DnsWireSource
-from dnstrace.agent.lab.netns import Lab
-from dnstrace.agent.runtime import Runner
+from dnstrace.lab.netns import Lab
+from dnstrace.pipeline.loop import Runner
+from dnstrace.signals.dns.source import DnsWireSource
 
 COMMON = r'''
 #define _GNU_SOURCE

@@ -43,7 +43,7 @@ def _status_kib(pid: int, field: str) -> int:
 
 
 def bench_streams(args) -> None:
-    from dnstrace.collector.client import CollectorClient
+    from dnstrace.wire.client import CollectorClient
 
     with tempfile.TemporaryDirectory() as tmp:
         collector = CollectorProcess(f"duckdb:{tmp}/fleet.duckdb").start()
@@ -91,8 +91,8 @@ def bench_spool_recovery() -> None:
     if os.geteuid() != 0:
         print("spool recovery: skipped (mounting a tmpfs needs root)")
         return
-    from dnstrace.agent.spool import Spool, SpoolRecord
-    from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+    from dnstrace.ship.spool import Spool, SpoolRecord
+    from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
 
     with tempfile.TemporaryDirectory() as tmp:
         mount = Path(tmp) / "tmpfs"

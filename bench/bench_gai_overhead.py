@@ -59,7 +59,7 @@ class BarePair:
 
 
 def own_libc() -> str:
-    from dnstrace.agent.libcs import libc_flavour
+    from dnstrace.signals.gai.libcs import libc_flavour
 
     with open("/proc/self/maps") as maps:
         for line in maps:
@@ -163,7 +163,7 @@ def kernel_costs(loop: str, libc: str, prefixes: dict, floors: dict[str, float] 
 
 def run(kernel_only: bool = False) -> bool:
     """Both measurements, printed; True when the wall-clock goal holds on both paths (medians)."""
-    from dnstrace.agent.lab.netns import Lab
+    from dnstrace.lab.netns import Lab
 
     loop = build_loop()
     libc = own_libc()

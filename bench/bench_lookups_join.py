@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-from dnstrace.agent.chains import LocalServerFinder
-from dnstrace.agent.lookups import LookupJoiner
-from dnstrace.agent.resolver_models import ModelRegistry
+from dnstrace.enrich.chains import LocalServerFinder
+from dnstrace.enrich.resolver_models import ModelRegistry
+from dnstrace.signals.lookups.source import LookupJoiner
 
 S = 1_000_000_000
 

@@ -56,8 +56,8 @@ def holder_code(addr: str, port: int) -> str:
 
 
 def syn_storm(rounds: int, storm_s: float) -> dict:
-    from dnstrace.agent.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
-    from dnstrace.agent.lab.netns import Lab
+    from dnstrace.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
+    from dnstrace.lab.netns import Lab
 
     tools = {
         "dnstrace trace tcp --json": (DNSTRACE + ["trace", "tcp", "--json"], "stderr", "attached"),
@@ -81,7 +81,7 @@ def syn_storm(rounds: int, storm_s: float) -> dict:
                     cpu0, t0 = tracer.cpu(), time.monotonic()
                     dropped0 = scenario.dropped_syns()
                     holder = scenario.client.popen(["python3", "-c", holder_code(scenario.peer_addr, scenario.port)])
-                    storm = run_syn_storm(scenario, binary, storm_s, hold=0)
+                    run_syn_storm(scenario, binary, storm_s, hold=0)
                     holder.wait(timeout=60)
                     time.sleep(1.5)
                     cpu = tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0)
@@ -147,11 +147,11 @@ def main() -> int:
               f"{r['seen']} per round; output lines {r['lines']}")
     ours = storm["dnstrace trace tcp --json"]
     print("  dnstrace's connects + retransmits vs SYNs the peer's firewall dropped, per round: "
-          + ", ".join(f"{c + s_} / {d}" for c, s_, d in zip(ours["connects"], ours["seen"], ours["dropped"])))
+          + ", ".join(f"{c + s_} / {d}" for c, s_, d in zip(ours["connects"], ours["seen"], ours["dropped"], strict=False)))
     print("  (CPU from /proc/PID/stat in 10 ms ticks, minus the tool's idle rate: near 0 means under a tick)")
     ratio = medians["dnstrace trace tcp --json"] / medians["tcpretrans (bcc)"]
     theirs = storm["tcpretrans (bcc)"]
-    share = statistics.median(t / max(o, 1) for t, o in zip(theirs["seen"], ours["seen"]))
+    share = statistics.median(t / max(o, 1) for t, o in zip(theirs["seen"], ours["seen"], strict=False))
     print(f"  ratio dnstrace / tcpretrans, CPU per retransmit = {ratio:.3f}; tcpretrans printed "
           f"{share:.1%} of the retransmits dnstrace counted (median; separate rounds of the same load)")
 

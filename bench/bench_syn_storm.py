@@ -14,8 +14,8 @@ import tempfile
 import threading
 import time
 
-from dnstrace.agent.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
+from dnstrace.lab.netns import Lab
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

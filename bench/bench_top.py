@@ -12,7 +12,7 @@ import random
 import resource
 import time
 
-from dnstrace.agent.top import TopModel, TopView
+from dnstrace.cli.top import TopModel, TopView
 
 S = 1_000_000_000
 PROCESSES = 2_000

@@ -11,11 +11,11 @@ import os
 import threading
 import time
 
-from dnstrace.agent import pipeline as pipeline_mod
-from dnstrace.agent.config import load
-from dnstrace.agent.pipeline import Pipeline
-from dnstrace.agent.runtime import Sink, Source
-from dnstrace.agent.tracing import TraceTarget
+from dnstrace.config import load
+from dnstrace.flow import Sink, Source
+from dnstrace.pipeline import runner as pipeline_mod
+from dnstrace.pipeline.runner import Pipeline
+from dnstrace.signals.registry import TraceTarget
 
 TOTAL = 500_000
 

@@ -3,9 +3,8 @@
 Run through ``scripts/dev mutate [MODULE...]`` (or directly with the venv's python).
 For each module listed in scripts/mutation.toml (or named on the command line):
 
-1. copy the source into a private tree laid out as the installed package
-   (``dnstrace/``, ``dnstrace/agent``, ``dnstrace/collector`` ...), so the working
-   tree is never touched and an interrupted run leaves nothing mutated behind;
+1. copy ``src/`` into a private tree, so the working tree is never touched and an
+   interrupted run leaves nothing mutated behind;
 2. ``cosmic-ray init`` + the operators filter + ``cosmic-ray exec``, with the tests
    run from the repository against the copy (``PYTHONPATH`` puts it first);
 3. read the session, drop mutants listed in scripts/mutation-equivalent.txt and
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,9 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "scripts" / "mutation.toml"
 EQUIVALENT = ROOT / "scripts" / "mutation-equivalent.txt"
-# Where each source folder lives inside the installed package (pyproject's package-dir).
-PACKAGE_DIRS = {"dnstrace": "dnstrace", "agent": "dnstrace/agent", "collector": "dnstrace/collector",
-                "bpf": "dnstrace/bpf"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +98,7 @@ def is_equivalent(module: str, line: str, diff: str, equivalents: list[Equivalen
 def build_copy(workdir: Path) -> Path:
     """The package tree as installed, copied from the working tree (no caches)."""
     src = workdir / "src"
-    for folder, target in PACKAGE_DIRS.items():
-        shutil.copytree(ROOT / folder, src / target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     return src
 
 
@@ -130,8 +124,7 @@ def run_module(module: str, tests: list[str], settings: dict, equivalents: list[
     workdir = Path(tempfile.mkdtemp(prefix="dnstrace-mutate-"))
     try:
         src = build_copy(workdir)
-        folder, _, rest = module.partition("/")
-        module_copy = src / PACKAGE_DIRS[folder] / rest
+        module_copy = src / Path(module).relative_to("src")
         config = workdir / "cosmic-ray.toml"
         config.write_text(cosmic_config(module_copy, tests, settings))
         session = workdir / "session.sqlite"
@@ -245,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/dev mutate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", metavar="MODULE",
-                        help="module paths as in scripts/mutation.toml, e.g. agent/dnsparse.py (default: all)")
+                        help="module paths as in scripts/mutation.toml, e.g. src/dnstrace/signals/dns/parse.py (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="modules mutated at once (default 1; each runs one test process)")
     parser.add_argument("--keep", action="store_true", help="keep each module's cosmic-ray session directory")
     parser.add_argument("--config", type=Path, default=CONFIG, help=argparse.SUPPRESS)

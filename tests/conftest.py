@@ -23,7 +23,7 @@ def kernel():
 
 @pytest.fixture
 def lab(kernel):
-    from dnstrace.agent.lab.netns import Lab
+    from dnstrace.lab.netns import Lab
 
     with Lab() as the_lab:
         yield the_lab
@@ -32,8 +32,8 @@ def lab(kernel):
 @pytest.fixture(scope="module")
 def wire_lab(kernel):
     """The DNS wire lab (dnsmasq resolvers, a hostile responder) shared by one module's tests."""
-    from dnstrace.agent.lab.dns_servers import build_wire_lab
-    from dnstrace.agent.lab.netns import Lab
+    from dnstrace.lab.dns_servers import build_wire_lab
+    from dnstrace.lab.netns import Lab
 
     with Lab() as the_lab:
         yield build_wire_lab(the_lab)

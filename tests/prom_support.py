@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dnstrace.agent.lab.netns import stop_process
+from dnstrace.lab.netns import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "packaging" / "prometheus" / "dnstrace-rules.yml"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dnstrace.agent import config as config_mod
-from dnstrace.agent.config import KEYS, load, markdown_table, render_toml
+from dnstrace import config as config_mod
+from dnstrace.config import KEYS, load, markdown_table, render_toml
 from dnstrace.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def render_toml_from(table: dict) -> str:
 
 def test_readme_configuration_table_matches_keys():
     readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "README is stale: paste `python -m dnstrace.agent.config` output"
+    assert markdown_table() in readme, "README is stale: paste `python -m dnstrace.config` output"
 
 
 def run_cli(*argv, env=None):
@@ -177,7 +177,7 @@ def test_log_format_from_config_file_applies(tmp_path):
     script = (
         "import argparse, sys\n"
         "from dnstrace import log\n"
-        "from dnstrace.agent.agent_cmd import config_from_args\n"
+        "from dnstrace.cli.agent import config_from_args\n"
         f"config_from_args(argparse.Namespace(config={path!r}, log_format=None, log_level='info'))\n"
         "log.get('test').info('hello', answer=42)\n"
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import inspect
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from dnstrace.agent import config as config_mod
-from dnstrace.collector import auth
+from dnstrace import config as config_mod
+from dnstrace.wire import auth
 
 
 def _free_port() -> int:
@@ -36,13 +37,13 @@ class Probe:
 # --- consumers, built as the commands build them ------------------------------------------------
 
 def _pipeline_sources(config, signal: str):
-    from dnstrace.agent.pipeline import Pipeline
+    from dnstrace.pipeline.runner import Pipeline
 
     return Pipeline(config, signals=[signal], sink_modules=()).make_signal_sources(signal)
 
 
 def _remote_shipper(config, tmp: Path):
-    from dnstrace.agent import shipper
+    from dnstrace.ship import shipper
 
     for key in ("agent.summary_slow", "agent.summary_sample"):  # read from the summarizer: summary mode on
         if config.sources[key] != "default":
@@ -57,19 +58,19 @@ def _remote_shipper(config, tmp: Path):
 
 
 def _embedded_server(config, tmp: Path):
-    from dnstrace.agent import shipper
+    from dnstrace.collector import embedded
 
     for key, value in (("agent.embedded_store", f"duckdb:{tmp}/embedded.duckdb"),
                        ("agent.embedded_listen", f"unix:{tmp}/collector.sock")):
         if config.sources[key] == "default":
             config.set(key, value, "test")
-    server = shipper.start_embedded_collector(config)
+    local = embedded.start(config)
+    server = local.server
     try:
         return server, server.store.path, server.listen, server.max_batch_bytes, server._tokens, \
             server.store.retention_ns
     finally:
-        server.stop()
-        server.store.close()
+        local.close()
 
 
 def _embedded(index: int) -> Callable:
@@ -96,7 +97,7 @@ def _server_credentials_args(config, tmp: Path, monkeypatch_box: list) -> tuple:
 
 
 def _memory_store():
-    from dnstrace.collector.store import open_store
+    from dnstrace.collector.store.base import open_store
 
     return open_store("duckdb::memory:")
 
@@ -154,9 +155,9 @@ def _embedded_web(config, tmp: Path) -> int:
     for key, value in (("agent.embedded_store", f"duckdb:{tmp}/embedded.duckdb"),
                        ("agent.embedded_listen", f"unix:{tmp}/collector.sock"), ("agent.spool_dir", str(tmp / "s"))):
         config.set(key, value, "test")
-    from dnstrace.agent import shipper
+    from dnstrace.pipeline import shipping
 
-    sink = shipper.make_sink(config)
+    sink = shipping.make_sink(config)
     try:
         return _http_status(WEB_PORT)
     finally:
@@ -164,7 +165,7 @@ def _embedded_web(config, tmp: Path) -> int:
 
 
 def _collector_web(config, tmp: Path) -> int:
-    from dnstrace.collector.server_cmd import start_web
+    from dnstrace.collector.web import start_web
 
     config.set("collector.insecure", True, "test")
     web = start_web(config, _memory_store(), config["collector.web_listen"])
@@ -175,7 +176,7 @@ def _collector_web(config, tmp: Path) -> int:
 
 
 def _query_token(config, tmp: Path) -> tuple:
-    from dnstrace.collector.client import query_client
+    from dnstrace.wire.client import query_client
 
     client = query_client(config, "127.0.0.1:9")
     try:
@@ -192,7 +193,7 @@ def _collector_listen(config, tmp: Path):
 
 
 def _metrics_address(config, tmp: Path):
-    from dnstrace.agent import metrics
+    from dnstrace.sinks import metrics
 
     sink = metrics.make_sink(config)
     try:
@@ -202,7 +203,7 @@ def _metrics_address(config, tmp: Path):
 
 
 def _health_address(config, tmp: Path):
-    from dnstrace.agent.agent_cmd import health_server
+    from dnstrace.cli.agent import health_server
 
     health = health_server(config, pipeline=None)
     try:
@@ -212,7 +213,7 @@ def _health_address(config, tmp: Path):
 
 
 def _lock_path(config, tmp: Path):
-    from dnstrace.agent.agent_cmd import node_lock
+    from dnstrace.cli.agent import node_lock
 
     lock = node_lock(config).acquire()
     try:
@@ -227,7 +228,7 @@ def _logging(config, tmp: Path):
 
     import structlog
 
-    from dnstrace.agent.agent_cmd import config_from_args
+    from dnstrace.cli.agent import config_from_args
 
     flags = {key: config[key] for key in ("log.format", "log.level")}
     args = argparse.Namespace(config=None, log_format=flags["log.format"], log_level=flags["log.level"])
@@ -250,7 +251,7 @@ COLLECTOR_WEB_PORT = _free_port()
 PROBES: dict[str, Probe] = {
     "agent.host_id": Probe("node-17", "node-17", lambda c, t: _remote_shipper(c, t).host_id),
     "agent.signals": Probe("tcp,drops", ["tcp", "drops"],
-                           lambda c, t: __import__("dnstrace.agent.pipeline", fromlist=["Pipeline"])
+                           lambda c, t: __import__("dnstrace.pipeline.runner", fromlist=["Pipeline"])
                            .Pipeline(c, sink_modules=()).signals),
     "agent.dns_ports": Probe("53,8600", [[53, 8600], [53, 8600]],
                              lambda c, t: [_pipeline_sources(c, "dns")[0].ports,
@@ -287,7 +288,7 @@ PROBES: dict[str, Probe] = {
                                     _collector_metrics_address),
     "collector.listen": Probe("127.0.0.1:7111", "127.0.0.1:7111", _collector_listen),
     "collector.store": Probe("duckdb:@TMP/c.duckdb", "@TMP/c.duckdb",
-                             lambda c, t: __import__("dnstrace.collector.store", fromlist=["x"])
+                             lambda c, t: __import__("dnstrace.collector.store.base", fromlist=["x"])
                              .open_store(c["collector.store"]).path),
     "collector.retention": Probe("3d", 3 * 86_400 * 10**9, _embedded(5)),
     "collector.insecure": Probe("true", True, lambda c, t, box: _server_credentials_args(c, t, box)[1]),

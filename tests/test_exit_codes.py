@@ -15,8 +15,8 @@ import textwrap
 
 import pytest
 
-from dnstrace import cli
-from dnstrace.agent import bpfload
+from dnstrace.cli import main as cli
+from dnstrace.kernel import load as bpfload
 from support import DNSTRACE
 
 
@@ -128,7 +128,7 @@ def test_hidden_bcc_in_a_fresh_process_exits_3(tmp_path):
     script = textwrap.dedent("""
         import os, sys
         os.geteuid = lambda: 0
-        from dnstrace.cli import main
+        from dnstrace.cli.main import main
         sys.exit(main(["trace", "gai", "--duration", "1s"]))
     """)
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
@@ -151,11 +151,11 @@ def test_runtime_error_exits_1(tmp_path):
 
 UNEXPECTED = textwrap.dedent("""
     import sys
-    from dnstrace.agent import findings_cmd
+    from dnstrace.cli import findings as findings_cmd
     def broken(args):
         raise RuntimeError("pid 4242 vanished\\nsecond line never shown")
     findings_cmd.run = broken
-    from dnstrace.cli import main
+    from dnstrace.cli.main import main
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from dnstrace.agent.metrics import LABEL_LIMITS, MetricsSink, make_sink
+from dnstrace.sinks.metrics import LABEL_LIMITS, MetricsSink, make_sink
 
 S = 1_000_000_000
 

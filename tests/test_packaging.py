@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnstrace.agent import config as config_mod
-from dnstrace.agent.health import split_host_port
-from dnstrace.cli import build_parser
+from dnstrace import config as config_mod
+from dnstrace.cli.main import build_parser
+from dnstrace.pipeline.health import split_host_port
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
@@ -177,14 +177,14 @@ def test_config_file_loads(where, text, tmp_path):
     config = config_mod.load(str(path), environ={})  # raises UsageError naming any bad key
     assert any(source.startswith("file") for source in config.sources.values()), where
     if config.sources["agent.signals"] != "default":
-        from dnstrace.agent.pipeline import known_signal_names
+        from dnstrace.pipeline.runner import known_signal_names
 
         assert set(config["agent.signals"]) <= known_signal_names(), where
 
 
 def test_agent_config_paths_match_mounts():
     """The files the agent's config names are where the manifests mount them."""
-    for where, text in CONFIG_FILES:
+    for _where, text in CONFIG_FILES:
         table = config_mod.tomllib.loads(text)
         agent = table.get("agent", {})
         if "health_addr" in agent:

@@ -18,9 +18,18 @@ import subprocess
 import pytest
 import yaml
 
-from dnstrace.agent.findings import RULE_IDS
-from prom_support import (DASHBOARDS, PROMTOOL, RULES, AlertmanagerServer, PrometheusServer, concrete,
-                          dashboard_exprs, missing_binaries, wait_until)
+from dnstrace.findings.engine import RULE_IDS
+from prom_support import (
+    DASHBOARDS,
+    PROMTOOL,
+    RULES,
+    AlertmanagerServer,
+    PrometheusServer,
+    concrete,
+    dashboard_exprs,
+    missing_binaries,
+    wait_until,
+)
 
 S = 1_000_000_000
 
@@ -105,7 +114,7 @@ def stack(tmp_path_factory):
     reason = missing_binaries()
     if reason:
         pytest.skip(reason)
-    from dnstrace.agent.metrics import LABEL_LIMITS, MetricsSink
+    from dnstrace.sinks.metrics import LABEL_LIMITS, MetricsSink
 
     workdir = tmp_path_factory.mktemp("prometheus")
     sink = MetricsSink("127.0.0.1:0")

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dnstrace.agent.lab.netns import stop_process
+from dnstrace.lab.netns import stop_process
 from support import DNSTRACE, REPO  # noqa: F401  (re-exported for the collector tests)
 
 
@@ -31,7 +31,7 @@ class CollectorProcess:
         self.proc = None
         self.stderr = b""
 
-    def start(self, timeout_s: float = 30.0) -> "CollectorProcess":
+    def start(self, timeout_s: float = 30.0) -> CollectorProcess:
         self.proc = subprocess.Popen(DNSTRACE + ["collector", "--listen", self.address, "--store", self.store_url]
                                      + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
@@ -72,7 +72,7 @@ class ClickHouseServer:
         self.extra_config = extra_config  # more elements inside <yandex> (cluster, ZooKeeper, macros)
         self.proc = None
 
-    def start(self, timeout_s: float = 60.0) -> "ClickHouseServer":
+    def start(self, timeout_s: float = 60.0) -> ClickHouseServer:
         d = self.dir
         for sub in ("data", "tmp", "user_files", "format_schemas"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ class ZooKeeperServer:
         self.port = free_port()
         self.proc = None
 
-    def start(self, timeout_s: float = 60.0) -> "ZooKeeperServer":
+    def start(self, timeout_s: float = 60.0) -> ZooKeeperServer:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         (self.dir / "zoo.cfg").write_text(
             f"tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={self.dir}/data\nclientPort={self.port}\n"
@@ -167,7 +167,7 @@ class ClickHouseCluster:
         self.zookeeper = ZooKeeperServer(directory / "zookeeper")
         self.nodes = [ClickHouseServer(directory / f"node{n + 1}") for n in range(shards)]
 
-    def start(self) -> "ClickHouseCluster":
+    def start(self) -> ClickHouseCluster:
         self.zookeeper.start()
         shards = "".join(f"<shard><replica><host>127.0.0.1</host><port>{node.port}</port></replica></shard>"
                          for node in self.nodes)
@@ -196,7 +196,7 @@ class ClickHouseCluster:
 
 def failed_by_definition(event: dict) -> bool:
     """The README's "failed", written out independently of collector/codec.py (whose
-    ``event_failed`` is pinned to literal cases in tests/unit/test_codec.py)."""
+    ``event_failed`` is pinned to literal cases in tests/unit/wire/test_codec.py)."""
     return (event.get("error") is not None
             or event.get("rcode") not in (None, "NOERROR")
             or event.get("answered") is False

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_helpers import ClickHouseCluster, ClickHouseServer, CollectorProcess, ZooKeeperServer  # noqa: E402
+
 from support import require  # noqa: E402
 
 

@@ -15,8 +15,8 @@ import time
 
 import grpc
 
-from dnstrace.collector import dnstrace_pb2, dnstrace_pb2_grpc
-from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+from dnstrace.wire import dnstrace_pb2, dnstrace_pb2_grpc
+from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
 
 BASE_TS = 1_700_000_000_000_000_000
 

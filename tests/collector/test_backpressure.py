@@ -10,11 +10,11 @@ import urllib.request
 from collector_helpers import DNSTRACE, free_port
 from recorded import make_events
 
-from dnstrace.agent.shipper import GrpcTransport, Shipper
-from dnstrace.agent.spool import Spool
-from dnstrace.collector import dnstrace_pb2
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
+from dnstrace.ship.shipper import GrpcTransport, Shipper
+from dnstrace.ship.spool import Spool
+from dnstrace.wire import dnstrace_pb2
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
 
 
 def _scrape(port: int) -> dict[str, float]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from recorded import BASE_TS
 
-from dnstrace.collector import native
-from dnstrace.collector.codec import decode_batch, encode_events
-from dnstrace.collector.query import QuerySpec
-from dnstrace.collector.store import BatchKey, open_store
+from dnstrace.collector.store import native
+from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.wire.codec import decode_batch, encode_events
+from dnstrace.wire.query import QuerySpec
 
 
 def test_varint_matches_the_protocol():

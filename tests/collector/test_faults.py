@@ -20,15 +20,15 @@ import pytest
 from collector_helpers import DNSTRACE
 from recorded import make_events
 
-from dnstrace.agent.shipper import LocalTransport, Shipper
-from dnstrace.agent.spool import Spool, SpoolRecord
-from dnstrace.collector import dnstrace_pb2
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
-from dnstrace.collector.query import QuerySpec
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import open_store
+from dnstrace.collector.store.base import open_store
 from dnstrace.errors import DnstraceError, EnvironmentProblem
+from dnstrace.ship.shipper import LocalTransport, Shipper
+from dnstrace.ship.spool import Spool, SpoolRecord
+from dnstrace.wire import dnstrace_pb2
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
+from dnstrace.wire.query import QuerySpec
 
 HERE = Path(__file__).resolve().parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -227,7 +227,7 @@ def test_query_past_its_deadline_is_stopped_and_counted(loaded_collector):
 
 def test_query_whose_client_goes_away_is_cancelled(loaded_collector):
     channel = grpc.insecure_channel(loaded_collector.address)
-    from dnstrace.collector import dnstrace_pb2_grpc
+    from dnstrace.wire import dnstrace_pb2_grpc
 
     stub = dnstrace_pb2_grpc.CollectorStub(channel)
     spec = QuerySpec(mode="timeseries", bucket_ns=1, limit=1_000_000)
@@ -270,8 +270,8 @@ def test_spool_depth_evictions_and_drops_are_live_metrics_and_agent_events(tmp_p
 
     from collector_helpers import free_port
 
-    from dnstrace.agent.metrics import MetricsSink
-    from dnstrace.agent.pipeline import LossMonitor
+    from dnstrace.pipeline.runner import LossMonitor
+    from dnstrace.sinks.metrics import MetricsSink
 
     store = open_store("duckdb::memory:")
     transport = LocalTransport(CollectorServer(store, "unix:" + str(tmp_path / "c.sock"), insecure=True))
@@ -293,7 +293,7 @@ def test_spool_depth_evictions_and_drops_are_live_metrics_and_agent_events(tmp_p
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         pending = spool.stats()["pending_events"]
         assert f'dnstrace_spool_pending_events{{sink="shipper"}} {float(pending)}' in text
-        assert f'dnstrace_spool_degraded{{sink="shipper"}} 0.0' in text
+        assert 'dnstrace_spool_degraded{sink="shipper"} 0.0' in text
         assert 'dnstrace_agent_lost_records_total{counter="spool_evicted",source="shipper"}' in text
     finally:
         metrics.close()

@@ -10,10 +10,10 @@ import time
 from collector_helpers import DNSTRACE
 from recorded import BASE_TS, make_events
 
-from dnstrace.agent.shipper import GrpcTransport, Shipper
-from dnstrace.agent.spool import Spool
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.query import QuerySpec
+from dnstrace.ship.shipper import GrpcTransport, Shipper
+from dnstrace.ship.spool import Spool
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.query import QuerySpec
 
 HOSTS = ("host-1", "host-2", "host-3")
 
@@ -38,7 +38,7 @@ def test_three_hosts_merge_into_one_collector(tmp_path, collector_factory):
     collector = collector_factory().start()
     shippers = [_shipper(tmp_path, host, collector.address) for host in HOSTS]
     sent = {}
-    for h, (host, shipper) in enumerate(zip(HOSTS, shippers)):
+    for h, (host, shipper) in enumerate(zip(HOSTS, shippers, strict=False)):
         events = make_events(host, 1000 + 100 * h, start_ts=BASE_TS + h)
         sent[host] = events
         shipper.handle(events)
@@ -87,7 +87,7 @@ def test_collector_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path, col
             time.sleep(0.01)
         shipper.flush()
 
-    threads = [threading.Thread(target=produce, args=(h, s)) for h, s in zip(HOSTS, shippers)]
+    threads = [threading.Thread(target=produce, args=(h, s)) for h, s in zip(HOSTS, shippers, strict=False)]
     for t in threads:
         t.start()
     # Kill once every agent has delivered something, while they keep producing.

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recorded import make_events
 
-from dnstrace.collector import dnstrace_pb2
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.codec import COLUMN_NAMES, SCHEMA_VERSION, BatchError, decode_batch, encode_events
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import open_store
+from dnstrace.collector.store.base import open_store
+from dnstrace.wire import dnstrace_pb2
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.codec import COLUMN_NAMES, SCHEMA_VERSION, BatchError, decode_batch, encode_events
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
                     st.floats(allow_nan=True), st.text(max_size=20), st.binary(max_size=20))
@@ -56,7 +56,8 @@ def hostile_v2_payloads(draw):
             cols[name] = {"v": draw(st.binary(max_size=48)), **({"m": draw(st.binary(max_size=6))}
                                                                if draw(st.booleans()) else {})}
         elif shape == 2:
-            cols[name] = {"d": draw(st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=4), st.integers(-(2**63), 2**64 - 1),
+            cols[name] = {"d": draw(st.lists(st.one_of(st.text(max_size=6), st.binary(max_size=4),
+                                                       st.integers(-(2**63), 2**64 - 1),
                                                        st.sampled_from(["{}", "{\"a\":1}", "{]", "{}, {}"])),
                                              max_size=4)),
                           "i": draw(st.binary(max_size=24))}

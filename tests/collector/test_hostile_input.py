@@ -16,14 +16,21 @@ from collector_helpers import DNSTRACE, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnstrace.collector import auth, dnstrace_pb2
-from dnstrace.collector.codec import (MAX_ATTRS_DEPTH, SCHEMA_VERSION, TS_MAX_NS, TS_MIN_NS, BatchError,
-                                      encode_events, row_to_event)
-from dnstrace.collector.query import QuerySpec
+from dnstrace.cli.output import to_json
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import open_store
+from dnstrace.collector.store.base import open_store
 from dnstrace.errors import UsageError
-from dnstrace.output import to_json
+from dnstrace.wire import auth, dnstrace_pb2
+from dnstrace.wire.codec import (
+    MAX_ATTRS_DEPTH,
+    SCHEMA_VERSION,
+    TS_MAX_NS,
+    TS_MIN_NS,
+    BatchError,
+    encode_events,
+    row_to_event,
+)
+from dnstrace.wire.query import QuerySpec
 
 BASE_TS = 1_700_000_000_000_000_000
 
@@ -147,7 +154,7 @@ def _expired_certificate(tmp_path):
 
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
-    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
                    .serial_number(1).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))
                    .sign(private, hashes.SHA256()))
@@ -168,7 +175,7 @@ def test_collector_cli_reports_a_mismatched_key_as_usage(certs):
 def test_auth_refusals_are_logged_and_counted():
     from structlog.testing import capture_logs
 
-    from dnstrace.collector.client import CollectorClient
+    from dnstrace.wire.client import CollectorClient
 
     store = open_store("duckdb::memory:")
     server = CollectorServer(store, "127.0.0.1:0", insecure=True, query_token="q-secret").start()
@@ -188,8 +195,8 @@ def test_auth_refusals_are_logged_and_counted():
 
 
 def _refused_twice(server):
-    from dnstrace.collector.client import CollectorClient
     from dnstrace.errors import DnstraceError
+    from dnstrace.wire.client import CollectorClient
 
     for token in ("", "wrong"):
         client = CollectorClient(server.address, insecure=True, token=token, timeout_s=10)

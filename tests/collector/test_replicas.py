@@ -12,13 +12,13 @@ import threading
 import time
 import uuid
 
-from recorded import BASE_TS, make_events
 from collector_helpers import free_port
+from recorded import BASE_TS, make_events
 
-from dnstrace.agent.shipper import GrpcTransport, Shipper, preference, resolve_endpoints
-from dnstrace.agent.spool import Spool
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.query import QuerySpec
+from dnstrace.ship.shipper import GrpcTransport, Shipper, preference, resolve_endpoints
+from dnstrace.ship.spool import Spool
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.query import QuerySpec
 
 NAME = "collectors.dnstrace.test"
 

@@ -10,12 +10,13 @@ import pytest
 from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
-from dnstrace.collector import dnstrace_pb2, rollup
-from dnstrace.collector.codec import BatchError, decode_batch, encode_events
-from dnstrace.collector.query import QuerySpec, plan_query
+from dnstrace.collector.query.sql import plan_query
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import BatchKey, open_store
-from dnstrace.collector.store_duckdb import DuckDBStore
+from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.duckdb import DuckDBStore
+from dnstrace.wire import dnstrace_pb2, rollup
+from dnstrace.wire.codec import BatchError, decode_batch, encode_events
+from dnstrace.wire.query import QuerySpec
 
 MINUTE = rollup.MINUTE_NS
 T0 = (BASE_TS // MINUTE) * MINUTE

@@ -9,13 +9,13 @@ import pytest
 from collector_helpers import DNSTRACE, free_port
 from recorded import make_events
 
-from dnstrace.collector import dnstrace_pb2
-from dnstrace.collector.client import CollectorClient
-from dnstrace.collector.codec import SCHEMA_VERSION, encode_events
-from dnstrace.collector.query import QuerySpec
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import open_store
+from dnstrace.collector.store.base import open_store
 from dnstrace.errors import DnstraceError
+from dnstrace.wire import dnstrace_pb2
+from dnstrace.wire.client import CollectorClient
+from dnstrace.wire.codec import SCHEMA_VERSION, encode_events
+from dnstrace.wire.query import QuerySpec
 
 INGEST_TOKEN, QUERY_TOKEN = "ingest-secret", "query-secret"
 

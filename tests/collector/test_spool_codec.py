@@ -12,10 +12,10 @@ import pytest
 from collector_helpers import DNSTRACE, REPO
 from recorded import BASE_TS, make_events
 
-from dnstrace.agent import config as config_mod
-from dnstrace.agent.shipper import make_sink
-from dnstrace.agent.spool import Spool, SpoolRecord
-from dnstrace.collector.codec import BatchError, decode_batch, encode_events, row_to_event
+from dnstrace import config as config_mod
+from dnstrace.pipeline.shipping import make_sink
+from dnstrace.ship.spool import Spool, SpoolRecord
+from dnstrace.wire.codec import BatchError, decode_batch, encode_events, row_to_event
 
 
 def _record(seq, n=10, size=0):
@@ -152,7 +152,7 @@ def test_embedded_collector_answers_dnstrace_query_on_its_socket(tmp_path):
 
 def test_generated_protobuf_code_is_up_to_date(tmp_path):
     pytest.importorskip("grpc_tools")
-    subprocess.run([sys.executable, str(REPO / "collector" / "gen_proto.py"), "--out", str(tmp_path)], check=True,
+    subprocess.run([sys.executable, str(REPO / "src" / "dnstrace" / "wire" / "gen_proto.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
 
     def normalized(path: Path) -> list[str]:
@@ -162,8 +162,8 @@ def test_generated_protobuf_code_is_up_to_date(tmp_path):
                 and not line.strip().rstrip(",").isdigit()]
 
     for name in ("dnstrace_pb2.py", "dnstrace_pb2_grpc.py"):
-        assert normalized(tmp_path / name) == normalized(REPO / "collector" / name), \
-            f"collector/{name} is stale: run python collector/gen_proto.py"
+        assert normalized(tmp_path / name) == normalized(REPO / "src" / "dnstrace" / "wire" / name), \
+            f"src/dnstrace/wire/{name} is stale: run python src/dnstrace/wire/gen_proto.py"
 
 
 def test_spool_fsyncs_in_groups_and_on_close(tmp_path):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dnstrace.agent import doctor
-from dnstrace.collector import rollup
+from dnstrace.cli import doctor
+from dnstrace.wire import rollup
 
 
 def test_working_embedded_store_passes(tmp_path):

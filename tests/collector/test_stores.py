@@ -12,9 +12,9 @@ import pytest
 from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
-from dnstrace.collector.codec import decode_batch, encode_events
-from dnstrace.collector.query import QuerySpec
-from dnstrace.collector.store import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.wire.codec import decode_batch, encode_events
+from dnstrace.wire.query import QuerySpec
 
 HOSTS = ("node-a", "node-b", "node-c")
 PER_HOST = 600

@@ -13,14 +13,14 @@ import uuid
 import pytest
 from recorded import BASE_TS, make_events
 
-from dnstrace.agent.shipper import LocalTransport, Shipper
-from dnstrace.agent.spool import Spool
-from dnstrace.agent.summary import Summarizer
-from dnstrace.collector.codec import event_failed
-from dnstrace.collector.query import QuerySpec
-from dnstrace.collector.rollup import MINUTE_NS, QUANTILE_PRECISION
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store import open_store
+from dnstrace.collector.store.base import open_store
+from dnstrace.ship.shipper import LocalTransport, Shipper
+from dnstrace.ship.spool import Spool
+from dnstrace.ship.summary import Summarizer
+from dnstrace.wire.codec import event_failed
+from dnstrace.wire.query import QuerySpec
+from dnstrace.wire.rollup import MINUTE_NS, QUANTILE_PRECISION
 
 SLOW_NS = 100_000_000
 START = (BASE_TS // MINUTE_NS + 1) * MINUTE_NS
@@ -146,8 +146,8 @@ def test_summary_ships_less(stores):
 
 
 def test_config_turns_summary_mode_and_replicas_on(tmp_path):
-    from dnstrace.agent import config as config_mod
-    from dnstrace.agent.shipper import make_sink
+    from dnstrace import config as config_mod
+    from dnstrace.ship.shipper import make_sink
 
     path = tmp_path / "dnstrace.toml"
     path.write_text(f'[agent]\nship = "summary"\nsummary_slow = "250ms"\nsummary_sample = 20\n'
@@ -165,7 +165,7 @@ def test_config_turns_summary_mode_and_replicas_on(tmp_path):
 def test_cli_top_and_buckets_cover_whole_minutes():
     import argparse
 
-    from dnstrace.collector import query_cmd
+    from dnstrace.cli import query as query_cmd
 
     parser = argparse.ArgumentParser()
     query_cmd.register(parser.add_subparsers())
@@ -182,8 +182,8 @@ def test_cli_top_and_buckets_cover_whole_minutes():
 @pytest.mark.parametrize("column,value,why", [("lat_bucket", 10**6, "buckets"), ("minute", MINUTE_NS + 1, "whole"),
                                               ("events", 0, "at least one")])
 def test_hostile_rollup_rows_are_refused(column, value, why):
-    from dnstrace.collector.codec import BatchError, decode_batch, encode_rollup_batch
-    from dnstrace.collector.rollup import ROW_COLUMNS
+    from dnstrace.wire.codec import BatchError, decode_batch, encode_rollup_batch
+    from dnstrace.wire.rollup import ROW_COLUMNS
 
     row = {"minute": MINUTE_NS, "kind": "gai", "failed": False, "lat_bucket": 100, "events": 3, "latency_max": 10}
     row[column] = value

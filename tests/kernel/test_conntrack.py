@@ -19,14 +19,14 @@ def tracer(kernel):
 
 
 def kernel_counters(ns) -> dict[str, int]:
-    from dnstrace.agent.conntrack import parse_stat
+    from dnstrace.signals.conntrack.source import parse_stat
 
     columns = parse_stat(ns.exec(["cat", "/proc/net/stat/nf_conntrack"]).stdout)
     return {name: sum(values) for name, values in columns.items()}
 
 
 def test_snat_collision_insert_failures_and_drops(lab, tracer):
-    from dnstrace.agent.lab.kernel_scenarios import snat_collision
+    from dnstrace.lab.kernel_scenarios import snat_collision
 
     scenario = snat_collision(lab)
     sports = [40001, 40002, 40003, 40004]
@@ -61,11 +61,11 @@ def test_snat_collision_insert_failures_and_drops(lab, tracer):
 
 def test_router_namespace_without_process_is_read(lab, tracer):
     """Named namespaces with no process in them (a router) are enumerated too."""
-    from dnstrace.agent.netdev import netns_list
+    from dnstrace.enrich.netdev import netns_list
 
     router = lab.netns("rtr")
     router.exec(["iptables", "-t", "nat", "-L"], check=False)  # registers conntrack hooks there
-    from dnstrace.agent.lab.netns import run
+    from dnstrace.lab.netns import run
 
     assert run(["ip", "netns", "pids", router.name]).stdout.strip() == ""
     names = [ref.name for ref in netns_list()]
@@ -108,8 +108,8 @@ CT_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 
 def busiest_other_table(skip_inode: int) -> int:
     """The largest conntrack entry count of any other namespace (the host's included)."""
-    from dnstrace.agent.conntrack import read_here
-    from dnstrace.agent.netdev import in_netns, netns_list
+    from dnstrace.enrich.netdev import in_netns, netns_list
+    from dnstrace.signals.conntrack.source import read_here
 
     counts = [0]
     for ref in netns_list():

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from dnstrace.lab.dns_servers import raw_query_argv
 from support import TraceProcess, lingering_lookup
-from dnstrace.agent.lab.dns_servers import raw_query_argv
 
 pytestmark = pytest.mark.kernel
 

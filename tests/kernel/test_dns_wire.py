@@ -11,9 +11,15 @@ import time
 
 import pytest
 
+from dnstrace.lab.dns_servers import (
+    BIG_NAME,
+    HostileResponder,
+    build_message,
+    hostile_payloads,
+    raw_query_argv,
+    send_raw_udp_argv,
+)
 from support import TraceProcess, lingering_lookup
-from dnstrace.agent.lab.dns_servers import (BIG_NAME, HostileResponder, build_message, hostile_payloads,
-                                            raw_query_argv, send_raw_udp_argv)
 
 pytestmark = pytest.mark.kernel
 HOSTILE_PORT = 5300
@@ -97,7 +103,7 @@ def test_truncated_answer_then_tcp_retry_linked(wire_lab, dns_trace):
 def _pairs(events):
     a = [e for e in events if e["qtype"] == "A"]
     aaaa = [e for e in events if e["qtype"] == "AAAA"]
-    return list(zip(a, aaaa))
+    return list(zip(a, aaaa, strict=False))
 
 
 def test_same_port_pair_default_versus_single_request_reopen(wire_lab, dns_trace):
@@ -117,7 +123,7 @@ def test_same_port_pair_default_versus_single_request_reopen(wire_lab, dns_trace
 
 RESEND_SCRIPT = """
 import socket, sys, time
-from dnstrace.agent.lab.dns_servers import build_message
+from dnstrace.lab.dns_servers import build_message
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(5)
 s.connect((sys.argv[1], 53))

@@ -18,7 +18,7 @@ def tracer(kernel):
 
 
 def test_rp_filter_drops_on_device_without_address(lab, tracer):
-    from dnstrace.agent.lab.kernel_scenarios import rp_filter_no_address
+    from dnstrace.lab.kernel_scenarios import rp_filter_no_address
 
     scenario = rp_filter_no_address(lab, rp_filter=2)
     counter_before = scenario.rp_filter_drops()
@@ -56,7 +56,7 @@ def test_rp_filter_drops_on_device_without_address(lab, tracer):
 
 
 def test_strict_rp_filter_with_address_is_named_strict(lab, tracer):
-    from dnstrace.agent.lab.kernel_scenarios import rp_filter_no_address
+    from dnstrace.lab.kernel_scenarios import rp_filter_no_address
 
     scenario = rp_filter_no_address(lab, rp_filter=1)
     scenario.add_address()  # strict mode drops even with an address: the reverse route uses eth1
@@ -70,7 +70,7 @@ def test_strict_rp_filter_with_address_is_named_strict(lab, tracer):
 def test_counts_add_up_at_shutdown_with_sampling(lab):
     """Over the event budget, drops are only counted; stopping right after the burst still
     reports them (the tracer's flush at shutdown), so the stream's counts equal the kernel's."""
-    from dnstrace.agent.lab.kernel_scenarios import rp_filter_no_address
+    from dnstrace.lab.kernel_scenarios import rp_filter_no_address
 
     scenario = rp_filter_no_address(lab, rp_filter=2)
     tracer = TraceProcess(["trace", "drops", "--json", "--reason", "IP_RPFILTER", "--event-budget", "2"])

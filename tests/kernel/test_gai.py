@@ -55,8 +55,8 @@ def musl_client(kernel, build_dir) -> str:
 
 @pytest.fixture(scope="module")
 def resolver(kernel):
-    from dnstrace.agent.lab.netns import Lab
-    from dnstrace.agent.lab.resolvers import build_resolver_lab
+    from dnstrace.lab.netns import Lab
+    from dnstrace.lab.resolvers import build_resolver_lab
 
     with Lab() as lab:
         r = build_resolver_lab(lab)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dnstrace.agent.lab.incidents import BY_NAME
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.lab.incidents import BY_NAME
+from dnstrace.lab.netns import Lab
 
 FINDING_TIMEOUT_S = 10.0
 

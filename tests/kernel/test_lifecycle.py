@@ -43,7 +43,7 @@ def loaded_prog_ids() -> set[int]:
 
 
 def cgroup_root() -> str:
-    from dnstrace.agent.bpfload import find_cgroup2_root
+    from dnstrace.kernel.load import find_cgroup2_root
 
     return find_cgroup2_root()
 
@@ -63,7 +63,7 @@ def cgroup_tree_text() -> str:
 
 def tracefs_probe_lines(pid: int) -> list[str]:
     """uprobe/kprobe definitions bcc names after the pid that created them (``..._bcc_<pid>``)."""
-    from dnstrace.agent.bpfload import tracefs_path
+    from dnstrace.kernel.load import tracefs_path
 
     lines = []
     for name in ("uprobe_events", "kprobe_events"):
@@ -137,7 +137,7 @@ class Agent:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("agent did not exit after " + sig.name + ":\n" + "".join(self.stderr))
+            raise AssertionError("agent did not exit after " + sig.name + ":\n" + "".join(self.stderr)) from None
 
 
 def wait_gone(prog_ids: set[int], timeout_s=10.0) -> set[int]:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dnstrace.agent.lab.resolvers import build_resolver_lab
+from dnstrace.lab.resolvers import build_resolver_lab
 from support import DNSTRACE
 
 pytestmark = pytest.mark.kernel

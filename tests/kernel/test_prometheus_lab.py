@@ -15,10 +15,17 @@ import urllib.request
 
 import pytest
 
-from dnstrace.agent.lab.incidents import BY_NAME
-from dnstrace.agent.lab.netns import Lab
-from prom_support import (DASHBOARDS, PrometheusServer, concrete, dashboard_exprs, free_port, missing_binaries,
-                          wait_until)
+from dnstrace.lab.incidents import BY_NAME
+from dnstrace.lab.netns import Lab
+from prom_support import (
+    DASHBOARDS,
+    PrometheusServer,
+    concrete,
+    dashboard_exprs,
+    free_port,
+    missing_binaries,
+    wait_until,
+)
 from support import DNSTRACE
 
 pytestmark = pytest.mark.kernel
@@ -81,7 +88,7 @@ def test_dead_nameserver_alert_fires_during_the_lab_and_clears_after(agent, tmp_
             assert firing[0]["labels"]["instance"] == agent
             # The lab's nameservers appear per server: the dead one never answered.
             unanswered = wait_until(lambda: prometheus.query(
-                'sum by (server) (dnstrace_dns_unanswered_total{server="%s"}) > 0' % running.address), 30)
+                f'sum by (server) (dnstrace_dns_unanswered_total{{server="{running.address}"}}) > 0'), 30)
             assert unanswered, "no unanswered queries counted for the dead nameserver"
             # Every dashboard expression is valid here, and those about this incident answer with its data.
             for title, expr in dashboard_exprs(DASHBOARDS / "dnstrace-agent.json"):

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from dnstrace.lab.incidents import BY_NAME, start_client
+from dnstrace.lab.netns import Lab
+from dnstrace.lab.real_software import capture, dnsmasq_cache, named_authoritative
+from dnstrace.lab.resolvers import build_resolver_lab
 from support import TraceProcess
-from dnstrace.agent.lab.incidents import BY_NAME, start_client
-from dnstrace.agent.lab.netns import Lab
-from dnstrace.agent.lab.real_software import capture, dnsmasq_cache, named_authoritative
-from dnstrace.agent.lab.resolvers import build_resolver_lab
 
 pytestmark = pytest.mark.kernel
 

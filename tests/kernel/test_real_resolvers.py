@@ -13,11 +13,10 @@ import subprocess
 
 import pytest
 
+from dnstrace.lab.netns import Lab
+from dnstrace.lab.real_software import PYCARES_CLIENT, build_go_client, build_musl_client, capture, parse_client_output
+from dnstrace.lab.resolvers import build_resolver_lab
 from support import TraceProcess
-from dnstrace.agent.lab.netns import Lab
-from dnstrace.agent.lab.real_software import (PYCARES_CLIENT, build_go_client, build_musl_client, capture,
-                                              parse_client_output)
-from dnstrace.agent.lab.resolvers import build_resolver_lab
 
 pytestmark = pytest.mark.kernel
 NAME = "web.example.test"
@@ -101,7 +100,7 @@ def test_go_resolver_lookup_of_one_second_is_one_lookup_with_both_attempts(trace
     measured = parse_client_output(out)
     assert [status for _, status in measured] == ["ok"] * 3
     assert len(lookups) == 3, [(lk["latency_ns"], len(lk["attempts"])) for lk in lookups]
-    for lookup, (go_ns, _) in zip(lookups, measured):
+    for lookup, (go_ns, _) in zip(lookups, measured, strict=False):
         assert lookup["source"] == "wire" and lookup["error"] is None
         assert (lookup["resolver"], lookup["resolver_from"]) == ("go", "binary")
         assert 0.95e9 <= lookup["latency_ns"] <= 1.3e9 and lookup["latency_ns"] <= go_ns

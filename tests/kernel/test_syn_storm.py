@@ -42,7 +42,7 @@ def stats_line(tp: TraceProcess, source: str) -> dict[str, str]:
 
 
 def test_syn_storm_counts_are_exact_and_memory_bounded(kernel, lab, tmp_path):
-    from dnstrace.agent.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
+    from dnstrace.lab.kernel_scenarios import build_syn_storm_client, run_syn_storm, syn_dropping_peer
 
     scenario = syn_dropping_peer(lab)
     binary = build_syn_storm_client(str(tmp_path))

@@ -65,8 +65,8 @@ def connect_code(family: str, addr: str, port: int, syncnt: int | None, nonblock
 
 @pytest.fixture(scope="module")
 def scenario(kernel):
-    from dnstrace.agent.lab.kernel_scenarios import syn_dropping_peer
-    from dnstrace.agent.lab.netns import Lab
+    from dnstrace.lab.kernel_scenarios import syn_dropping_peer
+    from dnstrace.lab.netns import Lab
 
     with Lab() as lab:
         yield syn_dropping_peer(lab, port=8080)
@@ -138,7 +138,7 @@ def test_established_refused_and_closed_outcomes(scenario, tracer):
     listener = scenario.peer.popen(["python3", "-c", (
         "import socket,time\n"
         "s=socket.socket(socket.AF_INET6)\ns.bind(('::', 8081))\ns.listen()\ntime.sleep(30)\n")])
-    from dnstrace.agent.lab.netns import wait_for_port
+    from dnstrace.lab.netns import wait_for_port
     wait_for_port(scenario.peer, "::", 8081, "tcp")
 
     ok = scenario.client.popen(["python3", "-c", connect_code("ipv4", scenario.peer_addr, 8081, None)])

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from dnstrace.agent.lab.incidents import BY_NAME
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.lab.incidents import BY_NAME
+from dnstrace.lab.netns import Lab
 
 
 def tmux(*args: str) -> str:

@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from dnstrace.agent.lab.incidents import BY_NAME
-from dnstrace.agent.lab.netns import Lab
+from dnstrace.lab.incidents import BY_NAME
+from dnstrace.lab.netns import Lab
 from prom_support import free_port, wait_until
 from support import DNSTRACE, click_and_wait
 

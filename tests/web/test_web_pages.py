@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
-from dnstrace.collector.codec import decode_batch, encode_events
-from dnstrace.collector.store import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey, open_store
 from dnstrace.collector.web import WebView
+from dnstrace.wire.codec import decode_batch, encode_events
 from support import click_and_wait
 
 S = 1_000_000_000

@@ -1,5 +1,0 @@
-"""Allow ``python -m dnstrace``."""
-
-from dnstrace.cli import main
-
-raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The agent's data path: signals -> enrichment -> findings -> sinks, run until told to stop."""

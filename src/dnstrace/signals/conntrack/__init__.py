@@ -1,0 +1,1 @@
+"""Conntrack insert failures and drops, from every network namespace's counters."""

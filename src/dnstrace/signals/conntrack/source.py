@@ -1,0 +1,223 @@
+"""Conntrack counters of every network namespace on the node, as deltas (``dnstrace trace conntrack``).
+
+Conntrack has no tracepoint. Its per-CPU statistics (``/proc/net/stat/nf_conntrack``:
+insert_failed, drop, early_drop, invalid, clash_resolve, search_restart) and the
+table's count/max are read inside each namespace (processes' ones and named ones
+such as a router namespace with no process, see ``netdev.netns_list``) once per
+interval, and reported as ``conntrack`` events carrying the deltas. The packets
+conntrack drops show up as ``skb:kfree_skb`` NETFILTER_DROP: ``trace conntrack``
+also runs the drops source for that reason, attributed to a flow and, when the drop
+happens in the sender's own context, to its process (``attribution``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dnstrace.columns import TIME_COLUMN, Column
+from dnstrace.errors import UsageError
+from dnstrace.flow import Source
+from dnstrace.signals.registry import TraceTarget, duration_ns_arg
+
+# event field <- column of /proc/net/stat/nf_conntrack
+COUNTERS = {
+    "insert_failed": "insert_failed",
+    "drop": "drop",
+    "early_drop": "early_drop",
+    "invalid": "invalid",
+    "clash_resolve": "clashres",
+    "search_restart": "search_restart",
+}
+DEFAULT_INTERVAL_NS = 1_000_000_000
+MAX_NETNS = 4096  # namespaces tracked at once; beyond that new ones are skipped and counted
+WRAP = 1 << 32  # the kernel's per-CPU counters are unsigned int
+
+
+def parse_stat(text: str) -> dict[str, list[int]] | None:
+    """``/proc/net/stat/nf_conntrack`` -> {column: [value per CPU]}; None when empty or malformed."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    header = lines[0]
+    columns: dict[str, list[int]] = {name: [] for name in header}
+    for row in lines[1:]:
+        if len(row) != len(header):
+            return None
+        for name, value in zip(header, row, strict=False):
+            try:
+                columns[name].append(int(value, 16))
+            except ValueError:
+                return None
+    return columns
+
+
+def per_cpu_delta(now: list[int], before: list[int] | None) -> int:
+    """Sum over CPUs of (now - before) modulo 2^32 (counters wrap); ``before`` None = from zero."""
+    if before is None or len(before) != len(now):
+        return sum(now)
+    return sum((a - b) % WRAP for a, b in zip(now, before, strict=False))
+
+
+def read_here() -> dict | None:
+    """Conntrack statistics of the calling thread's namespace; None when conntrack is not loaded."""
+    try:
+        with open("/proc/thread-self/net/stat/nf_conntrack") as f:
+            columns = parse_stat(f.read())
+    except OSError:
+        return None
+    if columns is None:
+        return None
+    result = {"columns": columns}
+    for name in ("nf_conntrack_count", "nf_conntrack_max"):
+        try:
+            with open(f"/proc/sys/net/netfilter/{name}") as f:
+                result[name] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            result[name] = None
+    return result
+
+
+def build_event(netns_label: str, netns_inode: int, now: dict, before: dict | None, ts: int) -> dict:
+    event = {"kind": "conntrack", "ts": ts, "netns": netns_label, "netns_inode": netns_inode,
+             "pid": None, "comm": None}
+    before_columns = before["columns"] if before else {}
+    for field, column in COUNTERS.items():
+        values = now["columns"].get(column)
+        event[field] = None if values is None else per_cpu_delta(values, before_columns.get(column))
+    entries = now["columns"].get("entries")
+    event["count"] = now.get("nf_conntrack_count") if now.get("nf_conntrack_count") is not None else (
+        entries[0] if entries else None)
+    event["max"] = now.get("nf_conntrack_max")
+    return event
+
+
+def interesting(event: dict, every_interval: bool) -> bool:
+    if every_interval:
+        return True
+    if any(event.get(field) for field in COUNTERS):
+        return True
+    count, limit = event.get("count"), event.get("max")
+    return bool(count and limit and count >= 0.8 * limit)  # table nearly full: say so each interval
+
+
+class ConntrackSource(Source):
+    """No kernel program and no fds: ``tick`` reads the counters of every namespace."""
+
+    name = "conntrack"
+
+    def __init__(self, interval_ns: int = DEFAULT_INTERVAL_NS, every_interval: bool = False):
+        if interval_ns < 100_000_000:
+            raise UsageError("the conntrack interval must be at least 100ms")
+        self.interval_ns = interval_ns
+        self.every_interval = every_interval
+        self.previous: dict[int, dict] = {}
+        self.first_scan_done = False
+        self.next_scan_ns = 0
+        self.scans = 0
+        self.read_errors = 0
+        self.netns_skipped = 0
+        self.netns_gone = 0
+        self.last_scan_s = 0.0
+
+    def start(self) -> None:
+        from dnstrace.kernel.load import require_privileges  # noqa: PLC0415
+
+        require_privileges()  # setns into other namespaces needs CAP_SYS_ADMIN
+        self.tick(time.time_ns())  # baseline of the namespaces that exist now
+
+    def tick(self, now_ns: int) -> list[dict]:
+        if now_ns < self.next_scan_ns:
+            return []
+        self.next_scan_ns = now_ns + self.interval_ns
+        from dnstrace.enrich.netdev import in_netns, netns_list  # noqa: PLC0415
+
+        started = time.monotonic()
+        events = []
+        seen = set()
+        for ref in netns_list():
+            if ref.inode not in self.previous and len(self.previous) >= MAX_NETNS:
+                self.netns_skipped += 1
+                continue
+            try:
+                now = in_netns(ref.path, read_here)
+            except (OSError, TimeoutError):
+                self.read_errors += 1
+                continue
+            if now is None:
+                continue
+            seen.add(ref.inode)
+            before = self.previous.get(ref.inode)
+            self.previous[ref.inode] = now
+            if before is None and not self.first_scan_done:
+                continue  # history from before we started is not a delta of ours
+            # A namespace first seen after start is new: its counters began at zero.
+            event = build_event(ref.label, ref.inode, now, before, now_ns)
+            if interesting(event, self.every_interval):
+                events.append(event)
+        for inode in list(self.previous):
+            if inode not in seen:
+                del self.previous[inode]
+                self.netns_gone += 1
+        self.first_scan_done = True
+        self.scans += 1
+        self.last_scan_s = time.monotonic() - started
+        return events
+
+    def stats(self) -> dict:
+        return {"scans": self.scans, "netns_tracked": len(self.previous), "netns_skipped": self.netns_skipped,
+                "netns_gone": self.netns_gone, "read_errors": self.read_errors,
+                "last_scan_ms": round(self.last_scan_s * 1000, 1)}
+
+
+def make_sources(args: argparse.Namespace) -> list[Source]:
+    sources: list[Source] = [ConntrackSource(args.interval, args.every_interval)]
+    if args.with_drops:
+        from dnstrace.signals.drops.source import DropsSource  # noqa: PLC0415
+
+        sources.append(DropsSource(reasons=["NETFILTER_DROP"], explain=False))
+    return sources
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interval", type=duration_ns_arg, default=DEFAULT_INTERVAL_NS, metavar="DUR",
+                        help="how often to read the counters (default 1s; the agent uses agent.conntrack_interval)")
+    parser.add_argument("--every-interval", action="store_true",
+                        help="report every namespace every interval, even when nothing moved")
+    parser.add_argument("--no-drops", dest="with_drops", action="store_false", default=True,
+                        help="do not trace the packets netfilter drops (skb:kfree_skb NETFILTER_DROP)")
+
+
+TRACE = TraceTarget(
+    name="conntrack",
+    help="conntrack insert failures, drops and table pressure per network namespace",
+    description=(
+        "Conntrack statistics of every network namespace on the node (those of processes and the named\n"
+        "ones under /run/netns and the container runtimes' directories), as deltas per interval:\n"
+        "insert_failed, drop, early_drop, invalid, clash_resolve, search_restart, and the table's count/max.\n"
+        "A namespace is reported when a counter moved or its table is over 80% full. Also streams the\n"
+        "packets netfilter dropped (drop events, reason NETFILTER_DROP) with their flow and, when the\n"
+        "drop happened in the sender's context, its process (attribution = exact / flow / none)."
+    ),
+    columns=(
+        TIME_COLUMN,
+        Column("kind", "EVENT", 9),
+        Column("netns", "NETNS", 26),
+        Column("insert_failed", "INS_FAIL", 8),
+        Column("drop", "DROP", 6),
+        Column("early_drop", "EARLY", 6),
+        Column("clash_resolve", "CLASH_OK", 8),
+        Column("count", "COUNT", 8),
+        Column("max", "MAX", 8),
+        Column("saddr", "SOURCE", 15),
+        Column("daddr", "DESTINATION", 15),
+        Column("comm", "COMM", 15),
+    ),
+    make_sources=make_sources,
+    add_arguments=add_arguments,
+    config_options={"agent.conntrack_interval": "interval"},
+    examples=(
+        "dnstrace trace conntrack                 # insert failures and table-full drops as they happen",
+        "dnstrace trace conntrack --every-interval --interval 5s --json",
+    ),
+)

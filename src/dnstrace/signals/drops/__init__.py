@@ -1,0 +1,1 @@
+"""Packets dropped for routing (reverse path, martian) and netfilter reasons."""

@@ -1,0 +1,1 @@
+"""getaddrinfo / gethostbyname latency in every libc on the node (uprobes)."""

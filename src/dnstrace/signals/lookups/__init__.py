@@ -1,0 +1,1 @@
+"""Each name lookup joined with the wire attempts it caused."""

@@ -1,0 +1,1 @@
+"""TCP SYN retransmits and connect outcomes (tracepoints)."""

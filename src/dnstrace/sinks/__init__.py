@@ -1,0 +1,1 @@
+"""Where enriched events end on the node: sliding-window aggregates (top) and Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""The agent <-> collector contract: event codec, protobuf/gRPC, rollup rows, client, transport security."""
