@@ -12,7 +12,8 @@ import random
 import resource
 import time
 
-from dnstrace.cli.top import TopModel, TopView
+from dnstrace.cli.top.model import TopModel
+from dnstrace.cli.top.view import TopView
 
 S = 1_000_000_000
 PROCESSES = 2_000

@@ -230,9 +230,10 @@ ENV_PREFIXES = tuple("DNSTRACE_" + section.upper() + "_" for section in sorted({
 class Config(dict):
     """Effective configuration: ``cfg["agent.collector"]``; ``sources`` tells where each value came from."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__({key.name: copy.copy(key.default) for key in KEYS})
         self.sources = {key.name: "default" for key in KEYS}
+        self.path: str | None = None  # the TOML file read, if any
 
     def set(self, name: str, raw: Any, source: str) -> None:
         key = KEYS_BY_NAME.get(name)

@@ -83,7 +83,7 @@ def format_duration_ns(ns: int | float | None) -> str:
 
 def split_csv(values: list[str] | None) -> list[str]:
     """``['a,b', ' c']`` -> ``['a', 'b', 'c']``: repeated flags and comma lists alike."""
-    out = []
+    out: list[str] = []
     for value in values or []:
         out.extend(v.strip() for v in value.split(",") if v.strip())
     return out

@@ -15,6 +15,8 @@ cache names it (``via``) and shows the cache's own upstream queries under the at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dnstrace.units import format_duration_ns as dur
 
 BAR_WIDTH = 20
@@ -64,7 +66,7 @@ def _outcome(attempt: dict, wait_ns: int) -> str:
     return text
 
 
-def _tcp_lines(attempt: dict, related: list[dict], start_ns: int) -> list[str]:
+def _tcp_lines(attempt: dict, related: Sequence[dict], start_ns: int) -> list[str]:
     """The TCP connection this attempt rode on: SYN retransmits and the connect outcome."""
     sport, server = attempt.get("sport"), attempt.get("server")
     mine = [e for e in related if e.get("sport") == sport and e.get("daddr") == server and sport is not None]
@@ -80,7 +82,7 @@ def _tcp_lines(attempt: dict, related: list[dict], start_ns: int) -> list[str]:
     return lines
 
 
-def waterfall_lines(lookup: dict, related: list[dict] = (), bar_width: int = BAR_WIDTH,
+def waterfall_lines(lookup: dict, related: Sequence[dict] = (), bar_width: int = BAR_WIDTH,
                     header: bool = True) -> list[str]:
     """The lookup's header line, then one tree line per attempt (and its TCP connection's lines)."""
     attempts = [a for a in lookup.get("attempts") or [] if isinstance(a, dict)]

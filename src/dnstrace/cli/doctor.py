@@ -205,6 +205,8 @@ def check_attach_types(bcc, cgroup_root: str | None) -> list[Check]:
         try:
             import ctypes.util as cu
             libc_path = _own_libc_path() or cu.find_library("c")
+            if libc_path is None:
+                raise FileNotFoundError("no libc found in this process's maps or by ctypes")
             offset = symbol_offsets(libc_path, ("getaddrinfo",))["getaddrinfo"]
             prog = bpf.load_func(b"dt_uprobe", bcc.BPF.KPROBE)
             for retprobe in (False, True):
@@ -288,7 +290,7 @@ def _own_libc_path() -> str | None:
     return None
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[-1] if lines else ""
 

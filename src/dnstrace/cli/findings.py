@@ -74,6 +74,7 @@ def make_local_pipeline(config, stages: list[Sink], with_metrics: bool = False, 
     With ``with_metrics`` the metrics sink runs too (when ``agent.metrics_addr`` is set)."""
     from dnstrace.pipeline.runner import METRICS_MODULE, SINK_MODULES, Pipeline  # noqa: PLC0415
 
+    sink_modules: tuple[str, ...]
     if as_agent:
         sink_modules = SINK_MODULES
     else:
@@ -82,7 +83,7 @@ def make_local_pipeline(config, stages: list[Sink], with_metrics: bool = False, 
 
 
 def format_finding(finding: dict) -> str:
-    mark = SEVERITY_MARK.get(finding.get("severity"), "?")
+    mark = SEVERITY_MARK.get(str(finding.get("severity")), "?")
     lines = [f"[{mark}] {finding['rule']}: {finding['summary']}", f"    fix: {finding['fix']}"]
     evidence = finding.get("evidence") or {}
     if evidence:

@@ -147,14 +147,14 @@ class EventWriter:
                  max_backlog: int = 16 << 20, warn_interval_s: float = 1.0):
         self.json_lines = json_lines
         self.columns = tuple(columns)
-        self.out = out
-        self.pipe = None
+        self.out: TextIO = out or sys.stdout  # written directly when there is no pipe
+        self.pipe: OutputPipe | None = None
         if out is None:
             sys.stdout.flush()
             try:
                 fd = sys.stdout.fileno()
             except (AttributeError, OSError, ValueError):  # stdout replaced by a non-file (embedding, capture)
-                self.out = sys.stdout
+                pass
             else:
                 self.pipe = OutputPipe(fd, max_backlog)
         self._header_done = False
@@ -198,6 +198,7 @@ class EventWriter:
                        f"(stdout slower than the events, {self.pipe.dropped_chunks} batches dropped)")
 
     def _warn_dropped(self) -> None:
+        assert self.pipe is not None  # only a pipe drops
         now = time.monotonic()
         if self._warned_at is not None and now - self._warned_at < self.warn_interval_s:
             return

@@ -6,6 +6,7 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Sequence
 
 from dnstrace.errors import UsageError
 from dnstrace.units import parse_time_ns, split_csv
@@ -250,7 +251,7 @@ def _tcp_events(client, spec, lookups: list[dict]) -> list[dict]:
     return client.query(related)[1]
 
 
-def print_lookup_trees(lookups: list[dict], related: list[dict] = (), out=None) -> None:
+def print_lookup_trees(lookups: list[dict], related: Sequence[dict] = (), out=None) -> None:
     """Each lookup: when, where, who, then its attempts as an indented tree (``dnstrace.waterfall``)."""
     from dnstrace.columns import fmt_time
     from dnstrace.waterfall import waterfall_lines

@@ -23,6 +23,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from dnstrace.bounded import BoundedDict
@@ -181,14 +182,14 @@ class UpstreamIndex:
             self.by_question.put(key, queue)
         queue.append(event)
 
-    def upstream_of(self, attempt: dict, cache: LocalServer, inflight: list[dict] = ()) -> list[dict]:
+    def upstream_of(self, attempt: dict, cache: LocalServer, inflight: Sequence[dict] = ()) -> list[dict]:
         """The cache's queries for the attempt's question sent while the attempt waited, in send order."""
         self.cache_pids.put(cache.pid, None)
         start = attempt["ts"] - SLACK_NS
         end = (attempt_end(attempt) if attempt.get("answered") is not None and not attempt.get("pending")
                else attempt["ts"] + int(attempt.get("timeout_ns") or 5_000_000_000)) + SLACK_NS
         key = (str(attempt.get("qname") or "").lower(), attempt.get("qtype"))
-        found = {}
+        found: dict = {}
         for event in list(self.by_question.get(key) or ()) + [e for e in inflight if self.is_cache(e)]:
             if (event.get("pid") == cache.pid or event.get("comm") == cache.comm) and start <= event["ts"] <= end:
                 if (str(event.get("qname") or "").lower(), event.get("qtype")) == key and event.get("pid") != attempt.get("pid"):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dnstrace.bounded import BoundedDict
@@ -160,7 +161,7 @@ class ModelRegistry:
         binary = self.read_binary(pid, self.by_binary)
         self.by_pid.put(pid, (binary, "binary", comm, now) if binary is not None else (UNKNOWN, "", comm, now))
 
-    def model_of(self, pid: int, comm: str | None = None, events: list[dict] = ()) -> tuple[ResolverModel, str]:
+    def model_of(self, pid: int, comm: str | None = None, events: Sequence[dict] = ()) -> tuple[ResolverModel, str]:
         known = self.by_pid.get(pid)
         if known is not None and known[1] in ("libc", "program", "binary"):
             return known[0], known[1]

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dnstrace.errors import EnvironmentProblem
@@ -77,7 +78,7 @@ class Netns:
         self.processes.append(proc)
         return proc
 
-    def write_resolv_conf(self, nameservers: list[str], options: list[str] = (), search: list[str] = ()) -> Path:
+    def write_resolv_conf(self, nameservers: list[str], options: Sequence[str] = (), search: Sequence[str] = ()) -> Path:
         """The resolv.conf processes in this namespace will see."""
         self.etc.mkdir(parents=True, exist_ok=True)
         lines = [f"nameserver {ns}" for ns in nameservers]
@@ -169,7 +170,7 @@ class Dnsmasq:
     """
 
     def __init__(self, ns: Netns, listen: list[str], records: dict[str, list[str]] | None = None,
-                 extra_args: list[str] = (), port: int = 53):
+                 extra_args: Sequence[str] = (), port: int = 53):
         require_tool("dnsmasq", "dnsmasq-base")
         self.ns = ns
         self.listen = listen

@@ -12,6 +12,7 @@ Processes started with ``client.popen``/``client.exec`` see the lab's resolv.con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dnstrace.lab.netns import Dnsmasq, Lab, Netns, veth
@@ -37,13 +38,13 @@ class ResolverLab:
     dead_v4: str = DEAD_V4
     dead_v6: str = DEAD_V6
 
-    def resolv_conf(self, nameservers: list[str], options: list[str] = (), search: list[str] = ()) -> None:
+    def resolv_conf(self, nameservers: list[str], options: Sequence[str] = (), search: Sequence[str] = ()) -> None:
         """Set what the client namespace's processes see as /etc/resolv.conf."""
         self.client.write_resolv_conf(nameservers, options, search)
 
 
 def build_resolver_lab(lab: Lab, records: dict[str, list[str]] | None = None,
-                       dnsmasq_args: list[str] = ()) -> ResolverLab:
+                       dnsmasq_args: Sequence[str] = ()) -> ResolverLab:
     """Client + server namespaces, dnsmasq answering ``records``, and a dead nameserver address."""
     server = lab.netns("srv")
     client = lab.netns("cli")

@@ -33,7 +33,7 @@ class HealthServer:
         self.pipeline = pipeline
         self.stall_after_s = stall_after_s
         host, port = split_host_port(addr)
-        server_cls = ThreadingHTTPServer
+        server_cls: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:  # IPv6 literal
             import socket  # noqa: PLC0415
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dnstrace.cli.top import FleetModel, TopView
+from dnstrace.cli.top.model import FleetModel
+from dnstrace.cli.top.view import TopView
 from dnstrace.errors import DnstraceError
 
 S = 1_000_000_000

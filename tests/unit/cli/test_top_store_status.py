@@ -9,7 +9,8 @@ import time
 
 from dnstrace import config as config_mod
 from dnstrace import log
-from dnstrace.cli.top import TopModel, TopView
+from dnstrace.cli.top.model import TopModel
+from dnstrace.cli.top.view import TopView
 from dnstrace.pipeline import shipping
 from dnstrace.wire import rollup
 

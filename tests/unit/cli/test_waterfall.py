@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from dnstrace.cli.top import TopView
+from dnstrace.cli.top.view import TopView
 from dnstrace.waterfall import attempt_wait_ns, waterfall_lines
 from support import DNSTRACE
 

@@ -96,7 +96,8 @@ def test_process_detail_keeps_slowest_lookups_with_attempts():
 
 
 def test_agent_losses_reach_the_top_status_line():
-    from dnstrace.cli.top import TopModel, TopView
+    from dnstrace.cli.top.model import TopModel
+    from dnstrace.cli.top.view import TopView
 
     model = TopModel(host="n1")
     model.sinks.handle([ev("dns", 1, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR",
