@@ -55,6 +55,7 @@ from dnstrace.enrich.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConf
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel import load as bpfload
+from dnstrace.kernel.clock import shared_clock
 from dnstrace.kernel.ringbuf import RingBufReader
 from dnstrace.kernel.stats import per_cpu_counters
 from dnstrace.signals.dns.parse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
@@ -731,7 +732,7 @@ class DnsWireSource(Source):
         ingress = self.bpf.load_func("dns_ingress", self.bpf.CGROUP_SKB)
         self.reader = RingBufReader(self.bpf["events"].map_fd)
         self.inflight_map = KernelInflight(self.bpf["inflight"], self.kernel_inflight)
-        self._offset_ns = bpfload.monotonic_to_unix_offset_ns()
+        self._offset_ns = shared_clock().offset_ns
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
 

@@ -21,6 +21,7 @@ from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
 from dnstrace.enrich.proc import read_comm
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.signals.registry import TraceTarget
@@ -132,7 +133,7 @@ class DropsSource(BpfRingSource):
     name = "drops"
 
     def __init__(self, reasons: list[str] | None = None, event_budget: int = DEFAULT_EVENT_BUDGET,
-                 explain: bool = True):
+                 explain: bool = True, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.reason_names = reasons
@@ -141,7 +142,7 @@ class DropsSource(BpfRingSource):
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.offset_ns = 0
+        self.clock = clock or shared_clock()
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
         self.key_changed: dict[bytes, tuple[int, float]] = {}
@@ -165,7 +166,6 @@ class DropsSource(BpfRingSource):
         wanted = self.bpf["wanted"]
         for number in self.reasons:
             wanted[ctypes.c_int(number)] = ctypes.c_ubyte(1)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.facts = DeviceFactsCache()
         from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
 
@@ -185,7 +185,7 @@ class DropsSource(BpfRingSource):
     def _decode_record(self, area, offset: int, length: int) -> dict | None:
         if length != EVENT_SIZE:
             raise ValueError(f"drop record of {length} bytes, not {EVENT_SIZE}")  # counted by the reader
-        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.offset_ns, self._ksym)
+        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.clock.offset_ns, self._ksym)
 
     def _explain(self, event: dict) -> None:
         if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None:
@@ -204,6 +204,7 @@ class DropsSource(BpfRingSource):
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
+        self.clock.refresh()
         events = self.reader.drain_with(self._decode_record)
         for event in events:
             self._explain(event)

@@ -27,6 +27,7 @@ from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.config import KEYS_BY_NAME
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.stats import per_cpu_counters, recursion_misses
 from dnstrace.signals.registry import TraceTarget, duration_ns_arg
 from dnstrace.units import parse_duration_ns
@@ -126,13 +127,15 @@ class GaiSource(Source):
     name = "gai"
 
     def __init__(self, pids: list[int] | None = None, min_latency_ns: int | None = None,
-                 libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256):
+                 libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256,
+                 clock: KernelClock | None = None):
         self.pids = sorted(set(pids or ()))
         self.min_latency_ns = min_latency_ns
         if libc_rescan_interval_ns <= 0:
             raise UsageError("the libc rescan interval must be positive")
         self.rescan_interval_ns = libc_rescan_interval_ns
         self.max_libcs = max_libcs
+        self.clock = clock or shared_clock()
         self.bpf = None
         self.enter_fd = self.return_fd = -1
         self.reader = None
@@ -170,7 +173,8 @@ class GaiSource(Source):
                 table[table.Key(pid)] = table.Leaf(1)
         self.reader = RingBufReader(self.bpf[b"events"].map_fd)
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
-        self.decoder = GaiDecoder(_unix_offset_ns(), self.libcs.paths_by_id)
+        self.clock.refresh()
+        self.decoder = GaiDecoder(self.clock.offset_ns, self.libcs.paths_by_id)
         self._start_exec_watcher()  # before the first scan: a process exec'd during it is not missed
         self.libcs.refresh()
         self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
@@ -244,6 +248,8 @@ class GaiSource(Source):
         if not self.reader:
             return []
         self._scan_new_processes()
+        self.clock.refresh()
+        self.decoder.unix_offset_ns = self.clock.offset_ns
         self.decoder.libc_paths = self.libcs.paths_by_id
         return self.decoder.decode(self.reader.drain_sized(GAI_LAYOUTS))
 
@@ -252,7 +258,6 @@ class GaiSource(Source):
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
             self.libcs.refresh()
-            self.decoder.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 
@@ -298,10 +303,6 @@ class GaiSource(Source):
             except Exception:  # bcc cleanup on an already half-torn-down object
                 pass
             self.bpf = None
-
-
-def _unix_offset_ns() -> int:
-    return time.time_ns() - time.monotonic_ns()
 
 
 # --- dnstrace trace gai --------------------------------------------------------------

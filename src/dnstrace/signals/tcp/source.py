@@ -14,12 +14,12 @@ import argparse
 import errno as errno_names
 import socket
 import struct
-import time
 from pathlib import Path
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.signals.registry import TraceTarget
@@ -126,12 +126,12 @@ class FlowDeltas:
 class TcpSource(BpfRingSource):
     name = "tcp"
 
-    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET):
+    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.event_budget = event_budget
         self.deltas = FlowDeltas()
-        self.offset_ns = 0
+        self.clock = clock or shared_clock()
         self.events_out = 0
         self.aggregated_out = 0
         self.flow_evictions = 0
@@ -145,13 +145,13 @@ class TcpSource(BpfRingSource):
         from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
 
         self.bpf = bpfload.load(Path(__file__).with_name("tcp.bpf.c"), text_prefix=defines)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
-        offset_ns = self.offset_ns
+        self.clock.refresh()
+        offset_ns = self.clock.offset_ns
         events = []
         for record in self.reader.drain(EVENT):
             try:
@@ -166,15 +166,15 @@ class TcpSource(BpfRingSource):
 
     def flush(self) -> list[dict]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
-        return self._collect(self.offset_ns + time.monotonic_ns(), evict_idle=False)
+        return self._collect(self.clock.now_unix_ns(), evict_idle=False)
 
     def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
         if not self.bpf:
             return []
-        events = self.poll()
+        events = self.poll()  # refreshes the clock: now_ns and the kernel's timestamps on one scale
         flows = self.bpf["flows"]
         idle: list = []
-        mono_now = now_ns - self.offset_ns
+        mono_now = self.clock.to_ktime_ns(now_ns)
         for key, value in flows.items():
             raw_key, raw_value = bytes(key), bytes(value)
             aggregated = self.deltas.update(raw_key, raw_value, now_ns)
