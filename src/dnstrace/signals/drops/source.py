@@ -10,11 +10,11 @@ numbers come from the running kernel's tracefs, never from headers.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
@@ -24,7 +24,7 @@ from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 FIB = struct.Struct("<QIiii4s4sHHB3x16s")
 EVENT_HEAD = struct.Struct("<5QIHBB16s16s")
@@ -269,34 +269,35 @@ class DropsSource(BpfRingSource):
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DropsSource(reasons=args.reason,
-                        event_budget=args.event_budget,
-                        explain=not args.no_explain)]
+@dataclass(frozen=True)
+class DropsOptions:
+    reasons: tuple[str, ...] = option((), Flag(
+        "--reason", "drop reason to trace, as the kernel names it (repeatable; default: " + ", ".join(DEFAULT_REASONS) + ")",
+        metavar="NAME", repeat=True))
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    explain: bool = option(True, Flag(
+        "--no-explain", "do not look up devices (addresses, rp_filter) to explain rp_filter drops"))
+    iifs: tuple[str, ...] = option((), Flag("--iif", "only drops received on this device name (repeatable)",
+                                            metavar="DEV", repeat=True))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", action="append", default=None, metavar="NAME",
-                        help="drop reason to trace, as the kernel names it (repeatable; default: "
-                             + ", ".join(DEFAULT_REASONS) + ")")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
-    parser.add_argument("--no-explain", action="store_true",
-                        help="do not look up devices (addresses, rp_filter) to explain rp_filter drops")
-    parser.add_argument("--iif", action="append", default=None, metavar="DEV",
-                        help="only drops received on this device name (repeatable)")
+def make_sources(options: DropsOptions) -> list[Source]:
+    return [DropsSource(reasons=list(options.reasons) or None, event_budget=options.event_budget,
+                        explain=options.explain)]
 
 
-def make_filter(args: argparse.Namespace):
-    devices = set(args.iif or ())
+def make_filter(options: DropsOptions) -> EventFilter:
+    devices = set(options.iifs)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         return not devices or event.get("iif_name") in devices
 
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="drops",
     help="packets dropped by routing (rp_filter, martians) and netfilter, with the reason",
     description=(
@@ -318,8 +319,8 @@ TRACE = TraceTarget(
         Column("sampled", "SAMPLED", 7, fmt_bool),
         Column("why", "WHY", 40),
     ),
+    options=DropsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace drops --reason IP_RPFILTER     # martians and why",

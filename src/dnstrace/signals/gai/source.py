@@ -16,10 +16,10 @@ gethostbyname* returned NULL), libc (path).
 
 from __future__ import annotations
 
-import argparse
 import platform
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace import log
@@ -29,7 +29,7 @@ from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.stats import per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget, duration_ns_arg
+from dnstrace.signals.base import Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
 
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
@@ -305,22 +305,25 @@ class GaiSource(Source):
             self.bpf = None
 
 
-# --- dnstrace trace gai --------------------------------------------------------------
+# --- the signal -----------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--libc-rescan-interval", dest="libc_rescan_interval_ns", type=duration_ns_arg,
-                        default=DEFAULT_RESCAN_INTERVAL_NS, metavar="DUR",
-                        help="how often to look for new libcs, e.g. in new containers (default: 30s)")
+@dataclass(frozen=True)
+class LibcScanOptions:
+    libc_rescan_interval_ns: int = option(DEFAULT_RESCAN_INTERVAL_NS, Flag(
+        "--libc-rescan-interval", "how often to look for new libcs, e.g. in new containers (default: 30s)",
+        metavar="DUR", parse=parse_duration_ns))
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    min_latency = args.min_latency
-    return [GaiSource(
-        pids=args.pid,
-        min_latency_ns=parse_duration_ns(min_latency) if isinstance(min_latency, str) else min_latency,
-        libc_rescan_interval_ns=args.libc_rescan_interval_ns,
-    )]
+@dataclass(frozen=True)
+class GaiOptions(LibcScanOptions):
+    pids: tuple[int, ...] = ()  # only these processes (a kernel-side filter); from trace's --pid
+    min_latency_ns: int | None = None  # only calls at least this slow (kernel-side); from --min-latency
+
+
+def make_sources(options: GaiOptions) -> list[Source]:
+    return [GaiSource(pids=list(options.pids), min_latency_ns=options.min_latency_ns,
+                      libc_rescan_interval_ns=options.libc_rescan_interval_ns)]
 
 
 COLUMNS = (
@@ -333,7 +336,7 @@ COLUMNS = (
     Column("libc", "LIBC", 0),
 )
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="gai",
     help="getaddrinfo/gethostbyname latency per process (every libc: host, containers, musl)",
     description=(
@@ -343,8 +346,8 @@ TRACE = TraceTarget(
         "failures show as NULL: their h_errno is thread-local and out of reach of BPF."
     ),
     columns=COLUMNS,
+    options=GaiOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     config_options={"agent.libc_rescan_interval": "libc_rescan_interval_ns"},
     examples=(
         "dnstrace trace gai --min-latency 1s        slow lookups only",

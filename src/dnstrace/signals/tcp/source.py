@@ -10,10 +10,10 @@ into aggregated events here (``count`` = how many events one stands for,
 
 from __future__ import annotations
 
-import argparse
 import errno as errno_names
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
@@ -22,7 +22,7 @@ from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 # Layouts of bpf/tcp.h (packed by hand there).
 EVENT = struct.Struct("<QQIIIi16s16sHHHBB16s")
@@ -206,27 +206,29 @@ class TcpSource(BpfRingSource):
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [TcpSource(event_budget=args.event_budget)]
+@dataclass(frozen=True)
+class TcpOptions:
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    dports: tuple[int, ...] = option((), Flag("--dport", "only connects to this destination port (repeatable)",
+                                              parse=int, repeat=True))
+    daddrs: tuple[str, ...] = option((), Flag("--daddr", "only connects to this destination address (repeatable)",
+                                              repeat=True))
+    results: tuple[str, ...] = option((), Flag("--result", "only connect outcomes of this kind (syn_retry events are kept)",
+                                               repeat=True, choices=RESULTS))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dport", type=int, action="append", default=None,
-                        help="only connects to this destination port (repeatable)")
-    parser.add_argument("--daddr", action="append", default=None,
-                        help="only connects to this destination address (repeatable)")
-    parser.add_argument("--result", action="append", default=None, choices=RESULTS,
-                        help="only connect outcomes of this kind (syn_retry events are kept)")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
+def make_sources(options: TcpOptions) -> list[Source]:
+    return [TcpSource(event_budget=options.event_budget)]
 
 
-def make_filter(args: argparse.Namespace):
-    dports = set(args.dport or ())
-    daddrs = set(args.daddr or ())
-    results = set(args.result or ())
+def make_filter(options: TcpOptions) -> EventFilter:
+    dports = set(options.dports)
+    daddrs = set(options.daddrs)
+    results = set(options.results)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         if dports and event.get("dport") not in dports:
             return False
         if daddrs and event.get("daddr") not in daddrs:
@@ -238,7 +240,7 @@ def make_filter(args: argparse.Namespace):
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="tcp",
     help="SYN retransmits and connect outcomes per process and destination",
     description=(
@@ -260,8 +262,8 @@ TRACE = TraceTarget(
         Column("count", "COUNT", 6),
         Column("sampled", "SAMPLED", 7, fmt_bool),
     ),
+    options=TcpOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace tcp --dport 53          # SYN retries and slow connects to resolvers (TCP DNS)",
