@@ -1,7 +1,7 @@
 """Compile and attach dnstrace's BPF programs with bcc, and explain why when it cannot.
 
 Everything that touches bcc or the kernel's BPF plumbing in a generic way lives
-here: privilege and environment checks, compiling ``bpf/<name>.bpf.c``, attaching
+here: privilege and environment checks, compiling a signal's ``<name>.bpf.c``, attaching
 cgroup programs through BPF links (so the kernel detaches them if the agent is
 SIGKILLed). Kernel timestamps become unix time in ``dnstrace.kernel.clock``.
 """

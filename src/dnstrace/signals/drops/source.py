@@ -1,6 +1,6 @@
 """Packets the kernel dropped for routing and netfilter reasons (``dnstrace trace drops``).
 
-The kernel side (``bpf/drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
+The kernel side (``drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
 is wanted, with the recent netif_receive_skb / fib_table_lookup calls of the same
 CPU. Here those are turned into addresses, devices and, for rp_filter drops, the
 cause in words (``why``): the ingress device is looked up in every namespace of

@@ -1,11 +1,11 @@
 """getaddrinfo / gethostbyname latency per process: the ``gai`` signal.
 
-``GaiSource`` compiles ``bpf/gai.bpf.c`` once and attaches its two programs to
+``GaiSource`` compiles ``gai.bpf.c`` once and attaches its two programs to
 ``getaddrinfo``, ``gethostbyname`` and ``gethostbyname2`` of every libc on the
-node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
+node (``libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
 picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
 func`` so an event names the libc and function it went through. Events come
-from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``):
+from a BPF ring buffer read directly from shared memory (``dnstrace.kernel.ringbuf``):
 a drain's records are unpacked in runs (``drain_sized``) and turned into event
 dicts by ``GaiDecoder`` in one comprehension, with no per-event function call.
 
@@ -35,7 +35,7 @@ from dnstrace.units import parse_duration_ns
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
 
-# struct gai_event_short / struct gai_event in bpf/gai.h: the head, then the name area.
+# struct gai_event_short / struct gai_event in gai.h: the head, then the name area.
 # Both unpack to the same tuple: (start_ns, latency_ns, pid_tgid, libc_id, ret, func,
 # name_len, comm, name area).
 GAI_NAME_LEN = 256
@@ -54,17 +54,17 @@ EAI_NAMES = {
     -11: "EAI_SYSTEM", -12: "EAI_OVERFLOW", -100: "EAI_INPROGRESS", -101: "EAI_CANCELED",
     -102: "EAI_NOTCANCELED", -103: "EAI_ALLDONE", -104: "EAI_INTR", -105: "EAI_IDN_ENCODE",
 }
-# gethostbyname* report failure only as a NULL return (see bpf/gai.bpf.c).
+# gethostbyname* report failure only as a NULL return (see gai.bpf.c).
 GETHOSTBYNAME_FAILED = "NULL"
 
-# Slots of bpf/gai.bpf.c's counters array. inflight_full: a call not timed because another
+# Slots of the counters array (GAI_COUNTER_* in gai.h). inflight_full: a call not timed because another
 # thread's call held its in-flight slot; stale_inflight: slots taken over from threads
 # that died mid-call (their return never came).
 COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable", "stale_inflight")
-# Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
 # The flag's default is the config key's (one declaration per setting).
 DEFAULT_RESCAN_INTERVAL_NS: int = KEYS_BY_NAME["agent.libc_rescan_interval"].default
 
+# Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
 RET_SP_ADJUST = {"x86_64": 8, "aarch64": 0}
 
 
@@ -144,7 +144,7 @@ class GaiSource(Source):
         self.next_rescan_ns = 0
         self.decoder: GaiDecoder | None = None
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
-        self.exec_watcher = None  # agent/exectrigger.py: scan a new process's libc at its exec
+        self.exec_watcher = None  # execwatch.py: scan a new process's libc at its exec
         self.log = log.get("gai")
 
     # --- set-up ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """SYN retransmits and connect outcomes per process and destination (``dnstrace trace tcp``).
 
-The kernel side (``bpf/tcp.bpf.c``) attributes each retransmitted SYN to the
+The kernel side (``tcp.bpf.c``) attributes each retransmitted SYN to the
 process that called connect() and reports how the connect ended. It counts every
 connect, retransmit and outcome exactly per (pid, destination) flow and sends at
 most ``event_budget`` events per flow and second; what it held back is turned
@@ -24,7 +24,7 @@ from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
-# Layouts of bpf/tcp.h (packed by hand there).
+# Layouts of tcp.h (packed by hand there).
 EVENT = struct.Struct("<QQIIIi16s16sHHHBB16s")
 FLOW_KEY = struct.Struct("<16sIHH")
 FLOW_VALUE = struct.Struct("<18Q16s")
