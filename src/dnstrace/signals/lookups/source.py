@@ -51,7 +51,7 @@ from dnstrace.signals.dns.source import DnsPortOptions, DnsWireSource
 from dnstrace.signals.gai.source import GaiSource, LibcScanOptions
 
 GAI_GRACE_NS = 200_000_000  # wait this long after a libc call returned for its wire events
-WINDOW_SLACK_NS = 2_000_000  # the two sources' clocks are converted separately
+WINDOW_SLACK_NS = 2_000_000  # the two sources poll apart: a clock refresh may fall between them
 WIRE_HOLD_NS = 1_500_000_000  # an unclaimed query joins a wire-only lookup after this
 WIRE_GAP_NS = 1_000_000_000  # queries further apart than this are separate wire lookups
 WIRE_MAX_HOLD_NS = 30_000_000_000  # a process resolving without pause still gets its lookups out
