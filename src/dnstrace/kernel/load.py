@@ -1,9 +1,9 @@
 """Compile and attach dnstrace's BPF programs with bcc, and explain why when it cannot.
 
 Everything that touches bcc or the kernel's BPF plumbing in a generic way lives
-here: privilege and environment checks, compiling ``bpf/<name>.bpf.c``, attaching
+here: privilege and environment checks, compiling a signal's ``<name>.bpf.c``, attaching
 cgroup programs through BPF links (so the kernel detaches them if the agent is
-SIGKILLed), and converting kernel timestamps to unix time.
+SIGKILLed). Kernel timestamps become unix time in ``dnstrace.kernel.clock``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
-import time
 from pathlib import Path
+from typing import Any
 
 from dnstrace.errors import DnstraceError, EnvironmentProblem
 from dnstrace.kernel import KERNEL_DIR
@@ -47,8 +47,8 @@ def require_privileges() -> None:
     )
 
 
-def import_bcc():
-    """The bcc module, or a clear error saying how to install it."""
+def import_bcc() -> Any:
+    """The bcc module (untyped), or a clear error saying how to install it."""
     try:
         import bcc  # noqa: PLC0415 - heavy, optional until tracing starts
     except ImportError as err:
@@ -110,7 +110,7 @@ def require_kernel_headers() -> None:
         )
 
 
-def prepare() -> object:
+def prepare() -> Any:
     """Every check before loading anything; returns the bcc module."""
     require_privileges()
     bcc = import_bcc()
@@ -119,10 +119,11 @@ def prepare() -> object:
     return bcc
 
 
-def load(path: Path, cflags: list[str] | None = None, text_prefix: str = ""):
+def load(path: Path, cflags: list[str] | None = None, text_prefix: str = "") -> Any:
     """Compile one signal's ``<name>.bpf.c`` with bcc. ``text_prefix`` lets callers add #defines.
 
     The program's own folder and this package's folder (``dnstrace.h``) are on the include path.
+    Returns the ``bcc.BPF`` object.
     """
     bcc = prepare()
     name = path.name.removesuffix(".bpf.c")
@@ -142,10 +143,10 @@ def load(path: Path, cflags: list[str] | None = None, text_prefix: str = ""):
 BPF_CGROUP_INET_INGRESS = 0
 BPF_CGROUP_INET_EGRESS = 1
 
-_libbpf = None
+_libbpf: ctypes.CDLL | None = None
 
 
-def _libbpf_handle():
+def _libbpf_handle() -> ctypes.CDLL:
     global _libbpf
     if _libbpf is None:
         name = ctypes.util.find_library("bpf") or "libbpf.so.1"
@@ -188,10 +189,3 @@ class CgroupLink:
             os.close(self.cgroup_fd)
             self.link_fd = -1
 
-
-# --- time -----------------------------------------------------------------------------
-
-
-def monotonic_to_unix_offset_ns() -> int:
-    """Add this to ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC) to get unix time in ns."""
-    return time.time_ns() - time.monotonic_ns()

@@ -38,7 +38,6 @@ everything): under a flood the agent lags a little and is not woken per record.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import os
@@ -55,10 +54,11 @@ from dnstrace.enrich.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf, ResolvConf
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel import load as bpfload
+from dnstrace.kernel.clock import shared_clock
 from dnstrace.kernel.ringbuf import RingBufReader
 from dnstrace.kernel.stats import per_cpu_counters
+from dnstrace.signals.base import EventFilter, Flag, SignalSpec, option
 from dnstrace.signals.dns.parse import MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
-from dnstrace.signals.registry import TraceTarget
 
 # struct dns_event_hdr in bpf/dns.h (96 bytes, little endian, no padding).
 EVENT_HDR = struct.Struct("<QQIIII16s16sHHHHBBBB16sI")
@@ -731,7 +731,7 @@ class DnsWireSource(Source):
         ingress = self.bpf.load_func("dns_ingress", self.bpf.CGROUP_SKB)
         self.reader = RingBufReader(self.bpf["events"].map_fd)
         self.inflight_map = KernelInflight(self.bpf["inflight"], self.kernel_inflight)
-        self._offset_ns = bpfload.monotonic_to_unix_offset_ns()
+        self._offset_ns = shared_clock().offset_ns
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
 
@@ -974,29 +974,29 @@ class DnsWireSource(Source):
 # --- trace target -------------------------------------------------------------------------------
 
 
-def dns_ports(args: argparse.Namespace) -> list[int]:
-    """The configured DNS ports (``agent.dns_ports``, or its default under `dnstrace trace`) plus ``--port``."""
-    return list(dict.fromkeys([*args.dns_ports, *(args.port or ())]))
+@dataclass(frozen=True)
+class DnsPortOptions:
+    """The ports traced as DNS: ``agent.dns_ports`` (its default under `dnstrace trace`) plus ``--port``."""
+
+    dns_ports: tuple[int, ...] = tuple(KEYS_BY_NAME["agent.dns_ports"].default)
+    ports: tuple[int, ...] = option((), Flag("--port", "also trace this port as DNS (repeatable), e.g. 8600 for Consul",
+                                             metavar="PORT", parse=int, repeat=True))
+
+    def all_ports(self) -> list[int]:
+        return list(dict.fromkeys([*self.dns_ports, *self.ports]))
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DnsWireSource(ports=dns_ports(args))]
+@dataclass(frozen=True)
+class DnsOptions(DnsPortOptions):
+    unanswered: bool = option(False, Flag("--unanswered", "only queries that got no answer"))
 
 
-def add_port_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--port`` (extra ports) and the hidden ``dns_ports`` the agent sets from ``agent.dns_ports``."""
-    parser.add_argument("--port", type=int, action="append", default=None, metavar="PORT",
-                        help="also trace this port as DNS (repeatable), e.g. 8600 for Consul")
-    parser.set_defaults(dns_ports=KEYS_BY_NAME["agent.dns_ports"].default)
+def make_sources(options: DnsPortOptions) -> list[Source]:
+    return [DnsWireSource(ports=options.all_ports())]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_port_arguments(parser)
-    parser.add_argument("--unanswered", action="store_true", help="only queries that got no answer")
-
-
-def make_filter(args: argparse.Namespace):
-    if not args.unanswered:
+def make_filter(options: DnsOptions) -> EventFilter | None:
+    if not options.unanswered:
         return None
     return lambda event: event.get("answered") is False
 
@@ -1012,7 +1012,7 @@ COLUMNS = (
     Column("qname", "QNAME", 40),
 )
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="dns",
     help="DNS queries and answers on the wire, per process (UDP and TCP, IPv4 and IPv6)",
     description=(
@@ -1023,8 +1023,8 @@ TRACE = TraceTarget(
         "same_port_pair, tcp_fallback and retransmit."
     ),
     columns=COLUMNS,
+    options=DnsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     config_options={"agent.dns_ports": "dns_ports"},
     make_filter=make_filter,
     examples=(

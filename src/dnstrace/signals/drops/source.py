@@ -1,6 +1,6 @@
 """Packets the kernel dropped for routing and netfilter reasons (``dnstrace trace drops``).
 
-The kernel side (``bpf/drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
+The kernel side (``drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
 is wanted, with the recent netif_receive_skb / fib_table_lookup calls of the same
 CPU. Here those are turned into addresses, devices and, for rp_filter drops, the
 cause in words (``why``): the ingress device is looked up in every namespace of
@@ -10,20 +10,26 @@ numbers come from the running kernel's tracefs, never from headers.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import socket
 import struct
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
 from dnstrace.enrich.proc import read_comm
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.kernel.ringsource import BpfRingSource
-from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.kernel.clock import KernelClock
+from dnstrace.kernel.ringbuf import Area
+from dnstrace.kernel.ringsource import BpfRingSource, Stats
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
+
+if TYPE_CHECKING:
+    from dnstrace.enrich.netdev import DeviceFactsCache
 
 FIB = struct.Struct("<QIiii4s4sHHB3x16s")
 EVENT_HEAD = struct.Struct("<5QIHBB16s16s")
@@ -41,6 +47,7 @@ RINGBUF_PAGES = 128
 KEY_IDLE_S = 60.0
 OUTPUT_PATH_WINDOW_NS = 2_000_000  # route lookups this recent belong to the packet being sent
 ETHERTYPES = {0x0800: "ipv4", 0x86DD: "ipv6", 0x0806: "arp"}
+Fib = dict[str, Any]  # one decoded fib_table_lookup call
 IP_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
@@ -48,8 +55,8 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def decode_fibs(data: bytes) -> list[dict]:
-    fibs = []
+def decode_fibs(data: bytes | bytearray) -> list[Fib]:
+    fibs: list[Fib] = []
     for i in range(NFIB):
         ts, tb_id, err, oif, iif, src, dst, sport, dport, proto, name = FIB.unpack_from(
             data, EVENT_HEAD.size + i * FIB.size)
@@ -60,7 +67,7 @@ def decode_fibs(data: bytes) -> list[dict]:
     return fibs
 
 
-def pick_lookups(fibs: list[dict], drop_ts: int, rx_ts: int | None) -> tuple[dict | None, dict | None]:
+def pick_lookups(fibs: list[Fib], drop_ts: int, rx_ts: int | None) -> tuple[Fib | None, Fib | None]:
     """(forward lookup of the dropped packet, the reverse lookup rp_filter made), either may be None.
 
     Received packets: the first lookup after netif_receive_skb is the input route
@@ -80,13 +87,14 @@ def pick_lookups(fibs: list[dict], drop_ts: int, rx_ts: int | None) -> tuple[dic
     return (recent[-1] if recent else None), None
 
 
-def decode_event(data: bytes, reasons: dict[int, str], offset_ns: int, ksym=None) -> dict:
+def decode_event(data: bytes | bytearray, reasons: dict[int, str], offset_ns: int,
+                 ksym: Callable[[int], str] | None = None) -> Event:
     (ts, _skbaddr, location, pid_tgid, rx_ts, reason, protocol, rx_match, _nfib, ifname,
      comm) = EVENT_HEAD.unpack_from(data)
     fibs = decode_fibs(data)
     forward, reverse = pick_lookups(fibs, ts, rx_ts if rx_match else None)
     pid = pid_tgid >> 32
-    event = {
+    event: Event = {
         "kind": "drop",
         "ts": ts + offset_ns,
         "reason": reasons.get(reason, f"reason{reason}"),
@@ -130,27 +138,29 @@ def resolve_reasons(names: list[str] | None, table: dict[int, str]) -> tuple[dic
 
 class DropsSource(BpfRingSource):
     name = "drops"
+    program = Path(__file__).with_name("drops.bpf.c")
+    counter_names = STAT_NAMES
 
     def __init__(self, reasons: list[str] | None = None, event_budget: int = DEFAULT_EVENT_BUDGET,
-                 explain: bool = True):
+                 explain: bool = True, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
+        super().__init__(clock)
         self.reason_names = reasons
         self.event_budget = event_budget
         self.explain = explain
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.offset_ns = 0
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
         self.key_changed: dict[bytes, tuple[int, float]] = {}
         self.key_evictions = 0
         self.explain_errors = 0
-        self.facts = None
+        self.facts: DeviceFactsCache | None = None
 
     def start(self) -> None:
-        from dnstrace.enrich.netdev import DeviceFactsCache  # noqa: PLC0415
+        """Reason numbers first (this kernel's tracefs): the program is compiled knowing them."""
         from dnstrace.kernel import load as bpfload  # noqa: PLC0415
         from dnstrace.kernel import tracefs
 
@@ -159,17 +169,18 @@ class DropsSource(BpfRingSource):
         self.reasons, self.missing_reasons = resolve_reasons(self.reason_names, self.all_reasons)
         if any(number > 1023 for number in self.reasons):
             raise UsageError("drop reason numbers above 1023 are not supported by this build")
-        defines = (f"#define DROP_EVENT_BUDGET {self.event_budget}\n#define KEY_MAX {KEY_MAX}\n"
-                   f"#define RINGBUF_PAGES {RINGBUF_PAGES}\n")
-        self.bpf = bpfload.load(Path(__file__).with_name("drops.bpf.c"), text_prefix=defines)
+        super().start()
+
+    def defines(self) -> dict[str, object]:
+        return {"DROP_EVENT_BUDGET": self.event_budget, "KEY_MAX": KEY_MAX, "RINGBUF_PAGES": RINGBUF_PAGES}
+
+    def attach(self) -> None:
+        from dnstrace.enrich.netdev import DeviceFactsCache  # noqa: PLC0415
+
         wanted = self.bpf["wanted"]
         for number in self.reasons:
             wanted[ctypes.c_int(number)] = ctypes.c_ubyte(1)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.facts = DeviceFactsCache()
-        from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
-
-        self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def _ksym(self, address: int) -> str:
         name = self.ksyms.get(address)
@@ -182,13 +193,13 @@ class DropsSource(BpfRingSource):
                 self.ksyms[address] = name
         return name
 
-    def _decode_record(self, area, offset: int, length: int) -> dict | None:
+    def _decode_record(self, area: Area, offset: int, length: int) -> Event:
         if length != EVENT_SIZE:
             raise ValueError(f"drop record of {length} bytes, not {EVENT_SIZE}")  # counted by the reader
-        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.offset_ns, self._ksym)
+        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.clock.offset_ns, self._ksym)
 
-    def _explain(self, event: dict) -> None:
-        if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None:
+    def _explain(self, event: Event) -> None:
+        if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None or self.facts is None:
             return
         from dnstrace.enrich.netdev import explain_rp_filter_drop  # noqa: PLC0415
 
@@ -201,22 +212,23 @@ class DropsSource(BpfRingSource):
         if facts and facts[0].netns:
             event["netns"] = facts[0].netns.label
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         if not self.reader:
             return []
+        self.clock.refresh()
         events = self.reader.drain_with(self._decode_record)
         for event in events:
             self._explain(event)
         return events
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         return self._collect(now_ns, evict_idle=True)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Event]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
         return self._collect(time.time_ns(), evict_idle=False)
 
-    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[Event]:
         if not self.bpf:
             return []
         events = self.poll()
@@ -254,11 +266,11 @@ class DropsSource(BpfRingSource):
             self.key_evictions += 1
         return events
 
-    def live_stats(self) -> dict:
+    def live_stats(self) -> Stats:
         if self.bpf is None:
             return {}
-        stats = per_cpu_counters(self.bpf["stats"], STAT_NAMES)
-        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf))
+        stats: Stats = dict(self.kernel_counters())
+        stats["kernel_missed"] = self.kernel_missed()
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)
         if self.facts:
@@ -268,34 +280,35 @@ class DropsSource(BpfRingSource):
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DropsSource(reasons=args.reason,
-                        event_budget=args.event_budget,
-                        explain=not args.no_explain)]
+@dataclass(frozen=True)
+class DropsOptions:
+    reasons: tuple[str, ...] = option((), Flag(
+        "--reason", "drop reason to trace, as the kernel names it (repeatable; default: " + ", ".join(DEFAULT_REASONS) + ")",
+        metavar="NAME", repeat=True))
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    explain: bool = option(True, Flag(
+        "--no-explain", "do not look up devices (addresses, rp_filter) to explain rp_filter drops"))
+    iifs: tuple[str, ...] = option((), Flag("--iif", "only drops received on this device name (repeatable)",
+                                            metavar="DEV", repeat=True))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", action="append", default=None, metavar="NAME",
-                        help="drop reason to trace, as the kernel names it (repeatable; default: "
-                             + ", ".join(DEFAULT_REASONS) + ")")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
-    parser.add_argument("--no-explain", action="store_true",
-                        help="do not look up devices (addresses, rp_filter) to explain rp_filter drops")
-    parser.add_argument("--iif", action="append", default=None, metavar="DEV",
-                        help="only drops received on this device name (repeatable)")
+def make_sources(options: DropsOptions) -> list[Source]:
+    return [DropsSource(reasons=list(options.reasons) or None, event_budget=options.event_budget,
+                        explain=options.explain)]
 
 
-def make_filter(args: argparse.Namespace):
-    devices = set(args.iif or ())
+def make_filter(options: DropsOptions) -> EventFilter:
+    devices = set(options.iifs)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         return not devices or event.get("iif_name") in devices
 
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="drops",
     help="packets dropped by routing (rp_filter, martians) and netfilter, with the reason",
     description=(
@@ -317,8 +330,8 @@ TRACE = TraceTarget(
         Column("sampled", "SAMPLED", 7, fmt_bool),
         Column("why", "WHY", 40),
     ),
+    options=DropsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace drops --reason IP_RPFILTER     # martians and why",

@@ -1,6 +1,6 @@
 """SYN retransmits and connect outcomes per process and destination (``dnstrace trace tcp``).
 
-The kernel side (``bpf/tcp.bpf.c``) attributes each retransmitted SYN to the
+The kernel side (``tcp.bpf.c``) attributes each retransmitted SYN to the
 process that called connect() and reports how the connect ended. It counts every
 connect, retransmit and outcome exactly per (pid, destination) flow and sends at
 most ``event_budget`` events per flow and second; what it held back is turned
@@ -10,21 +10,22 @@ into aggregated events here (``count`` = how many events one stands for,
 
 from __future__ import annotations
 
-import argparse
 import errno as errno_names
 import socket
 import struct
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.kernel.ringsource import BpfRingSource
-from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.kernel.clock import KernelClock
+from dnstrace.kernel.ringbuf import Record
+from dnstrace.kernel.ringsource import BpfRingSource, Stats
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
-# Layouts of bpf/tcp.h (packed by hand there).
+# Layouts of tcp.h (packed by hand there).
 EVENT = struct.Struct("<QQIIIi16s16sHHHBB16s")
 FLOW_KEY = struct.Struct("<16sIHH")
 FLOW_VALUE = struct.Struct("<18Q16s")
@@ -53,17 +54,17 @@ def errno_name(code: int) -> str | None:
     return errno_names.errorcode.get(code, str(code)) if code else None
 
 
-def decode_event(data: bytes, offset_ns: int) -> dict:
+def decode_event(data: bytes, offset_ns: int) -> Event:
     """One ``struct tcp_event`` (bytes) -> a ``syn_retry`` or ``connect`` event dict."""
     return decode_record(EVENT.unpack_from(data), offset_ns)
 
 
-def decode_record(record: tuple, offset_ns: int) -> dict:
+def decode_record(record: Record, offset_ns: int) -> Event:
     """One ``struct tcp_event`` already unpacked with ``EVENT`` -> the event dict."""
     (ts, elapsed, pid, tid, retries, error, saddr, daddr, sport, dport, family, kind, result,
      comm) = record
     owner_known = pid != 0
-    event = {
+    event: Event = {
         "kind": "syn_retry" if kind == EV_SYN_RETRY else "connect",
         "ts": ts + offset_ns,
         "pid": pid if owner_known else None,
@@ -91,18 +92,18 @@ def decode_record(record: tuple, offset_ns: int) -> dict:
 class FlowDeltas:
     """Turns the kernel's cumulative per-flow counters into aggregated events for what was sampled."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seen: dict[bytes, tuple[int, ...]] = {}
 
-    def update(self, key: bytes, value: bytes, now_ns: int) -> list[dict]:
+    def update(self, key: bytes, value: bytes, now_ns: int) -> list[Event]:
         daddr, pid, dport, family = FLOW_KEY.unpack(key)
         fields = FLOW_VALUE.unpack(value)
         counters, comm = fields[:18], fields[18]
         sampled_now = (counters[8],) + counters[9:15]
         before = self.seen.get(key, (0,) * 7)
         self.seen[key] = sampled_now
-        events = []
-        common = {
+        events: list[Event] = []
+        common: Event = {
             "ts": now_ns, "pid": pid, "tid": None,
             "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
             "family": "ipv4" if family == AF_INET else "ipv6",
@@ -125,33 +126,29 @@ class FlowDeltas:
 
 class TcpSource(BpfRingSource):
     name = "tcp"
+    program = Path(__file__).with_name("tcp.bpf.c")
+    counter_names = STAT_NAMES
 
-    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET):
+    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
+        super().__init__(clock)
         self.event_budget = event_budget
         self.deltas = FlowDeltas()
-        self.offset_ns = 0
         self.events_out = 0
         self.aggregated_out = 0
         self.flow_evictions = 0
         self.decode_errors = 0
 
-    def start(self) -> None:
-        from dnstrace.kernel import load as bpfload  # noqa: PLC0415 - bcc is heavy
+    def defines(self) -> dict[str, object]:
+        return {"FLOW_EVENT_BUDGET": self.event_budget, "CONN_MAX": CONN_MAX, "FLOW_MAX": FLOW_MAX,
+                "RINGBUF_PAGES": RINGBUF_PAGES}
 
-        defines = (f"#define FLOW_EVENT_BUDGET {self.event_budget}\n#define CONN_MAX {CONN_MAX}\n"
-                   f"#define FLOW_MAX {FLOW_MAX}\n#define RINGBUF_PAGES {RINGBUF_PAGES}\n")
-        from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
-
-        self.bpf = bpfload.load(Path(__file__).with_name("tcp.bpf.c"), text_prefix=defines)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
-        self.reader = RingBufReader(self.bpf["events"].map_fd)
-
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         if not self.reader:
             return []
-        offset_ns = self.offset_ns
+        self.clock.refresh()
+        offset_ns = self.clock.offset_ns
         events = []
         for record in self.reader.drain(EVENT):
             try:
@@ -161,20 +158,20 @@ class TcpSource(BpfRingSource):
         self.events_out += len(events)
         return events
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         return self._collect(now_ns, evict_idle=True)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Event]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
-        return self._collect(self.offset_ns + time.monotonic_ns(), evict_idle=False)
+        return self._collect(self.clock.now_unix_ns(), evict_idle=False)
 
-    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[Event]:
         if not self.bpf:
             return []
-        events = self.poll()
+        events = self.poll()  # refreshes the clock: now_ns and the kernel's timestamps on one scale
         flows = self.bpf["flows"]
-        idle: list = []
-        mono_now = now_ns - self.offset_ns
+        idle: list[tuple[Any, bytes]] = []  # (bcc key, its bytes)
+        mono_now = self.clock.to_ktime_ns(now_ns)
         for key, value in flows.items():
             raw_key, raw_value = bytes(key), bytes(value)
             aggregated = self.deltas.update(raw_key, raw_value, now_ns)
@@ -192,41 +189,38 @@ class TcpSource(BpfRingSource):
             self.flow_evictions += 1
         return events
 
-    def kernel_stats(self) -> dict:
-        if not self.bpf:
-            return dict.fromkeys(STAT_NAMES, 0)
-        return per_cpu_counters(self.bpf["stats"], STAT_NAMES)
-
-    def live_stats(self) -> dict:
-        stats = self.kernel_stats()
+    def live_stats(self) -> Stats:
+        stats: Stats = dict(self.kernel_counters())
         malformed = self.reader.malformed if self.reader is not None else 0
-        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf)) if self.bpf else 0
+        stats["kernel_missed"] = self.kernel_missed()
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
                      flow_evictions=self.flow_evictions, decode_errors=self.decode_errors + malformed)
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [TcpSource(event_budget=args.event_budget)]
+@dataclass(frozen=True)
+class TcpOptions:
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    dports: tuple[int, ...] = option((), Flag("--dport", "only connects to this destination port (repeatable)",
+                                              parse=int, repeat=True))
+    daddrs: tuple[str, ...] = option((), Flag("--daddr", "only connects to this destination address (repeatable)",
+                                              repeat=True))
+    results: tuple[str, ...] = option((), Flag("--result", "only connect outcomes of this kind (syn_retry events are kept)",
+                                               repeat=True, choices=RESULTS))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dport", type=int, action="append", default=None,
-                        help="only connects to this destination port (repeatable)")
-    parser.add_argument("--daddr", action="append", default=None,
-                        help="only connects to this destination address (repeatable)")
-    parser.add_argument("--result", action="append", default=None, choices=RESULTS,
-                        help="only connect outcomes of this kind (syn_retry events are kept)")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
+def make_sources(options: TcpOptions) -> list[Source]:
+    return [TcpSource(event_budget=options.event_budget)]
 
 
-def make_filter(args: argparse.Namespace):
-    dports = set(args.dport or ())
-    daddrs = set(args.daddr or ())
-    results = set(args.result or ())
+def make_filter(options: TcpOptions) -> EventFilter:
+    dports = set(options.dports)
+    daddrs = set(options.daddrs)
+    results = set(options.results)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         if dports and event.get("dport") not in dports:
             return False
         if daddrs and event.get("daddr") not in daddrs:
@@ -238,7 +232,7 @@ def make_filter(args: argparse.Namespace):
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="tcp",
     help="SYN retransmits and connect outcomes per process and destination",
     description=(
@@ -260,8 +254,8 @@ TRACE = TraceTarget(
         Column("count", "COUNT", 6),
         Column("sampled", "SAMPLED", 7, fmt_bool),
     ),
+    options=TcpOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace tcp --dport 53          # SYN retries and slow connects to resolvers (TCP DNS)",
