@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dnstrace import log
 from dnstrace.errors import DnstraceError, UsageError
+from dnstrace.latency import Histogram
 from dnstrace.units import format_duration_ns as dur
 from dnstrace.wire.query import QuerySpec
 
@@ -37,7 +38,6 @@ HEATMAP_EVENTS = 50_000  # most recent events a heatmap is drawn from (said on t
 HEATMAP_GROUPS = 6
 LOOKUP_LIST = 200
 MAX_HOSTS, MAX_SERVERS = 20, 16
-BUCKETS_PER_OCTAVE = 8  # collector.rollup's latency buckets
 GROUPS = {"host": "hosts", "comm": "comms", "container": "containers", "pod": "pods", "server": "servers"}
 
 
@@ -69,18 +69,6 @@ def pick_bucket_ns(since_ns: int, until_ns: int) -> int:
         if span / (seconds * 1e9) <= 120:
             return seconds * 1_000_000_000
     return 86400 * 1_000_000_000
-
-
-def _quantile(sorted_values: list[int], q: float) -> int | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def _lat_bucket(ns: int) -> int:
-    import math
-
-    return 0 if ns < 1 else math.floor(math.log2(ns) * BUCKETS_PER_OCTAVE)
 
 
 def _esc(value) -> str:
@@ -215,17 +203,14 @@ class WebView:
         all_lat = [e["latency_ns"] for _, es in top for e in es]
         ymin, ymax = (min(all_lat) / 2 / 1e9, max(all_lat) * 2 / 1e9) if all_lat else (1e-4, 10)
         for name, es in top:
-            cells: dict[tuple[int, int], int] = {}
-            per_t: dict[int, list[int]] = {}
+            per_t: dict[int, Histogram] = {}
             for e in es:
-                t = (e["ts"] // bucket) * bucket
-                cells[(t, _lat_bucket(e["latency_ns"]))] = cells.get((t, _lat_bucket(e["latency_ns"])), 0) + 1
-                per_t.setdefault(t, []).append(e["latency_ns"])
+                per_t.setdefault((e["ts"] // bucket) * bucket, Histogram()).add(e["latency_ns"])
             times = sorted(per_t)
+            figures = [per_t[t].quantiles((0.5, 0.99)) for t in times]
             panels.append({"label": f"{by} {name}: {len(es)} {kind} events", "t": times, "ymin": ymin, "ymax": ymax,
-                           "cells": [[t, b, n] for (t, b), n in sorted(cells.items())],
-                           "p50": [_quantile(sorted(per_t[t]), 0.5) for t in times],
-                           "p99": [_quantile(sorted(per_t[t]), 0.99) for t in times]})
+                           "cells": [[t, b, n] for t in times for b, n in sorted(per_t[t].buckets.items())],
+                           "p50": [p50 for p50, _ in figures], "p99": [p99 for _, p99 in figures]})
         note = (f"<p>drawn from the most recent {HEATMAP_EVENTS} events of the range</p>"
                 if len(events) >= HEATMAP_EVENTS else "")
         body = (f"<h2>Latency of {html.escape(kind)} per {html.escape(by)}, buckets of {dur(bucket)} "

@@ -3,8 +3,8 @@
 An agent turns a list of event dicts into one msgpack map ``{"n": N, "cols": {...}}``
 holding the stored columns (``COLUMNS``) plus ``attrs``: per event, a JSON object of
 every other field (kind-specific fields, lists, dicts), so new event kinds need no
-collector change. The agent also computes ``failed`` (did this event go wrong?) so
-stores and queries share one definition. Layouts (the envelope's schema version):
+collector change. The agent also computes ``failed`` (``events.is_failed``: did this event
+go wrong?) so stores and queries share one definition. Layouts (the envelope's schema version):
 
 - version 1: one msgpack list of N values per column (``None`` = missing);
 - version 2 (what agents send): packed little-endian buffers the collector wraps as
@@ -28,6 +28,8 @@ import sys
 from array import array
 
 import msgpack
+
+from dnstrace.events import is_failed
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -85,7 +87,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _JSON_INNERMOST = re.compile(r"[\[{][^\[\]{}\n]*[\]}]")
 _JSON_OPENERS = re.compile(r"[\[{]")
-_FAILED_RESULTS = frozenset(("refused", "timeout", "reset"))
 
 
 class BatchError(ValueError):
@@ -99,20 +100,6 @@ def check_envelope(host_id: str, boot_id: str) -> None:
             raise BatchError(f"{name} must be 1..{limit} characters")
         if _CONTROL_CHARS.search(value) or value != value.strip():
             raise BatchError(f"{name} holds control characters or surrounding blanks")
-
-
-def event_failed(event: dict) -> bool:
-    """One definition of "this went wrong" shared by every store and query."""
-    if event.get("error") is not None:
-        return True
-    rcode = event.get("rcode")
-    if rcode is not None and rcode != "NOERROR":
-        return True
-    if event.get("answered") is False:
-        return True
-    if event.get("result") in _FAILED_RESULTS:
-        return True
-    return event.get("kind") == "drop"
 
 
 def _column_value(kind: str, value, extra: dict, field: str):
@@ -155,7 +142,7 @@ def _batch_map(events: list[dict], version: int) -> dict:
                 cols[field][i] = _column_value(COLUMN_TYPES[field], value, extra, field)
             elif value is not None:
                 extra[field] = value
-        cols["failed"][i] = event_failed(event)
+        cols["failed"][i] = is_failed(event)
         if extra:
             cols["attrs"][i] = json.dumps(extra, default=_json_default, separators=(",", ":"))
     if version == 1:

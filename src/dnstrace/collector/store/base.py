@@ -281,16 +281,13 @@ class Store:
 
     def _query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
         plan = plan_query(spec, self.dialect, self.has_rollups)
-        if plan.rollup is not None:
-            raw = self._execute(plan.sql, plan.params)
-            hosts = self._execute(plan.hosts_sql, plan.params)
-            self.counters["queries_rollup"] += 1
-            self.counters["queries"] += 1
-            return plan.rollup.finish(raw, hosts)
-        sql, params, columns = plan.sql, plan.params, plan.columns
-        raw = self._execute(sql, params)
+        raw = self._execute(plan.sql, plan.params)
+        hosts = self._execute(plan.hosts_sql, plan.params) if plan.histogram is not None else []
         self.counters["queries"] += 1
-        self.counters["queries_raw"] += 1
+        self.counters["queries_rollup" if plan.reads_rollups else "queries_raw"] += 1
+        if plan.histogram is not None:
+            return plan.histogram.finish(raw, hosts)
+        columns = plan.columns
         rows = shape_rows(spec, columns, raw)
         if spec.mode == "events":
             columns = [c for c in columns if c not in ("failed", "attrs")]
