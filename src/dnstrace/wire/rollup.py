@@ -61,7 +61,7 @@ def ingest_select(source: str, dialect_name: str, host_expr: str = "host", where
             + (f"WHERE {where} " if where else "") + f"GROUP BY minute, {', '.join(DIMENSIONS)}, failed, lat_bucket")
 
 
-def covered(spec) -> bool:
+def covered(spec: QuerySpec) -> bool:
     """Can rollups answer this spec?"""
     if spec.mode not in ("top", "timeseries"):
         return False
@@ -93,9 +93,9 @@ class HistogramAnswer:
         ngroup = len(self.group_columns)
         hosts_of = {tuple(row[:ngroup]): int(row[ngroup]) for row in host_rows}
         groups: dict[tuple[Any, ...], _Group] = {}
-        for row in raw_rows:
-            key = tuple(row[:ngroup])
-            lat_bucket, count, failures, latency_max = row[ngroup:]
+        for raw in raw_rows:
+            key = tuple(raw[:ngroup])
+            lat_bucket, count, failures, latency_max = raw[ngroup:]
             g = groups.get(key)
             if g is None:
                 g = groups[key] = _Group()
