@@ -53,7 +53,8 @@ class CollectorClient:
         self.metadata = auth.token_metadata(token)
         # Reconnect soon after a collector comes back (gRPC's default backoff grows to two minutes): the
         # shipper's failback to a restarted replica waits on this.
-        options: list[tuple[str, int | str]] = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
                    ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                    ("grpc.max_reconnect_backoff_ms", 2000)]
         if server_name:
