@@ -55,8 +55,8 @@ class CollectorClient:
         # shipper's failback to a restarted replica waits on this.
         options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-                   ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000)]
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         credentials = auth.channel_credentials(address, insecure, ca, cert, key)
