@@ -51,38 +51,38 @@ class Dialect:
 class DuckDialect(Dialect):
     name = "duckdb"
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         return f"${key}"
 
-    def like_escaped(self, expr, param):
+    def like_escaped(self, expr: str, param: str) -> str:
         return f"{expr} LIKE {param} ESCAPE '\\'"
 
-    def bucket(self, bucket_param):
+    def bucket(self, bucket_param: str) -> str:
         return f"(ts // {bucket_param}) * {bucket_param}"
 
-    def sorted_distinct(self, expr):
+    def sorted_distinct(self, expr: str) -> str:
         return f"list_sort(list(DISTINCT {expr}))"
 
-    def is_true(self, expr):
+    def is_true(self, expr: str) -> str:
         return expr
 
 
 class ClickHouseDialect(Dialect):
     name = "clickhouse"
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         return f"%({key})s"
 
-    def like_escaped(self, expr, param):
+    def like_escaped(self, expr: str, param: str) -> str:
         return f"{expr} LIKE {param}"  # backslash is ClickHouse's LIKE escape
 
-    def bucket(self, bucket_param):
+    def bucket(self, bucket_param: str) -> str:
         return f"intDiv(ts, {bucket_param}) * {bucket_param}"
 
-    def sorted_distinct(self, expr):
+    def sorted_distinct(self, expr: str) -> str:
         return f"arraySort(groupUniqArray({expr}))"
 
-    def is_true(self, expr):
+    def is_true(self, expr: str) -> str:
         return f"{expr} = 1"
 
 
@@ -103,9 +103,9 @@ def glob_to_like(glob: str) -> str:
 class _Builder:
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
-        self.params: dict = {}
+        self.params: dict[str, Any] = {}
 
-    def bind(self, value) -> str:
+    def bind(self, value: Any) -> str:
         key = f"p{len(self.params)}"
         self.params[key] = value
         return self.dialect.param(key)
@@ -154,7 +154,7 @@ def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple
     return sql, b.params, columns
 
 
-def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> list[dict]:
+def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """Result tuples -> dicts; event rows get the agent's field names back (attrs merged)."""
     import json
 
