@@ -23,6 +23,8 @@ pid, name, address, rule or minimum latency: those filters answer from raw event
 
 from __future__ import annotations
 
+from typing import Any
+
 from dnstrace.events import is_failed
 from dnstrace.latency import bucket_of
 from dnstrace.wire.codec import _INT_MAX, _INT_MIN
@@ -45,7 +47,7 @@ class Summarizer:
     def __init__(self, slow_ns: int, sample_every: int = 100):
         self.slow_ns = slow_ns
         self.sample_every = max(1, sample_every)
-        self._rows: dict[tuple, list[int | None]] = {}  # key -> [events, latency_max]
+        self._rows: dict[tuple[Any, ...], list[Any]] = {}  # key -> [events, latency_max (or None)]
         self._healthy_seen = 0
         self._sampled = 0
         self._newest_minute = 0

@@ -11,11 +11,17 @@ bounds; failures are ``events.is_failed``.
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 from dnstrace.errors import UsageError
 from dnstrace.events import CONNTRACK_COUNTERS, is_failed
 from dnstrace.flow import Sink
 from dnstrace.latency import PROMETHEUS_BUCKETS_S
 from dnstrace.units import parse_addr
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 LABEL_LIMITS = {"comm": 200, "container": 200, "server": 64, "reason": 64, "error": 32, "rcode": 16,
                 "destination": 128, "source": 32, "counter": 64}
@@ -81,8 +87,8 @@ class MetricsSink(Sink):
         self.agent_lost = Counter("dnstrace_agent_lost_records", "records the agent itself lost, by source and "
                                   "counter (ring buffer full, kernel misses, sampling, full tables)",
                                   ["source", "counter"], registry=r)
-        self.server = None
-        self._thread = None
+        self.server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self._netns_seen: set[str] = set()
         self._lookup_kind: str | None = None
         if addr:
