@@ -5,7 +5,7 @@ Ingest: each commit group (several batches, see ``store.Store``) becomes ONE
 the batches' Arrow arrays by ``collector.native`` (no per-value Python; 18.16 reads
 Native like every later release). ``ingest`` is a ``Null`` table: materialized views
 on it write, from that one block, the raw ``events`` (carrying each row's batch key
-columns), the per-minute ``rollups`` of those events (``collector.rollup``), the
+columns), the per-minute ``rollups`` of those events (``wire.rollup``), the
 rollup rows agents ship in ``summary`` mode, and one ``ingest_batches`` row per batch.
 A group is streamed as blocks of whole batches (the next block is built while the
 server writes the previous one); the server applies a block only once it has read all
