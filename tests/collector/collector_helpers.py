@@ -196,9 +196,9 @@ class ClickHouseCluster:
 
 def failed_by_definition(event: dict) -> bool:
     """The README's "failed", written out independently of collector/codec.py (whose
-    ``event_failed`` is pinned to literal cases in tests/unit/wire/test_codec.py)."""
+    ``events.is_failed`` is pinned to literal cases in tests/unit/wire/test_codec.py)."""
     return (event.get("error") is not None
             or event.get("rcode") not in (None, "NOERROR")
             or event.get("answered") is False
-            or event.get("result") in ("refused", "timeout", "reset")
+            or event.get("result") in ("refused", "timeout", "reset", "unreachable")
             or event.get("kind") == "drop")

@@ -15,12 +15,13 @@ from recorded import BASE_TS, make_events
 
 from dnstrace.collector.server import CollectorServer
 from dnstrace.collector.store.base import open_store
+from dnstrace.events import is_failed
+from dnstrace.latency import QUANTILE_PRECISION
 from dnstrace.ship.shipper import LocalTransport, Shipper
 from dnstrace.ship.spool import Spool
 from dnstrace.ship.summary import Summarizer
-from dnstrace.wire.codec import event_failed
 from dnstrace.wire.query import QuerySpec
-from dnstrace.wire.rollup import MINUTE_NS, QUANTILE_PRECISION
+from dnstrace.wire.rollup import MINUTE_NS
 
 SLOW_NS = 100_000_000
 START = (BASE_TS // MINUTE_NS + 1) * MINUTE_NS
@@ -34,7 +35,7 @@ def _stream(host: str) -> list[dict]:
     events = make_events(host, PER_HOST)
     for i, e in enumerate(events):
         e["ts"] = START + i * STEP_NS
-        if e.get("latency_ns") is not None and not event_failed(e):
+        if e.get("latency_ns") is not None and not is_failed(e):
             e["latency_ns"] = int(10 ** rng.uniform(4, 8.3))  # 10 us .. 200 ms: some past the slow threshold
         if e["kind"] == "dns" and i % 97 == 1:
             e["tc"] = True
@@ -120,7 +121,7 @@ def test_rollup_answers_match_all_mode(stores, spec):
 def test_slow_and_failed_events_are_raw_with_every_field(stores):
     opened, _, streams = stores
     sent = [dict(e, host=h) for h, events in streams.items() for e in events]
-    for spec, keep in ((QuerySpec(failed_only=True, limit=100_000), event_failed),
+    for spec, keep in ((QuerySpec(failed_only=True, limit=100_000), is_failed),
                        (QuerySpec(min_latency_ns=SLOW_NS, limit=100_000),
                         lambda e: (e.get("latency_ns") or 0) >= SLOW_NS)):
         expected = sorted((({k: v for k, v in e.items() if v is not None}) for e in sent if keep(e)),

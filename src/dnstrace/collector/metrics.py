@@ -13,8 +13,14 @@ up: ``store_queued_events`` / ``store_held_events`` near ``store_held_max_events
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 from dnstrace.errors import UsageError
 from dnstrace.units import parse_addr
+
+if TYPE_CHECKING:
+    from dnstrace.collector.server import CollectorServer
 
 GAUGES = ("streams_open", "queries_running", "inflight_bytes")
 STORE_GAUGES = ("queued_batches", "queued_events", "watermarks", "held_events", "held_max_events",
@@ -22,10 +28,10 @@ STORE_GAUGES = ("queued_batches", "queued_events", "watermarks", "held_events", 
 
 
 class _StatsCollector:
-    def __init__(self, server):
+    def __init__(self, server: CollectorServer) -> None:
         self.server = server
 
-    def collect(self):
+    def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
 
         stats = dict(self.server.stats())
@@ -47,7 +53,7 @@ class _StatsCollector:
         yield up
 
 
-def serve(server, addr: str):
+def serve(server: CollectorServer, addr: str) -> Any:
     """Serve /metrics on ``addr`` (HOST:PORT); returns the HTTP server (``shutdown()`` it on exit)."""
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 

@@ -32,13 +32,15 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from dnstrace import log
 from dnstrace.collector.query.limits import QueryControl, QueryStopped
-from dnstrace.collector.store.base import BatchKey, Store
+from dnstrace.collector.store.base import BatchKey, Store, _Pending
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.wire import auth
 from dnstrace.wire.codec import (
@@ -51,6 +53,9 @@ from dnstrace.wire.codec import (
     decode_batch,
 )
 from dnstrace.wire.query import QuerySpec
+
+if TYPE_CHECKING:
+    from dnstrace.config import Config
 
 MAX_EVENTS_PER_BATCH = 1_000_000
 _ENVELOPE_SLACK = 1 << 20
@@ -103,7 +108,7 @@ class CollectorServer:
         self._decode_pool = futures.ThreadPoolExecutor(self._workers, thread_name_prefix="collector-decode")
         self._query_pool = futures.ThreadPoolExecutor(self.max_queries, thread_name_prefix="collector-query")
         self._loop = asyncio.new_event_loop()
-        started: futures.Future = futures.Future()
+        started: futures.Future[int] = futures.Future()
         self._loop_thread = threading.Thread(target=self._run_loop, args=(started,), name="collector-grpc",
                                              daemon=True)
         self._loop_thread.start()
@@ -117,17 +122,19 @@ class CollectorServer:
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         return self
 
-    def _run_loop(self, started: futures.Future) -> None:
-        asyncio.set_event_loop(self._loop)
+    def _run_loop(self, started: futures.Future[int]) -> None:
+        loop = self._loop
+        assert loop is not None  # made by start() before this thread
+        asyncio.set_event_loop(loop)
         try:
-            self._loop.run_until_complete(self._serve(started))
+            loop.run_until_complete(self._serve(started))
         except BaseException as err:  # reported to start() when it happens before serving
             if not started.done():
                 started.set_exception(err)
         finally:
-            self._loop.close()
+            loop.close()
 
-    async def _serve(self, started: futures.Future) -> None:
+    async def _serve(self, started: futures.Future[int]) -> None:
         import grpc
 
         from dnstrace.wire import dnstrace_pb2_grpc
@@ -205,11 +212,11 @@ class CollectorServer:
         self._count("rejected_auth")
         self.log.warning("call refused", reason=why, method=method.rsplit("/", 1)[-1])
 
-    def accept(self, batch) -> tuple[bool, int]:
+    def accept(self, batch: Any) -> tuple[bool, int]:
         """Validate and store one ``Batch`` message: (stored now, events). Raises BatchError."""
         return self.finish(self.admit(batch))
 
-    def admit(self, batch):
+    def admit(self, batch: Any) -> _Pending:
         """Validate, decode and queue one ``Batch`` for the store's writer; ``finish`` waits for its commit."""
         self._count("batches_received")
         if batch.schema_version not in SUPPORTED_VERSIONS:
@@ -232,7 +239,7 @@ class CollectorServer:
         key = BatchKey(batch.host_id, batch.boot_id, batch.instance, batch.seq)
         return self.store.submit(key, decoded)
 
-    def finish(self, pending) -> tuple[bool, int]:
+    def finish(self, pending: _Pending) -> tuple[bool, int]:
         try:
             stored = pending.wait()
         except BatchError:
@@ -243,14 +250,14 @@ class CollectorServer:
             raise
         return stored, pending.count if stored else 0
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._counter_lock:
-            counters = dict(self.counters)
+            counters: dict[str, Any] = dict(self.counters)
         counters["store"] = self.store.stats()
         return counters
 
     # --- queries --------------------------------------------------------------
-    def run_query(self, spec: QuerySpec, control: QueryControl) -> tuple[list[str], list[dict]]:
+    def run_query(self, spec: QuerySpec, control: QueryControl) -> tuple[list[str], list[dict[str, Any]]]:
         """In a query thread: plan and run one query under ``control`` (deadline, cancel, size bound)."""
         if control.stopped():
             raise control.stop_reason()
@@ -260,11 +267,11 @@ class CollectorServer:
 class _ByteBudget:
     """Global bound on batch bytes between receipt and commit; waiters are served in arrival order."""
 
-    def __init__(self, limit: int, count=None):
+    def __init__(self, limit: int, count: Callable[..., None] | None = None) -> None:
         self.limit = limit
         self.used = 0
         self._count = count or (lambda name, n=1: None)  # the server's counters (the global budget only)
-        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def acquire(self, size: int) -> None:
         if not self._waiters and self._fits(size):
@@ -299,7 +306,7 @@ class _ByteBudget:
                 waiter.set_result(None)
 
 
-def _awaitable(pending, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+def _awaitable(pending: _Pending, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
     """An asyncio future resolved (in the loop) when the store's writer resolves ``pending``."""
     future = loop.create_future()
 
@@ -314,10 +321,10 @@ def _awaitable(pending, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
 class _Servicer:
     """gRPC method handlers (coroutines on the server's event loop)."""
 
-    def __init__(self, server: CollectorServer):
+    def __init__(self, server: CollectorServer) -> None:
         self.server = server
 
-    async def Ingest(self, request_iterator, context):
+    async def Ingest(self, request_iterator: Any, context: Any) -> Any:
         """Pipelined: a reader task decodes and queues batch N+1 while batch N commits; acks stay in order."""
         import grpc
 
@@ -335,9 +342,10 @@ class _Servicer:
                                 f"the collector holds its limit of {server.max_streams} streams; retry later")
         loop = asyncio.get_running_loop()
         budget = server._budget
+        assert budget is not None  # made by _serve before the first call
         window = asyncio.Semaphore(STREAM_WINDOW_BATCHES)
         window_bytes = _ByteBudget(STREAM_WINDOW_BYTES)
-        admitted: asyncio.Queue = asyncio.Queue()
+        admitted: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
             try:
@@ -402,7 +410,7 @@ class _Servicer:
                     budget.release(item[4])
             server._count("streams_open", -1)
 
-    async def Query(self, request, context):
+    async def Query(self, request: Any, context: Any) -> Any:
         import grpc
 
         from dnstrace.wire import dnstrace_pb2
@@ -430,6 +438,9 @@ class _Servicer:
             timeout_s = server.query_timeout_s if remaining is None else min(server.query_timeout_s, remaining)
             control = QueryControl(timeout_s, server.query_max_bytes)
             work = asyncio.get_running_loop().run_in_executor(server._query_pool, server.run_query, spec, control)
+            columns: list[str] = []
+            rows: list[dict[str, Any]] = []
+            stopped: str | None = None  # why the query was stopped
             try:
                 columns, rows = await asyncio.wait_for(asyncio.shield(work), timeout_s + 0.5)
             except asyncio.CancelledError:  # the client went away (or the server stops)
@@ -439,20 +450,19 @@ class _Servicer:
                 raise
             except TimeoutError:
                 control.cancel("deadline")
-                columns, rows = None, None
+                stopped = f"the query ran past its deadline of {timeout_s:.1f} s"
                 server._count("queries_timed_out")
             except QueryStopped as err:
                 server._count("queries_timed_out" if err.deadline else "queries_refused")
-                columns, rows = None, str(err)
+                stopped = str(err) or f"the query ran past its deadline of {timeout_s:.1f} s"
             except Exception as err:
                 server._count("query_errors")
                 server.log.error("query failed", error=str(err)[:300])
                 await context.abort(grpc.StatusCode.INTERNAL, f"query failed: {type(err).__name__}: {str(err)[:200]}")
-            if columns is None:
-                reason = rows or f"the query ran past its deadline of {timeout_s:.1f} s"
-                server.log.warning("query stopped", reason=reason)
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if "deadline" in reason else grpc.StatusCode.RESOURCE_EXHAUSTED
-                await context.abort(code, f"query stopped: {reason}")
+            if stopped is not None:
+                server.log.warning("query stopped", reason=stopped)
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if "deadline" in stopped else grpc.StatusCode.RESOURCE_EXHAUSTED
+                await context.abort(code, f"query stopped: {stopped}")
             row_count = len(rows)
             payload = msgpack.packb(rows, use_bin_type=True, default=str)
             del rows
@@ -461,7 +471,7 @@ class _Servicer:
         finally:
             server._count("queries_running", -1)
 
-    async def Health(self, request, context):
+    async def Health(self, request: Any, context: Any) -> Any:
         from dnstrace.wire import dnstrace_pb2
 
         return dnstrace_pb2.HealthResponse(status="serving", store=self.server.store.describe(),
@@ -469,7 +479,7 @@ class _Servicer:
                                            stats=msgpack.packb(self.server.stats(), use_bin_type=True, default=str))
 
 
-def from_config(store: Store, config, listen: str, workers: int = 16) -> CollectorServer:
+def from_config(store: Store, config: Config, listen: str, workers: int = 16) -> CollectorServer:
     """A server for ``store`` on ``listen``, secured and bounded by the ``collector.*`` keys of ``config``
     (the standalone collector and the agent's embedded one are set up the same way)."""
     return CollectorServer(store, listen, insecure=config["collector.insecure"],

@@ -23,11 +23,17 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dnstrace import log
 from dnstrace.errors import DnstraceError, UsageError
+from dnstrace.latency import Histogram
 from dnstrace.units import format_duration_ns as dur
 from dnstrace.wire.query import QuerySpec
+
+if TYPE_CHECKING:
+    from dnstrace.collector.store.base import Store
+    from dnstrace.config import Config
 
 STATIC = Path(__file__).resolve().parent / "web_static"
 PAGES = (("fleet", "Fleet"), ("latency", "Latency"), ("lookups", "Slow lookups"), ("servers", "Nameservers"))
@@ -37,11 +43,10 @@ HEATMAP_EVENTS = 50_000  # most recent events a heatmap is drawn from (said on t
 HEATMAP_GROUPS = 6
 LOOKUP_LIST = 200
 MAX_HOSTS, MAX_SERVERS = 20, 16
-BUCKETS_PER_OCTAVE = 8  # collector.rollup's latency buckets
 GROUPS = {"host": "hosts", "comm": "comms", "container": "containers", "pod": "pods", "server": "servers"}
 
 
-def spec_from_params(params: dict[str, str], now_ns: int, **fields) -> QuerySpec:
+def spec_from_params(params: dict[str, str], now_ns: int, **fields: Any) -> QuerySpec:
     """The QuerySpec ``dnstrace query`` would build from the same filters."""
     from dnstrace.units import parse_time_ns, split_csv
 
@@ -71,31 +76,19 @@ def pick_bucket_ns(since_ns: int, until_ns: int) -> int:
     return 86400 * 1_000_000_000
 
 
-def _quantile(sorted_values: list[int], q: float) -> int | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def _lat_bucket(ns: int) -> int:
-    import math
-
-    return 0 if ns < 1 else math.floor(math.log2(ns) * BUCKETS_PER_OCTAVE)
-
-
-def _esc(value) -> str:
+def _esc(value: object) -> str:
     return html.escape("-" if value is None else str(value))
 
 
-def _time(ns) -> str:
+def _time(ns: int | None) -> str:
     from dnstrace.columns import fmt_time
 
     return fmt_time(ns) if ns else "-"
 
 
 class WebView:
-    def __init__(self, store, listen: str, *, insecure: bool = False, tls_cert: str = "", tls_key: str = "",
-                 tls_client_ca: str = "", query_token: str = ""):
+    def __init__(self, store: Store, listen: str, *, insecure: bool = False, tls_cert: str = "", tls_key: str = "",
+                 tls_client_ca: str = "", query_token: str = "") -> None:
         self.store = store
         self.listen = listen
         self.token = query_token
@@ -108,7 +101,7 @@ class WebView:
         self._httpd: ThreadingHTTPServer | None = None
 
     @staticmethod
-    def _tls(listen, insecure, cert, key, client_ca):
+    def _tls(listen: str, insecure: bool, cert: str, key: str, client_ca: str) -> ssl.SSLContext | None:
         if cert or key:
             if not (cert and key):
                 raise UsageError("web view: TLS needs both a certificate and a key")
@@ -164,7 +157,7 @@ class WebView:
             self._httpd = None
 
     # --- pages: (title, html body, chart data or None) ---------------------------------
-    def page_fleet(self, params, now_ns):
+    def page_fleet(self, params: dict[str, str], now_ns: int) -> tuple[str, str, dict[str, Any] | None]:
         spec = spec_from_params(params, now_ns, mode="findings")
         _, findings = self.store.query(spec)
         bucket = pick_bucket_ns(spec.since_ns, spec.until_ns or now_ns)
@@ -195,7 +188,7 @@ class WebView:
                                        for r in rules]}]} if times else None
         return "Fleet", body, chart
 
-    def page_latency(self, params, now_ns):
+    def page_latency(self, params: dict[str, str], now_ns: int) -> tuple[str, str, dict[str, Any] | None]:
         by = params.get("by") or "host"
         if by not in GROUPS:
             raise UsageError(f"cannot split by {by!r}", hint="host, comm, container, pod or server")
@@ -206,7 +199,7 @@ class WebView:
         _, events = self.store.query(spec)
         end = spec.until_ns or now_ns
         bucket = pick_bucket_ns(spec.since_ns, end)
-        groups: dict[str, list[dict]] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
         for e in events:
             if e.get("latency_ns"):
                 groups.setdefault(str(e.get(by) or "(none)"), []).append(e)
@@ -215,17 +208,14 @@ class WebView:
         all_lat = [e["latency_ns"] for _, es in top for e in es]
         ymin, ymax = (min(all_lat) / 2 / 1e9, max(all_lat) * 2 / 1e9) if all_lat else (1e-4, 10)
         for name, es in top:
-            cells: dict[tuple[int, int], int] = {}
-            per_t: dict[int, list[int]] = {}
+            per_t: dict[int, Histogram] = {}
             for e in es:
-                t = (e["ts"] // bucket) * bucket
-                cells[(t, _lat_bucket(e["latency_ns"]))] = cells.get((t, _lat_bucket(e["latency_ns"])), 0) + 1
-                per_t.setdefault(t, []).append(e["latency_ns"])
+                per_t.setdefault((e["ts"] // bucket) * bucket, Histogram()).add(e["latency_ns"])
             times = sorted(per_t)
+            figures = [per_t[t].quantiles((0.5, 0.99)) for t in times]
             panels.append({"label": f"{by} {name}: {len(es)} {kind} events", "t": times, "ymin": ymin, "ymax": ymax,
-                           "cells": [[t, b, n] for (t, b), n in sorted(cells.items())],
-                           "p50": [_quantile(sorted(per_t[t]), 0.5) for t in times],
-                           "p99": [_quantile(sorted(per_t[t]), 0.99) for t in times]})
+                           "cells": [[t, b, n] for t in times for b, n in sorted(per_t[t].buckets.items())],
+                           "p50": [p50 for p50, _ in figures], "p99": [p99 for _, p99 in figures]})
         note = (f"<p>drawn from the most recent {HEATMAP_EVENTS} events of the range</p>"
                 if len(events) >= HEATMAP_EVENTS else "")
         body = (f"<h2>Latency of {html.escape(kind)} per {html.escape(by)}, buckets of {dur(bucket)} "
@@ -234,7 +224,7 @@ class WebView:
         return "Latency", body, {"heatmaps": panels, "bucket_s": bucket / 1e9, "xmin": spec.since_ns / 1e9,
                                  "xmax": end / 1e9}
 
-    def page_lookups(self, params, now_ns):
+    def page_lookups(self, params: dict[str, str], now_ns: int) -> tuple[str, str, dict[str, Any] | None]:
         from dnstrace.units import parse_duration_ns
 
         min_latency = parse_duration_ns(params.get("min_latency") or "100ms")
@@ -255,7 +245,7 @@ class WebView:
                 "</tr>" + (rows or "<tr><td colspan=10>no lookup this slow in this range</td></tr>") + "</table>")
         return "Slow lookups", body, None
 
-    def page_lookup(self, params, now_ns):
+    def page_lookup(self, params: dict[str, str], now_ns: int) -> tuple[str, str, dict[str, Any] | None]:
         from dnstrace.waterfall import attempt_wait_ns
 
         try:
@@ -277,7 +267,7 @@ class WebView:
         total = max([lk.get("latency_ns") or 1] + [(a["ts"] - ts) + attempt_wait_ns(a, lk) for a in attempts
                                                     if a.get("ts")])
 
-        def pct(ns):
+        def pct(ns: float) -> str:
             return f"{max(0.0, min(100.0, 100.0 * ns / total)):.2f}%"
 
         rows = []
@@ -326,7 +316,7 @@ class WebView:
                 + ("" if attempts else "<p>no wire queries seen (cache, /etc/hosts or a local socket)</p>"))
         return "Lookup", body, None
 
-    def page_servers(self, params, now_ns):
+    def page_servers(self, params: dict[str, str], now_ns: int) -> tuple[str, str, dict[str, Any] | None]:
         hosts_spec = spec_from_params(params, now_ns, mode="top", kinds=["dns"], group_by="host", order_by="count",
                                       limit=MAX_HOSTS)
         _, hosts = self.store.query(hosts_spec)
@@ -353,11 +343,11 @@ class WebView:
 
     # --- rendering -------------------------------------------------------------------
     @staticmethod
-    def link(page: str, params: dict, **extra) -> str:
+    def link(page: str, params: dict[str, str], **extra: object) -> str:
         merged = {k: v for k, v in {**params, **{k: str(v) for k, v in extra.items() if v is not None}}.items() if v}
         return html.escape(f"/{page}" + (("?" + urllib.parse.urlencode(merged)) if merged else ""), quote=True)
 
-    def render(self, page: str, params: dict, title: str, body: str, chart) -> str:
+    def render(self, page: str, params: dict[str, str], title: str, body: str, chart: dict[str, Any] | None) -> str:
         keep = {k: params[k] for k in FILTERS if params.get(k)}
         nav = "".join(f"<a href='{self.link(name, keep)}'{' class=here' if name == page else ''}>{label}</a>"
                       for name, label in PAGES)
@@ -379,7 +369,7 @@ class WebView:
 
 
 class _Server(ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that breaks off (or speaks plaintext to TLS) costs a debug line, not a traceback."""
         import sys
 
@@ -397,10 +387,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "dnstrace-web"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, fmt, *args):  # structured, quiet: one debug line per request
+    def log_message(self, fmt: str, *args: Any) -> None:  # structured, quiet: one debug line per request
         self.web.log.debug("request", line=fmt % args)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -436,10 +426,10 @@ class _Handler(BaseHTTPRequestHandler):
         page = LOGIN_FORM.format(message=html.escape(message), next=html.escape(next_path, quote=True))
         self._send(status, page.encode(), "text/html; charset=utf-8")
 
-    def do_HEAD(self):
+    def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if not self._authorized():
             self._login_form(401, "This collector needs its query token.", self.path)
@@ -472,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
                                        "</small></p></main>")
         self._send(status, text.encode(), "text/html; charset=utf-8")
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         if urllib.parse.urlsplit(self.path).path != "/login":
             self._send(405, b"read-only\n", "text/plain", {"Allow": "GET, HEAD"})
             return
@@ -489,13 +479,13 @@ class _Handler(BaseHTTPRequestHandler):
         cookie = f"{COOKIE}={urllib.parse.quote(token)}; HttpOnly; SameSite=Strict; Path=/{secure}"
         self._send(303, b"", "text/plain", {"Location": next_path, "Set-Cookie": cookie})
 
-    def _method_not_allowed(self):
+    def _method_not_allowed(self) -> None:
         self._send(405, b"read-only\n", "text/plain", {"Allow": "GET, HEAD"})
 
     do_PUT = do_DELETE = do_PATCH = _method_not_allowed
 
 
-def start_web(cfg, store, listen: str):
+def start_web(cfg: Config, store: Store, listen: str) -> WebView | None:
     """The read-only web view over ``store`` on ``listen`` (None when empty), with the collector's TLS and token."""
     if not listen:
         return None

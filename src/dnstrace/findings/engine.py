@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dnstrace.enrich.resolver_models import model_from_wire
+from dnstrace.events import CONNTRACK_COUNTERS
 from dnstrace.flow import Stage
 from dnstrace.units import format_duration_ns
 
@@ -511,7 +512,7 @@ class Window:
     def conntrack_totals(self) -> dict[str, int]:
         totals: Counter = Counter()
         for e in self.kind("conntrack"):
-            for name in ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve", "search_restart"):
+            for name in CONNTRACK_COUNTERS:
                 totals[name] += int(e.get(name) or 0)
         return dict(totals)
 

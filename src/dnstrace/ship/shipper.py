@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnstrace import log
 from dnstrace.flow import Sink
@@ -44,6 +44,9 @@ from dnstrace.wire.codec import (
     encode_events,
     encode_rollup_batch,
 )
+
+if TYPE_CHECKING:
+    from dnstrace.wire.client import CollectorClient
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0
 
@@ -286,14 +289,14 @@ class GrpcTransport:
         for each in self.addresses:
             auth.channel_credentials(each, insecure, ca, cert, key)
         self.address = address
-        self._client_options = dict(insecure=insecure, ca=ca, cert=cert, key=key, token=token)
+        self._client_options: dict[str, Any] = dict(insecure=insecure, ca=ca, cert=cert, key=key, token=token)
         self._server_name = server_name
         self.spread_key = spread_key or socket.gethostname()
         self.failback_s = failback_s
         self._resolve = resolve
-        self._clients: dict[str, object] = {}
+        self._clients: dict[str, CollectorClient] = {}
         self.log = log.get("shipper")
-        self.counters = {"sessions": 0, "batches_sent": 0, "batches_acked": 0, "batches_duplicate": 0,
+        self.counters: dict[str, Any] = {"sessions": 0, "batches_sent": 0, "batches_acked": 0, "batches_duplicate": 0,
                          "events_acked": 0, "batches_refused": 0, "errors": 0, "connected": False,
                          "last_error": "", "collector": "", "failovers": 0, "failbacks": 0, "unreachable": 0}
         self._call = None
@@ -426,15 +429,16 @@ class LocalTransport:
     def __init__(self, server):
         self.server = server
         self.log = log.get("shipper")
-        self.counters = {"batches_acked": 0, "batches_duplicate": 0, "events_acked": 0, "batches_refused": 0,
-                         "errors": 0, "connected": True, "failing": False, "last_error": ""}
+        self.counters: dict[str, Any] = {"batches_acked": 0, "batches_duplicate": 0, "events_acked": 0,
+                                         "batches_refused": 0, "errors": 0, "connected": True, "failing": False,
+                                         "last_error": ""}
 
     def run_session(self, spool: Spool, stop: threading.Event) -> bool:
         progressed = False
         while not stop.is_set():
             records = spool.read(None, 16, timeout_s=0.2)
             # Queue them all first so the store's writer can commit them as one group, then settle in order.
-            admitted = []
+            admitted: list[tuple[tuple[int, int], SpoolRecord, Any, Exception | None]] = []
             for position, record in records:
                 try:
                     admitted.append((position, record, self.server.admit(_batch_message(record)), None))
@@ -490,7 +494,7 @@ def make_sink(config, embedded: Callable[[Any], Any] | None = None) -> Shipper:
     spool = Spool(config["agent.spool_dir"], config["agent.spool_max_bytes"])
     on_close = None
     if config["agent.collector"]:
-        transport = GrpcTransport(config["agent.collector"], insecure=config["agent.insecure"],
+        transport: GrpcTransport | LocalTransport = GrpcTransport(config["agent.collector"], insecure=config["agent.insecure"],
                                   ca=config["agent.tls_ca"], cert=config["agent.tls_cert"],
                                   key=config["agent.tls_key"], token=config["agent.ingest_token"],
                                   spread_key=config["agent.host_id"], failback_s=config["agent.collector_failback"] / 1e9)

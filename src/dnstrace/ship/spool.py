@@ -34,7 +34,9 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -109,7 +111,8 @@ class Spool:
                          "torn_records": 0, "oversized_batches": 0, "fsyncs": 0, "dropped_batches": 0,
                          "dropped_events": 0, "write_errors": 0, "corrupt_records": 0}
         self.degraded: str | None = None  # why the last write failed, until one succeeds again
-        self.on_change = None  # on_change(what, details): "degraded" / "recovered" / "evicted"
+        # on_change(what, details): "degraded" / "recovered" / "evicted"
+        self.on_change: Callable[[str, dict[str, Any]], None] | None = None
         try:
             os.makedirs(directory, exist_ok=True)
             self._probe_writable()
@@ -219,6 +222,7 @@ class Spool:
 
     def _write_all(self, framed: bytes) -> None:
         view = memoryview(framed)
+        assert self._write_fd is not None  # called with the spool file open
         while view:
             written = os.write(self._write_fd, view)
             if written <= 0:

@@ -4,7 +4,7 @@ At fleet scale most events are healthy and alike: a fast NOERROR lookup of a nam
 resolved a thousand times a minute. In summary mode the shipper passes each event
 through ``Summarizer.take``. It is shipped raw when an incident needs it:
 
-- it went wrong (``codec.event_failed``: an error, a non-NOERROR rcode, unanswered,
+- it went wrong (``events.is_failed``: an error, a non-NOERROR rcode, unanswered,
   a failed connect, a drop), or it is slow (latency at least ``agent.summary_slow``);
 - it is a truncated (TC) or retransmitted DNS exchange, or a connect with SYN retries;
 - it is of a kind that is rare by nature (findings, drops, SYN retries, agent and
@@ -13,7 +13,7 @@ through ``Summarizer.take``. It is shipped raw when an incident needs it:
   ``SAMPLE_MAX_PER_INTERVAL`` an interval.
 
 Every other event is counted into rollup rows with exactly the collector's dimensions
-and latency buckets (``collector.rollup``), shipped every ``agent.summary_interval``
+and latency buckets (``wire.rollup``, on the grid of ``dnstrace.latency``), shipped every ``agent.summary_interval``
 in the same batch as raw events (layout version 3). The collector adds them to its
 rollups as they are and rolls the raw ones up itself, so rollup answers (``dnstrace
 query --top/--bucket`` over whole minutes) count every event once; slow and failed
@@ -23,8 +23,12 @@ pid, name, address, rule or minimum latency: those filters answer from raw event
 
 from __future__ import annotations
 
-from dnstrace.wire.codec import _INT_MAX, _INT_MIN, event_failed
-from dnstrace.wire.rollup import DIMENSIONS, MINUTE_NS, ROW_COLUMNS, bucket_of
+from typing import Any
+
+from dnstrace.events import is_failed
+from dnstrace.latency import bucket_of
+from dnstrace.wire.codec import _INT_MAX, _INT_MIN
+from dnstrace.wire.rollup import DIMENSIONS, MINUTE_NS, ROW_COLUMNS
 
 SUMMARIZED_KINDS = frozenset(("gai", "dns", "lookup", "connect"))
 SAMPLE_MAX_PER_INTERVAL = 1000
@@ -43,14 +47,14 @@ class Summarizer:
     def __init__(self, slow_ns: int, sample_every: int = 100):
         self.slow_ns = slow_ns
         self.sample_every = max(1, sample_every)
-        self._rows: dict[tuple, list[int | None]] = {}  # key -> [events, latency_max]
+        self._rows: dict[tuple[Any, ...], list[Any]] = {}  # key -> [events, latency_max (or None)]
         self._healthy_seen = 0
         self._sampled = 0
         self._newest_minute = 0
         self.counters = {"events_raw": 0, "events_sampled": 0, "events_summarized": 0, "rollup_rows": 0}
 
     def needs_raw(self, event: dict) -> bool:
-        if event.get("kind") not in SUMMARIZED_KINDS or event_failed(event):
+        if event.get("kind") not in SUMMARIZED_KINDS or is_failed(event):
             return True
         latency = event.get("latency_ns")
         if type(latency) is int and latency >= self.slow_ns:

@@ -2,12 +2,12 @@
 
 Every event lands in a one-second *slot* of the series it belongs to; a series
 keeps the last 60 slots, so a view over the last 10 s or 1 min is the merge of
-its slots. A slot holds a log-scaled latency histogram (8 buckets per octave,
-about 9 % wide, from 1 µs to about 10 min; the reported p50/p90/p99 are the
-bucket's upper edge clamped to the exact max, so they are never off by more than a
-bucket), and counters: lookups, failures by error, rcodes, unanswered queries per
-nameserver, TC answers, TCP fallbacks, SYN retries per destination, drops by
-reason, conntrack deltas.
+its slots. A slot holds a latency histogram on the one grid of ``dnstrace.latency``
+(8 buckets per octave, about 9 % wide; p50/p90/p99 read as the bucket's upper edge
+clamped to the exact max, the same figures ``dnstrace query`` gives), and counters:
+lookups, failures by error (``events.is_failed``), rcodes, unanswered queries per
+nameserver, TC answers, TCP fallbacks, SYN retries per destination, drops by reason,
+conntrack deltas.
 
 Memory is bounded whatever arrives: each table keeps at most ``max_keys`` series
 (when full, the least active tenth is folded into an ``other`` series and counted
@@ -17,87 +17,22 @@ keeps at most ``MAX_BREAKDOWN`` keys plus ``other``.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
 
+from dnstrace.events import CONNTRACK_COUNTERS, is_failed
 from dnstrace.flow import Sink
+from dnstrace.latency import Histogram
 
 WINDOW_SLOTS = 60  # seconds kept per series
 VIEWS_S = {"1s": 1, "10s": 10, "1m": 60}
-BUCKETS_PER_OCTAVE = 8
-MIN_LATENCY_NS = 1_000  # bucket 0 holds everything up to 1 µs
-MAX_BUCKET = BUCKETS_PER_OCTAVE * 30  # 1 µs * 2^30 ≈ 18 min
 MAX_BREAKDOWN = 16
 OTHER = "other"
 SLOW_KEPT = 5  # slowest recent lookups remembered per process (for the detail view)
 
-
-def bucket_index(ns: int) -> int:
-    if ns <= MIN_LATENCY_NS:
-        return 0
-    return min(MAX_BUCKET, math.ceil(math.log2(ns / MIN_LATENCY_NS) * BUCKETS_PER_OCTAVE))
-
-
-def bucket_upper_ns(index: int) -> float:
-    return MIN_LATENCY_NS * 2 ** (index / BUCKETS_PER_OCTAVE)
-
-
 # Most slots never see most breakdowns: they all share this empty dict until their first
 # count (``_bump`` gives the slot its own). Never written to.
 _EMPTY: dict = {}
-
-
-class Histogram:
-    """Sparse log-bucket histogram with exact count, sum and max."""
-
-    __slots__ = ("buckets", "count", "sum", "max")
-
-    def __init__(self):
-        self.buckets: dict[int, int] = _EMPTY  # its own dict from the first value on
-        self.count = 0
-        self.sum = 0
-        self.max = 0
-
-    def add(self, ns: int) -> None:
-        index = bucket_index(ns)
-        if self.buckets is _EMPTY:
-            self.buckets = {}
-        self.buckets[index] = self.buckets.get(index, 0) + 1
-        self.count += 1
-        self.sum += ns
-        if ns > self.max:
-            self.max = ns
-
-    def merge(self, other: Histogram) -> None:
-        if not other.count:
-            return
-        if self.buckets is _EMPTY:
-            self.buckets = {}
-        for index, n in other.buckets.items():
-            self.buckets[index] = self.buckets.get(index, 0) + n
-        self.count += other.count
-        self.sum += other.sum
-        self.max = max(self.max, other.max)
-
-    def quantile(self, q: float) -> float | None:
-        return self.quantiles((q,))[0]
-
-    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
-        """Several quantiles (ascending ``qs``) in one walk over the buckets."""
-        if not self.count:
-            return [None] * len(qs)
-        ranks = [max(1, math.ceil(q * self.count)) for q in qs]
-        out: list[float | None] = []
-        seen = 0
-        buckets = self.buckets
-        for index in sorted(buckets):
-            seen += buckets[index]
-            while len(out) < len(ranks) and seen >= ranks[len(out)]:
-                out.append(min(bucket_upper_ns(index), float(self.max)))
-            if len(out) == len(ranks):
-                break
-        return out + [float(self.max)] * (len(ranks) - len(out))
 
 
 def _bump(slot: Slot, name: str, key, n: int = 1) -> None:
@@ -249,10 +184,6 @@ class Table:
             yield self.other
 
 
-def _is_failure(error) -> bool:
-    return error not in (None, "", "NOERROR", 0)
-
-
 def row_from(series: Series, slot: Slot, window_s: int) -> dict:
     """One display / export row: the figures ``top`` and ``--once --json`` show."""
     p50, p90, p99 = slot.latency.quantiles((0.50, 0.90, 0.99))
@@ -364,8 +295,8 @@ class Aggregator(Sink):
             latency = event.get("latency_ns")
             if latency is not None:
                 slot.latency.add(int(latency))
-            if _is_failure(event.get("error")):
-                _bump(slot, "failures", str(event["error"]))
+            if is_failed(event):
+                _bump(slot, "failures", str(event.get("error")))
         elif kind == "dns":
             if event.get("proto") == "tcp" and event.get("tcp_fallback"):
                 slot.tcp_fallback += 1
@@ -408,7 +339,7 @@ class Aggregator(Sink):
 
     def _add_conntrack(self, event: dict, second: int) -> None:
         slot = self.node.slot(second)
-        for name in ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve", "search_restart"):
+        for name in CONNTRACK_COUNTERS:
             value = event.get(name)
             if value:
                 _bump(slot, "conntrack", name, int(value))

@@ -5,15 +5,24 @@ off) with prometheus-client on its own registry. Label cardinality is bounded:
 each label keeps at most a fixed number of distinct values (first come, first
 kept); later values are reported as ``other`` and counted in
 ``dnstrace_metrics_label_overflow_total``. Query names never become labels.
+Latency histograms use octave edges of the one grid (``dnstrace.latency``) as bucket
+bounds; failures are ``events.is_failed``.
 """
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 from dnstrace.errors import UsageError
+from dnstrace.events import CONNTRACK_COUNTERS, is_failed
 from dnstrace.flow import Sink
+from dnstrace.latency import PROMETHEUS_BUCKETS_S
 from dnstrace.units import parse_addr
 
-LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0)
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 LABEL_LIMITS = {"comm": 200, "container": 200, "server": 64, "reason": 64, "error": 32, "rcode": 16,
                 "destination": 128, "source": 32, "counter": 64}
 OTHER = "other"
@@ -51,11 +60,11 @@ class MetricsSink(Sink):
                        for name, limit in LABEL_LIMITS.items()}
         r = self.registry
         self.lookup_seconds = Histogram("dnstrace_lookup_duration_seconds", "whole name lookups (libc or wire)",
-                                        ["comm", "container"], buckets=LATENCY_BUCKETS_S, registry=r)
+                                        ["comm", "container"], buckets=PROMETHEUS_BUCKETS_S, registry=r)
         self.lookup_failures = Counter("dnstrace_lookup_failures", "lookups that failed, by error",
                                        ["comm", "container", "error"], registry=r)
         self.query_seconds = Histogram("dnstrace_dns_answer_seconds", "query to answer, by nameserver",
-                                       ["server"], buckets=LATENCY_BUCKETS_S, registry=r)
+                                       ["server"], buckets=PROMETHEUS_BUCKETS_S, registry=r)
         self.queries = Counter("dnstrace_dns_queries", "DNS queries on the wire",
                                ["comm", "container", "server"], registry=r)
         self.unanswered = Counter("dnstrace_dns_unanswered", "queries never answered within the timeout",
@@ -78,8 +87,8 @@ class MetricsSink(Sink):
         self.agent_lost = Counter("dnstrace_agent_lost_records", "records the agent itself lost, by source and "
                                   "counter (ring buffer full, kernel misses, sampling, full tables)",
                                   ["source", "counter"], registry=r)
-        self.server = None
-        self._thread = None
+        self.server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self._netns_seen: set[str] = set()
         self._lookup_kind: str | None = None
         if addr:
@@ -116,8 +125,8 @@ class MetricsSink(Sink):
             if kind == "lookup" or (kind == "gai" and self._lookup_kind is None):
                 if e.get("latency_ns") is not None:
                     self.lookup_seconds.labels(comm, container).observe(e["latency_ns"] / 1e9)
-                if e.get("error") not in (None, "", "NOERROR"):
-                    self.lookup_failures.labels(comm, container, g["error"](e["error"])).inc()
+                if is_failed(e):
+                    self.lookup_failures.labels(comm, container, g["error"](e.get("error"))).inc()
             elif kind == "dns":
                 if e.get("tcp_fallback"):
                     self.tcp_fallbacks.labels(comm, container).inc()
@@ -140,7 +149,7 @@ class MetricsSink(Sink):
             elif kind == "drop":
                 self.drops.labels(g["reason"](e.get("reason"))).inc(int(e.get("count") or 1))
             elif kind == "conntrack":
-                for name in ("insert_failed", "drop", "early_drop", "invalid", "clash_resolve", "search_restart"):
+                for name in CONNTRACK_COUNTERS:
                     if e.get(name):
                         self.conntrack.labels(name).inc(int(e[name]))
                 netns = str(e.get("netns", ""))

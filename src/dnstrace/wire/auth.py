@@ -13,7 +13,9 @@ Policy (same for ``dnstrace agent``, ``collector`` and ``query``):
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from dnstrace.errors import UsageError
 
@@ -60,7 +62,7 @@ def _check_key_pair(cert: str, key: str) -> None:
     except OSError as err:
         raise UsageError(f"cannot read TLS certificate or key: {err.strerror}") from None
     try:
-        decoded = ssl._ssl._test_decode_cert(cert)  # noqa: SLF001  (the stdlib's only certificate date reader)
+        decoded = ssl._ssl._test_decode_cert(cert)  # type: ignore[attr-defined]  # noqa: SLF001  (the stdlib's only certificate date reader)
     except Exception:
         return
     not_after, not_before = decoded.get("notAfter"), decoded.get("notBefore")
@@ -71,7 +73,7 @@ def _check_key_pair(cert: str, key: str) -> None:
         raise UsageError(f"TLS certificate {cert} is not valid before {not_before}", hint="check the clock")
 
 
-def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_ca: str):
+def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_ca: str) -> Any:
     """grpc.ServerCredentials, or None for plaintext (allowed on unix sockets or with --insecure)."""
     import grpc
 
@@ -91,7 +93,7 @@ def server_credentials(listen: str, insecure: bool, cert: str, key: str, client_
                           "accept plaintext explicitly")
 
 
-def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: str):
+def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: str) -> Any:
     """grpc.ChannelCredentials, or None for a plaintext channel."""
     import grpc
 
@@ -110,11 +112,11 @@ def channel_credentials(address: str, insecure: bool, ca: str, cert: str, key: s
     )
 
 
-def token_metadata(token: str) -> tuple:
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def _presented_token(metadata) -> str | None:
+def _presented_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     for name, value in metadata or ():
         # RFC 7235: the auth scheme is case-insensitive.
         if name == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
@@ -122,23 +124,24 @@ def _presented_token(metadata) -> str | None:
     return None
 
 
-def make_token_interceptor(ingest_token: str, query_token: str, on_refused=None):
+def make_token_interceptor(ingest_token: str, query_token: str,
+                           on_refused: Callable[[str, str], None] | None = None) -> Any:
     """A grpc.aio.ServerInterceptor enforcing the two tokens (either may be empty = not required).
 
     ``on_refused(reason, method)`` is called for each refused call (the server counts and logs it).
     """
     import grpc
 
-    def refuse(code, message, streaming_request):
-        async def abort(_request, context):
+    def refuse(code: Any, message: str, streaming_request: bool) -> Any:
+        async def abort(_request: Any, context: Any) -> None:
             await context.abort(code, message)
 
         if streaming_request:
             return grpc.stream_stream_rpc_method_handler(abort)
         return grpc.unary_unary_rpc_method_handler(abort)
 
-    class TokenInterceptor(grpc.aio.ServerInterceptor):
-        async def intercept_service(self, continuation, handler_call_details):
+    class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc has no type information
+        async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
             method = handler_call_details.method
             if method == INGEST_METHOD:
                 wanted, streaming = ingest_token, True

@@ -13,11 +13,17 @@ bad filter, unreachable address), never as raw gRPC exceptions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import msgpack
 
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.wire import auth
 from dnstrace.wire.query import QuerySpec
+
+if TYPE_CHECKING:
+    from dnstrace.config import Config
 
 
 def grpc_target(address: str) -> str:
@@ -47,9 +53,10 @@ class CollectorClient:
         self.metadata = auth.token_metadata(token)
         # Reconnect soon after a collector comes back (gRPC's default backoff grows to two minutes): the
         # shipper's failback to a restarted replica waits on this.
-        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-                   ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 2000)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         credentials = auth.channel_credentials(address, insecure, ca, cert, key)
@@ -60,11 +67,11 @@ class CollectorClient:
             self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = dnstrace_pb2_grpc.CollectorStub(self.channel)
 
-    def _error(self, err) -> DnstraceError:
+    def _error(self, err: Exception) -> DnstraceError:
         import grpc
 
-        code = err.code() if hasattr(err, "code") else None
-        details = err.details() if hasattr(err, "details") else str(err)
+        code: Any = err.code() if hasattr(err, "code") else None
+        details: str | None = err.details() if hasattr(err, "details") else str(err)
         text = (details or "").lower()
         if code == grpc.StatusCode.UNAVAILABLE and any(word in text for word in _TLS_WORDS):
             return DnstraceError(f"TLS with collector {self.address} failed: {details}",
@@ -90,7 +97,7 @@ class CollectorClient:
         name = code.name if code is not None else "error"
         return DnstraceError(f"collector {self.address}: {name}: {details}")
 
-    def query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
+    def query(self, spec: QuerySpec) -> tuple[list[str], list[dict[str, Any]]]:
         import grpc
 
         from dnstrace.wire import dnstrace_pb2
@@ -101,10 +108,10 @@ class CollectorClient:
                                        metadata=self.metadata)
         except grpc.RpcError as err:
             raise self._error(err) from None
-        rows = msgpack.unpackb(response.rows, raw=False) if response.rows else []
+        rows: list[dict[str, Any]] = msgpack.unpackb(response.rows, raw=False) if response.rows else []
         return list(response.columns), rows
 
-    def health(self) -> dict:
+    def health(self) -> dict[str, Any]:
         import grpc
 
         from dnstrace.wire import dnstrace_pb2
@@ -116,7 +123,7 @@ class CollectorClient:
         return {"status": response.status, "store": response.store, "schema_version": response.schema_version,
                 "stats": msgpack.unpackb(response.stats, raw=False) if response.stats else {}}
 
-    def ingest_stream(self, batches, timeout_s: float | None = None):
+    def ingest_stream(self, batches: Iterable[Any], timeout_s: float | None = None) -> Any:
         """Bidirectional ingest: ``batches`` yields ``Batch`` messages; returns the Ack iterator.
 
         Raises ``grpc.RpcError`` (not wrapped): the shipper needs the status code."""
@@ -126,7 +133,7 @@ class CollectorClient:
         self.channel.close()
 
 
-def query_client(config, address: str, token: str | None = None) -> CollectorClient:
+def query_client(config: Config, address: str, token: str | None = None) -> CollectorClient:
     """A client for queries (`query`, fleet `top`): TLS from the ``agent.*`` transport keys, the token
     given on the command line or else ``query.token``."""
     return CollectorClient(address, insecure=config["agent.insecure"], ca=config["agent.tls_ca"],

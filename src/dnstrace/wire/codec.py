@@ -3,8 +3,8 @@
 An agent turns a list of event dicts into one msgpack map ``{"n": N, "cols": {...}}``
 holding the stored columns (``COLUMNS``) plus ``attrs``: per event, a JSON object of
 every other field (kind-specific fields, lists, dicts), so new event kinds need no
-collector change. The agent also computes ``failed`` (did this event go wrong?) so
-stores and queries share one definition. Layouts (the envelope's schema version):
+collector change. The agent also computes ``failed`` (``events.is_failed``: did this event
+go wrong?) so stores and queries share one definition. Layouts (the envelope's schema version):
 
 - version 1: one msgpack list of N values per column (``None`` = missing);
 - version 2 (what agents send): packed little-endian buffers the collector wraps as
@@ -26,8 +26,12 @@ import json
 import re
 import sys
 from array import array
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgpack
+
+from dnstrace.events import is_failed
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -85,7 +89,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _JSON_INNERMOST = re.compile(r"[\[{][^\[\]{}\n]*[\]}]")
 _JSON_OPENERS = re.compile(r"[\[{]")
-_FAILED_RESULTS = frozenset(("refused", "timeout", "reset"))
 
 
 class BatchError(ValueError):
@@ -101,21 +104,7 @@ def check_envelope(host_id: str, boot_id: str) -> None:
             raise BatchError(f"{name} holds control characters or surrounding blanks")
 
 
-def event_failed(event: dict) -> bool:
-    """One definition of "this went wrong" shared by every store and query."""
-    if event.get("error") is not None:
-        return True
-    rcode = event.get("rcode")
-    if rcode is not None and rcode != "NOERROR":
-        return True
-    if event.get("answered") is False:
-        return True
-    if event.get("result") in _FAILED_RESULTS:
-        return True
-    return event.get("kind") == "drop"
-
-
-def _column_value(kind: str, value, extra: dict, field: str):
+def _column_value(kind: str, value: Any, extra: dict[str, Any], field: str) -> Any:
     """The value as stored in a typed column; values of another type go to attrs instead."""
     if value is None:
         return None
@@ -129,7 +118,7 @@ def _column_value(kind: str, value, extra: dict, field: str):
     return None
 
 
-def _json_default(value):
+def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return value.decode("utf-8", "replace")
     if isinstance(value, (set, frozenset, tuple)):
@@ -137,17 +126,17 @@ def _json_default(value):
     return str(value)
 
 
-def encode_events(events: list[dict], version: int = SCHEMA_VERSION) -> bytes:
+def encode_events(events: Sequence[Mapping[str, Any]], version: int = SCHEMA_VERSION) -> bytes:
     """Agent side: event dicts -> msgpack columnar batch bytes (layout ``version``)."""
-    return msgpack.packb(_batch_map(events, version), use_bin_type=True)
+    return _packb(_batch_map(events, version))
 
 
-def _batch_map(events: list[dict], version: int) -> dict:
+def _batch_map(events: Sequence[Mapping[str, Any]], version: int) -> dict[str, Any]:
     n = len(events)
-    cols: dict[str, list] = {name: [None] * n for name in COLUMN_NAMES}
+    cols: dict[str, list[Any]] = {name: [None] * n for name in COLUMN_NAMES}
     column_fields = set(EVENT_COLUMN_FIELDS) | {"host"}
     for i, event in enumerate(events):
-        extra: dict = {}
+        extra: dict[str, Any] = {}
         for field, value in event.items():
             if field in column_fields:
                 if field == "host":
@@ -155,7 +144,7 @@ def _batch_map(events: list[dict], version: int) -> dict:
                 cols[field][i] = _column_value(COLUMN_TYPES[field], value, extra, field)
             elif value is not None:
                 extra[field] = value
-        cols["failed"][i] = event_failed(event)
+        cols["failed"][i] = is_failed(event)
         if extra:
             cols["attrs"][i] = json.dumps(extra, default=_json_default, separators=(",", ":"))
     if version == 1:
@@ -163,7 +152,7 @@ def _batch_map(events: list[dict], version: int) -> dict:
     return {"n": n, "cols": _pack_columns(n, cols, COLUMNS, ("ts", "kind"))}
 
 
-def encode_rollup_batch(events: list[dict], rollup_rows: dict[str, list]) -> bytes:
+def encode_rollup_batch(events: Sequence[Mapping[str, Any]], rollup_rows: dict[str, list[Any]]) -> bytes:
     """Agent side, ``summary`` mode: raw events plus agent-made rollup rows (layout version 3).
 
     ``rollup_rows`` maps every ``rollup.ROW_COLUMNS`` name to a list of values (one per row)."""
@@ -172,22 +161,23 @@ def encode_rollup_batch(events: list[dict], rollup_rows: dict[str, list]) -> byt
     batch = _batch_map(events, SCHEMA_VERSION)
     count = len(rollup_rows["minute"])
     batch["rollups"] = {"n": count, "cols": _pack_columns(count, rollup_rows, ROW_COLUMNS, _ROLLUP_REQUIRED)}
-    return msgpack.packb(batch, use_bin_type=True)
+    return _packb(batch)
 
 
 _ROLLUP_REQUIRED = ("minute", "kind", "failed", "events")
 
 
-def _pack_columns(n: int, cols: dict[str, list], columns, required) -> dict:
+def _pack_columns(n: int, cols: dict[str, list[Any]], columns: Sequence[tuple[str, str]],
+                  required: Sequence[str]) -> dict[str, Any]:
     """Version 2 layout of columns given as lists (``None`` = missing)."""
-    packed = {}
+    packed: dict[str, Any] = {}
     for name, kind in columns:
         values = cols[name]
         if name not in required and values.count(None) == n:
             continue
         if kind == "int":
             numbers = array("q", [0 if v is None else v for v in values])
-            column = {"v": _little_endian(numbers)}
+            column: Any = {"v": _little_endian(numbers)}
             if None in values:
                 column["m"] = bytes([v is not None for v in values])
         elif kind == "str":
@@ -201,7 +191,12 @@ def _pack_columns(n: int, cols: dict[str, list], columns, required) -> dict:
     return packed
 
 
-def _little_endian(numbers: array) -> bytes:
+def _packb(obj: Any) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _little_endian(numbers: array[int]) -> bytes:
     if sys.byteorder != "little":
         numbers.byteswap()
     return numbers.tobytes()
@@ -214,8 +209,8 @@ class DecodedBatch:
     built from the arrays on first use). ``drop_lists`` frees them when only Arrow is read.
     """
 
-    def __init__(self, count: int, arrays: dict, lists: dict[str, list] | None = None,
-                 rollups: dict | None = None):
+    def __init__(self, count: int, arrays: dict[str, Any], lists: dict[str, list[Any]] | None = None,
+                 rollups: dict[str, Any] | None = None) -> None:
         self.count = count
         self.arrays = arrays
         self._lists = lists
@@ -225,19 +220,21 @@ class DecodedBatch:
     def rollup_count(self) -> int:
         return len(self.rollups["minute"]) if self.rollups else 0
 
-    def rollup_arrays(self) -> dict:
+    def rollup_arrays(self) -> dict[str, Any]:
         return self.rollups or {}
 
     def max_ts(self) -> int | None:
         """The newest event (or rollup minute) in the batch."""
         import pyarrow.compute as pc
 
-        newest = [pc.max(a).as_py() for a in (self.arrays["ts"] if self.count else None,
-                                               self.rollups["minute"] if self.rollup_count else None) if a is not None]
+        arrays = [self.arrays["ts"]] if self.count else []
+        if self.rollups and self.rollup_count:
+            arrays.append(self.rollups["minute"])
+        newest: list[int] = [pc.max(a).as_py() for a in arrays]
         return max(newest) if newest else None
 
     @property
-    def columns(self) -> dict[str, list]:
+    def columns(self) -> dict[str, list[Any]]:
         if self._lists is None:
             self._lists = {name: self.arrays[name].to_pylist() for name in COLUMN_NAMES}
         return self._lists
@@ -245,7 +242,7 @@ class DecodedBatch:
     def drop_lists(self) -> None:
         self._lists = None
 
-    def arrow_table(self):
+    def arrow_table(self) -> Any:
         """The columns as one pyarrow table (``COLUMNS`` order and types)."""
         import pyarrow as pa
 
@@ -288,7 +285,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
         _check_values(arrays)
         _check_attrs(arrays["attrs"], None, check_attrs_json)
         return DecodedBatch(n, arrays, rollups=_unpack_rollups(obj["rollups"], max_events) if "rollups" in obj else None)
-    columns: dict[str, list] = {}
+    columns: dict[str, list[Any]] = {}
     for name, _kind in COLUMNS:
         values = cols.get(name)
         if values is None:
@@ -304,7 +301,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
     return DecodedBatch(n, arrays, columns)
 
 
-def _unpack_rollups(section, max_rows: int) -> dict:
+def _unpack_rollups(section: Any, max_rows: int) -> dict[str, Any]:
     """Version 3's agent rollup rows -> Arrow arrays (``rollup.ROW_COLUMNS``), validated like events."""
     import pyarrow.compute as pc
 
@@ -333,7 +330,8 @@ def _unpack_rollups(section, max_rows: int) -> dict:
     return arrays
 
 
-def _unpack_v2(n: int, cols: dict, columns=COLUMNS, required=("ts", "kind")) -> dict:
+def _unpack_v2(n: int, cols: dict[str, Any], columns: Sequence[tuple[str, str]] = COLUMNS,
+               required: Sequence[str] = ("ts", "kind")) -> dict[str, Any]:
     """Version 2 columns -> Arrow arrays wrapping the payload's buffers; validates sizes, codes and types.
 
     A handful of Arrow calls per column, whatever the batch size: per-call overhead (~5 us) is what a
@@ -389,7 +387,7 @@ def _unpack_v2(n: int, cols: dict, columns=COLUMNS, required=("ts", "kind")) -> 
     return arrays
 
 
-def _flags(data, n: int, name: str):
+def _flags(data: Any, n: int, name: str) -> Any:
     """N bytes of 0/1 -> an Arrow boolean array (its value bitmap doubles as a validity bitmap)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -399,10 +397,10 @@ def _flags(data, n: int, name: str):
     return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(data)]), _const("zero_u8"))
 
 
-_CONSTANTS: dict = {}
+_CONSTANTS: dict[str, Any] = {}
 
 
-def _const(name: str):
+def _const(name: str) -> Any:
     """Arrow scalars made once: making them from Python values retries optional imports on every call."""
     if not _CONSTANTS:
         import pyarrow as pa
@@ -411,7 +409,7 @@ def _const(name: str):
     return _CONSTANTS[name]
 
 
-def _to_arrow(columns: dict[str, list]) -> dict:
+def _to_arrow(columns: dict[str, list[Any]]) -> dict[str, Any]:
     """Typed Arrow arrays; any value of the wrong type (or out of range) raises ``BatchError``."""
     import pyarrow as pa
 
@@ -439,7 +437,7 @@ def _to_arrow(columns: dict[str, list]) -> dict:
     return arrays
 
 
-def _check_values(arrays: dict) -> None:
+def _check_values(arrays: dict[str, Any]) -> None:
     """Value ranges every reader relies on: timestamps and text sizes (Arrow kernels, no Python loop)."""
     import pyarrow.compute as pc
 
@@ -477,7 +475,7 @@ def attrs_depth_ok(texts: list[str]) -> bool:
     return _JSON_OPENERS.search(rest) is None
 
 
-def _check_attrs(array, texts: list | None, check_json: bool) -> None:
+def _check_attrs(array: Any, texts: list[Any] | None, check_json: bool) -> None:
     """Every attrs value is null or one JSON object (cheap shape check in Arrow; full parse optional)."""
     import pyarrow.compute as pc
 
@@ -500,9 +498,9 @@ def _check_attrs(array, texts: list | None, check_json: bool) -> None:
         raise BatchError("each 'attrs' value must be one JSON object")
 
 
-def row_to_event(row: dict) -> dict:
+def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row (column name -> value) back to the agent's event dict."""
-    event = {}
+    event: dict[str, Any] = {}
     attrs = row.get("attrs")
     for name, value in row.items():
         if name in ("attrs", "failed", "boot_id", "instance", "seq") or value is None:

@@ -7,6 +7,7 @@ The spec travels as the gRPC ``QueryRequest``; the collector renders it as SQL
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from dnstrace.errors import UsageError
 from dnstrace.wire.codec import COLUMN_NAMES
@@ -60,7 +61,7 @@ class QuerySpec:
                      "group_by", "order_by", "bucket_ns")
 
     @classmethod
-    def from_request(cls, request) -> QuerySpec:
+    def from_request(cls, request: Any) -> QuerySpec:
         spec = cls()
         for name in cls.SCALAR_FIELDS:
             setattr(spec, name, getattr(request, name))
@@ -68,7 +69,7 @@ class QuerySpec:
             setattr(spec, name, list(getattr(request, name)))
         return spec
 
-    def to_request(self, message_type):
+    def to_request(self, message_type: Any) -> Any:
         request = message_type()
         for name in self.SCALAR_FIELDS:
             setattr(request, name, getattr(self, name))

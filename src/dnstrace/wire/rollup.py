@@ -3,27 +3,29 @@
 At ingest each store also writes, in the same transaction/insert as the events, one
 ``rollups`` row per (minute, host, kind, comm, container, pod, namespace, server,
 rcode, error, reason, qtype, failed, latency bucket) with the number of events and
-their maximum latency. Latency buckets are logarithmic, ``BUCKETS_PER_OCTAVE`` per
-power of two: bucket ``b`` holds latencies in [2^(b/8), 2^((b+1)/8)) ns, so one row
-per non-empty bucket is a sparse histogram and summing rows merges histograms.
+their maximum latency. Latency buckets are the one grid of ``dnstrace.latency``
+(bucket ``b`` holds latencies in [2^(b/8), 2^((b+1)/8)) ns), so one row per non-empty
+bucket is a sparse histogram and summing rows merges histograms.
 
 A ``top`` or ``timeseries`` query whose filters and group key are all rollup
 dimensions (no pid, name, daddr, rule or min-latency filter; time buckets a whole
 number of minutes) is answered from rollups for the whole minutes of its range plus
 the raw events of the partial minutes at either end, so counts, failures, max and
-hosts are exact. p50/p99 are read from the merged histogram as the geometric middle of
-the bucket holding the quantile's rank: within ``QUANTILE_PRECISION`` (4.4%) of the
-latency of an event ranked at the quantile. Everything else falls back to raw events.
+hosts are exact. Everything else is answered from raw events. Either way p50/p99 are
+read from a histogram on that grid (``HistogramAnswer``, ``latency.quantiles``), so a
+query gives the same p99 from rollups as from raw events, and as ``top`` for the same
+events.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any
+
+from dnstrace.latency import BUCKETS_PER_OCTAVE, quantiles
+from dnstrace.wire.query import QuerySpec
 
 MINUTE_NS = 60 * 10**9
-BUCKETS_PER_OCTAVE = 8
-QUANTILE_PRECISION = 2 ** (1 / (2 * BUCKETS_PER_OCTAVE)) - 1  # relative, ≈ 0.0443
 
 # Rollup dimensions (also the group keys a rollup can answer), as event columns.
 DIMENSIONS = ("host", "kind", "comm", "container", "pod", "namespace", "server", "rcode", "error", "reason",
@@ -41,21 +43,12 @@ ROW_COLUMNS: tuple[tuple[str, str], ...] = (("minute", "int"),) + tuple(
 
 
 def bucket_sql(expr: str, dialect_name: str) -> str:
-    """SQL for the latency bucket of ``expr`` (NULL stays NULL, anything below 1 ns is bucket 0)."""
+    """SQL for the latency bucket of ``expr`` (``latency.bucket_of``; NULL stays NULL, below 1 ns is bucket 0)."""
     if dialect_name == "clickhouse":
         return (f"if(isNull({expr}), NULL, if(assumeNotNull({expr}) < 1, toInt32(0), "
                 f"toInt32(floor(log2(toFloat64(assumeNotNull({expr}))) * {BUCKETS_PER_OCTAVE}))))")
     return (f"CASE WHEN {expr} IS NULL THEN NULL WHEN {expr} < 1 THEN 0 "
             f"ELSE CAST(floor(log2({expr}) * {BUCKETS_PER_OCTAVE}) AS INTEGER) END")
-
-
-def bucket_of(latency_ns: int) -> int:
-    """Python twin of ``bucket_sql`` (tests, and clamping)."""
-    return 0 if latency_ns < 1 else math.floor(math.log2(latency_ns) * BUCKETS_PER_OCTAVE)
-
-
-def bucket_value(bucket: int) -> float:
-    return 2 ** ((bucket + 0.5) / BUCKETS_PER_OCTAVE)
 
 
 def ingest_select(source: str, dialect_name: str, host_expr: str = "host", where: str = "") -> str:
@@ -68,7 +61,7 @@ def ingest_select(source: str, dialect_name: str, host_expr: str = "host", where
             + (f"WHERE {where} " if where else "") + f"GROUP BY minute, {', '.join(DIMENSIONS)}, failed, lat_bucket")
 
 
-def covered(spec) -> bool:
+def covered(spec: QuerySpec) -> bool:
     """Can rollups answer this spec?"""
     if spec.mode not in ("top", "timeseries"):
         return False
@@ -87,33 +80,37 @@ def covered(spec) -> bool:
 
 
 @dataclass
-class RollupAnswer:
-    """Turns the rollup query's (group..., lat_bucket, count, failures, max, hosts) rows into result rows."""
+class HistogramAnswer:
+    """Turns a histogram query's (group..., lat_bucket, count, failures, max) rows into result rows.
 
-    spec: object
+    Both rollup and raw-event plans of ``top`` and ``timeseries`` produce such rows (one per group and
+    latency bucket), so both read quantiles the same way."""
+
+    spec: QuerySpec
     group_columns: list[str]  # e.g. ["comm"] or ["bucket_ts", "host"]
 
-    def finish(self, raw_rows: list[tuple], host_rows: list[tuple]) -> tuple[list[str], list[dict]]:
+    def finish(self, raw_rows: list[tuple[Any, ...]], host_rows: list[tuple[Any, ...]]) -> tuple[list[str], list[dict[str, Any]]]:
         ngroup = len(self.group_columns)
         hosts_of = {tuple(row[:ngroup]): int(row[ngroup]) for row in host_rows}
-        groups: dict[tuple, dict] = {}
-        for row in raw_rows:
-            key = tuple(row[:ngroup])
-            lat_bucket, count, failures, latency_max = row[ngroup:]
+        groups: dict[tuple[Any, ...], _Group] = {}
+        for raw in raw_rows:
+            key = tuple(raw[:ngroup])
+            lat_bucket, count, failures, latency_max = raw[ngroup:]
             g = groups.get(key)
             if g is None:
-                g = groups[key] = {"count": 0, "failures": 0, "max": None, "hist": {}}
-            g["count"] += int(count)
-            g["failures"] += int(failures or 0)
-            if latency_max is not None and (g["max"] is None or latency_max > g["max"]):
-                g["max"] = int(latency_max)
+                g = groups[key] = _Group()
+            g.count += int(count)
+            g.failures += int(failures or 0)
+            if latency_max is not None and (g.max is None or latency_max > g.max):
+                g.max = int(latency_max)
             if lat_bucket is not None:
-                g["hist"][int(lat_bucket)] = g["hist"].get(int(lat_bucket), 0) + int(count)
+                g.hist[int(lat_bucket)] = g.hist.get(int(lat_bucket), 0) + int(count)
         rows = []
         for key, g in groups.items():
-            row = dict(zip(self.group_columns, key, strict=False))
-            row.update(count=g["count"], failures=g["failures"], p50_ns=_quantile(g["hist"], 0.5, g["max"]),
-                       p99_ns=_quantile(g["hist"], 0.99, g["max"]), max_ns=g["max"], hosts=hosts_of.get(key, 0))
+            row: dict[str, Any] = dict(zip(self.group_columns, key, strict=True))
+            p50, p99 = quantiles(g.hist, (0.5, 0.99), g.max)
+            row.update(count=g.count, failures=g.failures, p50_ns=p50, p99_ns=p99, max_ns=g.max,
+                       hosts=hosts_of.get(key, 0))
             rows.append(row)
         spec = self.spec
         limit = spec.limit or (20 if spec.mode == "top" else 10000)
@@ -128,17 +125,13 @@ class RollupAnswer:
         return columns, rows
 
 
-def _quantile(hist: dict[int, int], q: float, latency_max) -> int | None:
-    total = sum(hist.values())
-    if not total:
-        return None
-    rank = round(q * (total - 1))  # 0-based rank of the event at the quantile
-    seen = 0
-    for bucket in sorted(hist):
-        seen += hist[bucket]
-        if seen > rank:
-            value = bucket_value(bucket)
-            if latency_max is not None:
-                value = min(value, latency_max)
-            return int(round(value))
-    return latency_max
+class _Group:
+    """What one result row adds up: events, failures, max latency and the latency histogram."""
+
+    __slots__ = ("count", "failures", "max", "hist")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.failures = 0
+        self.max: int | None = None
+        self.hist: dict[int, int] = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from dnstrace.sinks.aggregate import MAX_BREAKDOWN, Aggregator, Histogram, bucket_index, bucket_upper_ns
+from dnstrace.latency import Histogram, bucket_of, bucket_upper_ns
+from dnstrace.sinks.aggregate import MAX_BREAKDOWN, Aggregator
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -27,7 +28,7 @@ def test_histogram_quantiles_within_one_bucket_and_exact_max():
         got = h.quantile(q)
         assert exact <= got <= exact * 2 ** (1 / 8) * 1.0001, (q, exact, got)
     assert h.max == values[-1] and h.quantile(1.0) == values[-1]
-    assert bucket_upper_ns(bucket_index(5 * S)) >= 5 * S
+    assert bucket_upper_ns(bucket_of(5 * S)) >= 5 * S
 
 
 def test_windows_per_process_and_container():

@@ -94,12 +94,13 @@ def test_gai_counts_until_lookup_events_arrive_then_only_lookups():
 
 
 def test_failures_by_error_and_what_is_not_a_failure():
+    # events.is_failed: any error but null is a failure; "NOERROR" is a wire lookup answered without an address
     agg = Aggregator()
-    for error in ("EAI_AGAIN", "EAI_AGAIN", "EAI_NONAME", None, "", "NOERROR", 0):
+    for error in ("EAI_AGAIN", "EAI_AGAIN", "EAI_NONAME", None, "NOERROR", None):
         agg.add(ev("lookup", 0, latency_ns=10, error=error))
     row = only_row(agg)
-    assert (row["lookups"], row["failures"]) == (7, 3)
-    assert row["failures_by_error"] == {"EAI_AGAIN": 2, "EAI_NONAME": 1}
+    assert (row["lookups"], row["failures"]) == (6, 4)
+    assert row["failures_by_error"] == {"EAI_AGAIN": 2, "EAI_NONAME": 1, "NOERROR": 1}
 
 
 def test_lookup_without_latency_counts_but_adds_no_percentile():
@@ -190,7 +191,8 @@ def test_process_detail_shows_the_resolv_conf_it_sees():
 
 # --- series, tables and histograms at their edges ---------------------------------
 
-from dnstrace.sinks.aggregate import Histogram, Series, Table, bucket_index  # noqa: E402
+from dnstrace.latency import Histogram, bucket_of  # noqa: E402
+from dnstrace.sinks.aggregate import Series, Table  # noqa: E402
 
 
 def test_late_event_lands_in_its_own_second_or_the_oldest_kept():
@@ -263,19 +265,20 @@ def test_histogram_sum_count_and_small_quantiles():
     for v in (1_000, 2_000, 4_000, 8_000):
         h.add(v)
     assert (h.count, h.sum, h.max) == (4, 15_000, 8_000)
-    assert h.quantiles((0.25, 0.5, 1.0)) == [1_000.0, 2_000.0, 8_000.0]
-    assert h.quantile(0.5) == 2_000.0 and h.quantile(0.75) == 4_000.0
+    # upper edges of the grid buckets holding 1000, 2000 and 4000 ns; the top rank reads the exact max
+    assert h.quantiles((0.25, 0.5, 1.0)) == [1_024, 2_048, 8_000]
+    assert h.quantile(0.5) == 2_048 and h.quantile(0.75) == 4_096
     assert Histogram().quantile(0.5) is None
     merged = Histogram()
     merged.merge(h)
     merged.merge(Histogram())
-    assert (merged.count, merged.sum, merged.max, merged.quantile(0.5)) == (4, 15_000, 8_000, 2_000.0)
+    assert (merged.count, merged.sum, merged.max, merged.quantile(0.5)) == (4, 15_000, 8_000, 2_048)
 
 
 def test_bucket_edges():
-    assert bucket_index(1_000) == 0 and bucket_index(1_001) == 1
-    assert bucket_index(2_000) == 8  # one octave = 8 buckets
-    assert bucket_index(10 ** 18) == 240  # capped
+    assert bucket_of(0) == 0 and bucket_of(1) == 0 and bucket_of(2) == 8  # one octave = 8 buckets
+    assert bucket_of(1_024) == 80 and bucket_of(1_023) == 79  # lower edges are in the bucket, upper edges not
+    assert bucket_of(2 ** 63 - 1) == 504  # the largest int64 latency (log2 of it rounds to 63.0)
 
 
 def test_agent_event_without_lost_counts_zero_and_sources_are_bounded():
@@ -330,15 +333,15 @@ def test_events_in_the_same_second_share_now():
 
 def test_row_and_server_percentiles_are_the_bucket_edges():
     agg = Aggregator()
-    # 100 lookups and answers at 1 us * 2^10..2^13 (exact bucket edges): x50, x40, x9, x1
-    for ns, n in ((1_024_000, 50), (2_048_000, 40), (4_096_000, 9), (8_192_000, 1)):
+    # 100 lookups and answers 1 ns below 2^20..2^23 ns (bucket upper edges): x50, x40, x9, x1
+    for ns, n in ((2**20 - 1, 50), (2**21 - 1, 40), (2**22 - 1, 9), (2**23 - 1, 1)):
         for _ in range(n):
             agg.add(ev("lookup", 0, latency_ns=ns))
             agg.add(ev("dns", 0, server="10.0.0.2", rcode="NOERROR", latency_ns=ns))
     row = only_row(agg)
-    assert (row["p50_ns"], row["p90_ns"], row["p99_ns"], row["max_ns"]) == (1_024_000, 2_048_000, 4_096_000, 8_192_000)
+    assert (row["p50_ns"], row["p90_ns"], row["p99_ns"], row["max_ns"]) == (2**20, 2**21, 2**22, 2**23 - 1)
     (server,) = agg.server_rows()
-    assert (server["p50_ns"], server["p99_ns"], server["max_ns"]) == (1_024_000, 4_096_000, 8_192_000)
+    assert (server["p50_ns"], server["p99_ns"], server["max_ns"]) == (2**20, 2**22, 2**23 - 1)
 
 
 def test_tcp_fallback_counts_only_tcp_queries():

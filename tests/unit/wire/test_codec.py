@@ -9,7 +9,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from dnstrace.wire.codec import BatchError, decode_batch, encode_events, event_failed, row_to_event
+from dnstrace.events import is_failed
+from dnstrace.wire.codec import BatchError, decode_batch, encode_events, row_to_event
 
 T = 1_767_225_600 * 10**9  # 2026-01-01: ingest refuses timestamps outside 2000..2200
 
@@ -28,12 +29,16 @@ T = 1_767_225_600 * 10**9  # 2026-01-01: ingest refuses timestamps outside 2000.
     ({"kind": "tcp", "result": "timeout"}, True),
     ({"kind": "tcp", "result": "reset"}, True),
     ({"kind": "tcp", "result": "established"}, False),
+    ({"kind": "connect", "result": "unreachable"}, True),
+    ({"kind": "connect", "result": "closed"}, False),
+    ({"kind": "lookup", "error": "NOERROR"}, True),
+    ({"kind": "lookup", "error": None}, False),
     ({"kind": "drop", "reason": "IP_RPFILTER"}, True),
     ({"kind": "conntrack"}, False),
     ({}, False),
 ])
 def test_failed_is_the_documented_rule(event, failed):
-    assert event_failed(event) is failed
+    assert is_failed(event) is failed
 
 
 EVENTS = [

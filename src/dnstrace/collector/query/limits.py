@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 _ROW_OVERHEAD = 120  # bytes a fetched row costs beyond its values (tuple, then dict), roughly
 _VALUE_OVERHEAD = 40
@@ -33,15 +35,15 @@ class QueryControl:
         self.rows = 0
         self.bytes = 0
         self._lock = threading.Lock()
-        self._interrupt = None
+        self._interrupt: Callable[[], object] | None = None
         self._reason: str | None = None
 
-    def bind(self, interrupt) -> None:
+    def bind(self, interrupt: Callable[[], object] | None) -> None:
         """``interrupt()`` stops the statement now running in the engine (called from another thread)."""
         with self._lock:
             self._interrupt = interrupt
             reason = self._reason
-        if reason is not None:
+        if reason is not None and interrupt is not None:
             interrupt()
 
     def unbind(self) -> None:
@@ -68,7 +70,7 @@ class QueryControl:
             return QueryStopped(self._reason[len("size: "):], deadline=False)
         return QueryStopped(f"cancelled: {self._reason}", deadline=False)
 
-    def charge(self, rows: list) -> None:
+    def charge(self, rows: Sequence[Any]) -> None:
         """Count fetched rows; raises ``QueryStopped`` past the bounds or once cancelled."""
         size = 0
         for row in rows:

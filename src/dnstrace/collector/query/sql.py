@@ -11,15 +11,19 @@ bound parameters. Modes:
 - ``findings``: which rules fired on which hosts, first and last seen (fleet view).
 
 User values never enter the SQL text: they are parameters; group keys and
-orderings come from whitelists. ``plan_query`` answers ``top`` and ``timeseries``
-from the per-minute rollups when they cover the spec (``collector.rollup``: exact
-counts, failures, max and hosts; p50/p99 within 4.4%) and from raw events otherwise.
+orderings come from whitelists. ``plan_query`` answers ``top`` and ``timeseries`` as a
+latency histogram per group (the grid of ``dnstrace.latency``, so p50/p99 are those
+``top`` shows for the same events): from the per-minute rollups when they cover the
+spec (``wire.rollup``: exact counts, failures, max and hosts) and from raw events
+otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from dnstrace.wire import rollup
 from dnstrace.wire.query import DEFAULT_LIMIT, EVENT_SELECT, GROUP_KEYS, MAX_LIMIT, MODES, ORDERS, QuerySpec  # noqa: F401
 
 
@@ -29,9 +33,6 @@ class Dialect:
     name = "generic"
 
     def param(self, key: str) -> str:
-        raise NotImplementedError
-
-    def quantile(self, expr: str, q: float) -> str:
         raise NotImplementedError
 
     def like_escaped(self, expr: str, param: str) -> str:
@@ -50,44 +51,38 @@ class Dialect:
 class DuckDialect(Dialect):
     name = "duckdb"
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         return f"${key}"
 
-    def quantile(self, expr, q):
-        return f"quantile_cont({expr}, {q})"
-
-    def like_escaped(self, expr, param):
+    def like_escaped(self, expr: str, param: str) -> str:
         return f"{expr} LIKE {param} ESCAPE '\\'"
 
-    def bucket(self, bucket_param):
+    def bucket(self, bucket_param: str) -> str:
         return f"(ts // {bucket_param}) * {bucket_param}"
 
-    def sorted_distinct(self, expr):
+    def sorted_distinct(self, expr: str) -> str:
         return f"list_sort(list(DISTINCT {expr}))"
 
-    def is_true(self, expr):
+    def is_true(self, expr: str) -> str:
         return expr
 
 
 class ClickHouseDialect(Dialect):
     name = "clickhouse"
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         return f"%({key})s"
 
-    def quantile(self, expr, q):
-        return f"quantile({q})({expr})"
-
-    def like_escaped(self, expr, param):
+    def like_escaped(self, expr: str, param: str) -> str:
         return f"{expr} LIKE {param}"  # backslash is ClickHouse's LIKE escape
 
-    def bucket(self, bucket_param):
+    def bucket(self, bucket_param: str) -> str:
         return f"intDiv(ts, {bucket_param}) * {bucket_param}"
 
-    def sorted_distinct(self, expr):
+    def sorted_distinct(self, expr: str) -> str:
         return f"arraySort(groupUniqArray({expr}))"
 
-    def is_true(self, expr):
+    def is_true(self, expr: str) -> str:
         return f"{expr} = 1"
 
 
@@ -108,9 +103,9 @@ def glob_to_like(glob: str) -> str:
 class _Builder:
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
-        self.params: dict = {}
+        self.params: dict[str, Any] = {}
 
-    def bind(self, value) -> str:
+    def bind(self, value: Any) -> str:
         key = f"p{len(self.params)}"
         self.params[key] = value
         return self.dialect.param(key)
@@ -136,53 +131,18 @@ class _Builder:
             clauses.append(self.dialect.is_true("failed"))
         return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
-    def figures(self) -> list[tuple[str, str]]:
-        d = self.dialect
-        return [
-            ("count", "count(*)"),
-            ("failures", f"sum(CASE WHEN {d.is_true('failed')} THEN 1 ELSE 0 END)"),
-            ("p50_ns", d.quantile("latency_ns", 0.5)),
-            ("p99_ns", d.quantile("latency_ns", 0.99)),
-            ("max_ns", "max(latency_ns)"),
-            ("hosts", "count(DISTINCT host)"),
-        ]
 
-
-def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple[str, dict, list[str]]:
-    """(sql, params, column names of the result)."""
+def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple[str, dict[str, Any], list[str]]:
+    """``events`` and ``findings`` modes: (sql, params, column names of the result)."""
     spec.validate()
+    if spec.mode not in ("events", "findings"):
+        raise ValueError(f"mode {spec.mode!r} is answered by a histogram plan (plan_query)")
     b = _Builder(dialect)
     where = b.where(spec)
     limit = spec.limit or DEFAULT_LIMIT[spec.mode]
     if spec.mode == "events":
         columns = list(EVENT_SELECT)
         sql = f"SELECT {', '.join(columns)} FROM {table}{where} ORDER BY ts DESC LIMIT {int(limit)}"
-        return sql, b.params, columns
-    if spec.mode == "top":
-        key = spec.group_by or "comm"
-        figures = b.figures()
-        order = {"p99": "p99_ns", "count": "count", "failures": "failures", "max": "max_ns"}[spec.order_by or "p99"]
-        # The SQL alias is not the key's name: ClickHouse would resolve ``name`` inside coalesce(qname, name) to
-        # an alias ``name`` of that very expression. Result columns are named by position.
-        select = [f"{GROUP_KEYS[key]} AS group_{key}"] + [f"{expr} AS {alias}" for alias, expr in figures]
-        columns = [key] + [alias for alias, _ in figures]
-        sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {GROUP_KEYS[key]} "
-               f"ORDER BY {order} DESC, count DESC LIMIT {int(limit)}")
-        return sql, b.params, columns
-    if spec.mode == "timeseries":
-        bucket = dialect.bucket(b.bind(int(spec.bucket_ns)))
-        figures = b.figures()
-        select = [f"{bucket} AS bucket_ts"]
-        columns = ["bucket_ts"]
-        group = ["bucket_ts"]
-        if spec.group_by:
-            select.append(f"{GROUP_KEYS[spec.group_by]} AS group_{spec.group_by}")
-            columns.append(spec.group_by)
-            group.append(f"group_{spec.group_by}")
-        select += [f"{expr} AS {alias}" for alias, expr in figures]
-        columns += [alias for alias, _ in figures]
-        sql = (f"SELECT {', '.join(select)} FROM {table}{where} GROUP BY {', '.join(group)} "
-               f"ORDER BY {', '.join(group)} LIMIT {int(limit)}")
         return sql, b.params, columns
     # findings: the fleet view of rules
     finding_where = where + (" AND " if where else " WHERE ") + f"kind = {b.bind('finding')}"
@@ -194,7 +154,7 @@ def build_sql(spec: QuerySpec, dialect: Dialect, table: str = "events") -> tuple
     return sql, b.params, columns
 
 
-def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> list[dict]:
+def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """Result tuples -> dicts; event rows get the agent's field names back (attrs merged)."""
     import json
 
@@ -205,11 +165,6 @@ def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> li
         rows.reverse()  # most recent N, printed oldest first
         return [row_to_event(r) for r in rows]
     for row in rows:
-        for key in ("p50_ns", "p99_ns"):
-            if row.get(key) is not None and row[key] == row[key]:  # NaN (ClickHouse, no values) -> None
-                row[key] = int(row[key])
-            elif key in row:
-                row[key] = None
         for key in ("count", "failures", "hosts"):
             if key in row and row[key] is not None:
                 row[key] = int(row[key])
@@ -229,24 +184,58 @@ def shape_rows(spec: QuerySpec, columns: list[str], raw_rows: list[tuple]) -> li
 
 @dataclass
 class Plan:
-    """How a store answers a spec: one SQL statement, shaped by ``shape_rows`` or by a rollup answer."""
+    """How a store answers a spec: one SQL statement, its rows shaped by ``shape_rows`` or by ``histogram``."""
 
     sql: str
-    params: dict
+    params: dict[str, Any]
     columns: list[str]
-    rollup: object = None  # a ``rollup.RollupAnswer`` when the SQL reads rollups
-    hosts_sql: str = ""  # rollup plans: distinct hosts per group (same params)
+    histogram: rollup.HistogramAnswer | None = None  # top and timeseries: the SQL yields (group..., bucket, figures) rows
+    hosts_sql: str = ""  # histogram plans: distinct hosts per group (same params)
+    reads_rollups: bool = False  # the histogram comes from the per-minute rollups (plus raw partial minutes)
 
 
 def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> Plan:
-    """Rollups when they cover the spec (see ``collector.rollup``), raw events otherwise."""
-    from dnstrace.wire import rollup
-
+    """``top`` and ``timeseries`` as a latency histogram per group, from rollups when they cover the spec (see
+    ``wire.rollup``) and from raw events otherwise; ``events`` and ``findings`` as plain SQL."""
     spec.validate()
-    if not (has_rollups and rollup.covered(spec)):
+    if spec.mode not in ("top", "timeseries"):
         sql, params, columns = build_sql(spec, dialect)
         return Plan(sql, params, columns)
     b = _Builder(dialect)
+    key = spec.group_by or ("comm" if spec.mode == "top" else "")
+    from_rollups = has_rollups and rollup.covered(spec)
+    # Every source row: ts, host, group_key, failed, lat_bucket, events, latency_max.
+    group = f"{GROUP_KEYS[key]} AS group_key, " if key else ""
+    if dialect.name == "clickhouse":
+        one, bucket = "toUInt64(1)", rollup.bucket_sql("latency_ns", "clickhouse")
+    else:
+        one, bucket = "CAST(1 AS BIGINT)", rollup.bucket_sql("latency_ns", "duckdb")
+    raw_select = f"SELECT ts, host, {group}failed, {bucket} AS lat_bucket, {one} AS events, latency_ns AS latency_max"
+    if from_rollups:
+        parts = _rollup_parts(spec, dialect, b, group, raw_select)
+    else:
+        parts = [f"{raw_select} FROM events{b.where(spec)}"]
+    group_exprs, group_names, group_columns = [], [], []
+    if spec.mode == "timeseries":
+        group_exprs.append(f"{dialect.bucket(b.bind(int(spec.bucket_ns)))} AS bucket_ts")
+        group_names.append("bucket_ts")
+        group_columns.append("bucket_ts")
+    if key:
+        group_exprs.append("group_key")
+        group_names.append("group_key")
+        group_columns.append(key)
+    failures = f"sum(CASE WHEN {dialect.is_true('failed')} THEN events ELSE 0 END)"
+    source = f"({' UNION ALL '.join(parts)}) AS u"
+    select = group_exprs + ["lat_bucket", "sum(events)", failures, "max(latency_max)"]
+    sql = f"SELECT {', '.join(select)} FROM {source} GROUP BY {', '.join(group_names + ['lat_bucket'])}"
+    # Distinct hosts do not add up over latency buckets: a second, coarser grouping of the same rows.
+    hosts_sql = (f"SELECT {', '.join(group_exprs + ['count(DISTINCT host)'])} FROM {source}"
+                 + (f" GROUP BY {', '.join(group_names)}" if group_names else ""))
+    return Plan(sql, b.params, group_columns, rollup.HistogramAnswer(spec, group_columns), hosts_sql, from_rollups)
+
+
+def _rollup_parts(spec: QuerySpec, dialect: Dialect, b: _Builder, group: str, raw_select: str) -> list[str]:
+    """The rollups of the whole minutes in range, and the raw events of the partial minutes at either end."""
     minute = rollup.MINUTE_NS
     first_full = -(-spec.since_ns // minute) * minute if spec.since_ns else 0
     end_full = (spec.until_ns // minute) * minute if spec.until_ns else 0
@@ -262,8 +251,7 @@ def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> P
         rollup_where.append(f"minute >= {b.bind(first_full)}")
     if end_full:
         rollup_where.append(f"minute < {b.bind(end_full)}")
-    columns = ", ".join(rollup.DIMENSIONS)
-    parts = [f"SELECT minute AS ts, {columns}, failed, lat_bucket, events, latency_max FROM rollups"
+    parts = [f"SELECT minute AS ts, host, {group}failed, lat_bucket, events, latency_max FROM rollups"
              + (" WHERE " + " AND ".join(rollup_where) if rollup_where else "")]
     edges = []
     if spec.since_ns:
@@ -271,26 +259,6 @@ def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> P
     if spec.until_ns:
         edges.append(f"(ts >= {b.bind(end_full)} AND ts < {b.bind(spec.until_ns)})")
     if edges:
-        if dialect.name == "clickhouse":
-            one, bucket = "toUInt64(1)", rollup.bucket_sql("latency_ns", "clickhouse")
-        else:
-            one, bucket = "CAST(1 AS BIGINT)", rollup.bucket_sql("latency_ns", "duckdb")
         raw_where = [f"({' OR '.join(edges)})"] + dims
-        parts.append(f"SELECT ts, {columns}, failed, {bucket} AS lat_bucket, {one} AS events, "
-                     f"latency_ns AS latency_max FROM events WHERE {' AND '.join(raw_where)}")
-    group_exprs, group_columns = [], []
-    if spec.mode == "timeseries":
-        group_exprs.append(f"{dialect.bucket(b.bind(int(spec.bucket_ns)))} AS bucket_ts")
-        group_columns.append("bucket_ts")
-    key = spec.group_by or ("comm" if spec.mode == "top" else "")
-    if key:
-        group_exprs.append(f"{key} AS {key}")
-        group_columns.append(key)
-    failures = f"sum(CASE WHEN {dialect.is_true('failed')} THEN events ELSE 0 END)"
-    source = f"({' UNION ALL '.join(parts)}) AS u"
-    select = group_exprs + ["lat_bucket", "sum(events)", failures, "max(latency_max)"]
-    sql = f"SELECT {', '.join(select)} FROM {source} GROUP BY {', '.join(group_columns + ['lat_bucket'])}"
-    # Distinct hosts do not add up over latency buckets: a second, coarser grouping of the same rows.
-    hosts_sql = (f"SELECT {', '.join(group_exprs + ['count(DISTINCT host)'])} FROM {source}"
-                 + (f" GROUP BY {', '.join(group_columns)}" if group_columns else ""))
-    return Plan(sql, b.params, group_columns, rollup.RollupAnswer(spec, group_columns), hosts_sql)
+        parts.append(f"{raw_select} FROM events WHERE {' AND '.join(raw_where)}")
+    return parts

@@ -19,11 +19,13 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dnstrace.collector.query import limits as query_limits
 from dnstrace.collector.query.limits import QueryControl
-from dnstrace.collector.query.sql import plan_query, shape_rows
+from dnstrace.collector.query.sql import Dialect, plan_query, shape_rows
 from dnstrace.errors import UsageError
 from dnstrace.wire.codec import DecodedBatch
 from dnstrace.wire.query import QuerySpec
@@ -52,8 +54,14 @@ class _Pending:
         self.done = threading.Event()
         self.result = False
         self.error: BaseException | None = None
-        self._callbacks: list = []
+        self._callbacks: list[Callable[[_Pending], object]] = []
         self._callback_lock = threading.Lock()
+
+    def unwritten(self) -> DecodedBatch:
+        """The batch, while it waits to be written (``resolve`` lets go of it)."""
+        if self.batch is None:
+            raise RuntimeError("this batch was already resolved")
+        return self.batch
 
     def resolve(self, result: bool = False, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -64,7 +72,7 @@ class _Pending:
         for callback in callbacks:
             callback(self)
 
-    def add_done_callback(self, callback) -> None:
+    def add_done_callback(self, callback: Callable[[_Pending], object]) -> None:
         """Call ``callback(self)`` once resolved (at once if it already is), in the resolving thread."""
         with self._callback_lock:
             if not self.done.is_set():
@@ -165,7 +173,8 @@ class Store:
                 self._queue_cond.wait(min(remaining, 0.02))
                 if len(self._queue) == before:
                     break  # nothing more is arriving: write what there is
-            group, events = [], 0
+            group: list[_Pending] = []
+            events = 0
             while self._queue and (not group or events + self._queue[0].count <= self.GROUP_MAX_EVENTS):
                 item = self._queue.popleft()
                 group.append(item)
@@ -216,7 +225,7 @@ class Store:
         refused: dict[int, BaseException] = {}
         try:
             with self._write_lock:
-                refused = self._write_group([(i.key, i.batch) for i in fresh])
+                refused = self._write_group([(i.key, i.unwritten()) for i in fresh])
             self._committed([item for n, item in enumerate(fresh) if n not in refused])
             for n, err in refused.items():
                 self.counters["batches_refused"] += 1
@@ -241,7 +250,7 @@ class Store:
                     item.resolve(False)
                     continue
                 with self._write_lock:
-                    refused = self._write_group([(item.key, item.batch)])
+                    refused = self._write_group([(item.key, item.unwritten())])
             except Exception as err:
                 self._poison(item)
                 item.resolve(error=err)
@@ -266,7 +275,7 @@ class Store:
             item.resolve(True)
 
     # --- queries ----------------------------------------------------------
-    def query(self, spec: QuerySpec, control: QueryControl | None = None) -> tuple[list[str], list[dict]]:
+    def query(self, spec: QuerySpec, control: QueryControl | None = None) -> tuple[list[str], list[dict[str, Any]]]:
         """Run one query; with ``control`` it is interruptible and its result bounded (see query_limits)."""
         query_limits.set_current(control)
         try:
@@ -279,18 +288,15 @@ class Store:
 
     charges_rows = False  # True: the backend's ``_execute`` charges rows to the current control as it fetches
 
-    def _query(self, spec: QuerySpec) -> tuple[list[str], list[dict]]:
+    def _query(self, spec: QuerySpec) -> tuple[list[str], list[dict[str, Any]]]:
         plan = plan_query(spec, self.dialect, self.has_rollups)
-        if plan.rollup is not None:
-            raw = self._execute(plan.sql, plan.params)
-            hosts = self._execute(plan.hosts_sql, plan.params)
-            self.counters["queries_rollup"] += 1
-            self.counters["queries"] += 1
-            return plan.rollup.finish(raw, hosts)
-        sql, params, columns = plan.sql, plan.params, plan.columns
-        raw = self._execute(sql, params)
+        raw = self._execute(plan.sql, plan.params)
+        hosts = self._execute(plan.hosts_sql, plan.params) if plan.histogram is not None else []
         self.counters["queries"] += 1
-        self.counters["queries_raw"] += 1
+        self.counters["queries_rollup" if plan.reads_rollups else "queries_raw"] += 1
+        if plan.histogram is not None:
+            return plan.histogram.finish(raw, hosts)
+        columns = plan.columns
         rows = shape_rows(spec, columns, raw)
         if spec.mode == "events":
             columns = [c for c in columns if c not in ("failed", "attrs")]
@@ -309,7 +315,7 @@ class Store:
             self._delete_before(cutoff)
         self.counters["retention_runs"] += 1
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters and queue depth; ``hosts_behind`` (one store query) for ``dnstrace query``'s completeness note."""
         with self._queue_cond:
             queued = (len(self._queue), self._queued_events)
@@ -328,7 +334,7 @@ class Store:
     BEHIND_AFTER_NS = 60 * 10**9
     BEHIND_WINDOW_NS = 3600 * 10**9
 
-    def hosts_behind(self, now_ns: int | None = None) -> list[dict]:
+    def hosts_behind(self, now_ns: int | None = None) -> list[dict[str, Any]]:
         """Hosts whose stored events stop more than ``BEHIND_AFTER_NS`` before now (among those heard from in the
         last ``BEHIND_WINDOW_NS``): an answer about recent minutes misses what they have not delivered yet.
 
@@ -361,12 +367,12 @@ class Store:
         self.stop_writer()
 
     # --- backend ----------------------------------------------------------
-    dialect = None
+    dialect: Dialect  # set by each backend
 
     def _create(self) -> None:
         raise NotImplementedError
 
-    def _load_watermarks(self) -> dict:
+    def _load_watermarks(self) -> dict[tuple[str, str, int], int]:
         raise NotImplementedError
 
     def _sync_watermarks(self, idents: set[tuple[str, str, int]]) -> None:
@@ -379,7 +385,7 @@ class Store:
         """
         raise NotImplementedError
 
-    def _execute(self, sql: str, params: dict) -> list[tuple]:
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
     def _delete_before(self, cutoff_ns: int) -> None:

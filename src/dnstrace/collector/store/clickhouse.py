@@ -5,7 +5,7 @@ Ingest: each commit group (several batches, see ``store.Store``) becomes ONE
 the batches' Arrow arrays by ``collector.native`` (no per-value Python; 18.16 reads
 Native like every later release). ``ingest`` is a ``Null`` table: materialized views
 on it write, from that one block, the raw ``events`` (carrying each row's batch key
-columns), the per-minute ``rollups`` of those events (``collector.rollup``), the
+columns), the per-minute ``rollups`` of those events (``wire.rollup``), the
 rollup rows agents ship in ``summary`` mode, and one ``ingest_batches`` row per batch.
 A group is streamed as blocks of whole batches (the next block is built while the
 server writes the previous one); the server applies a block only once it has read all
@@ -42,6 +42,8 @@ import http.client
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from dnstrace.collector.query.sql import ClickHouseDialect
@@ -75,7 +77,7 @@ class ClickHouseStore(Store):
     dialect = ClickHouseDialect()
     keeps_column_lists = False
 
-    def __init__(self, url: str, retention_ns: int = 0):
+    def __init__(self, url: str, retention_ns: int = 0) -> None:
         super().__init__(retention_ns)
         parsed = urlparse(url)
         if not parsed.hostname:
@@ -99,12 +101,12 @@ class ClickHouseStore(Store):
         self.user = parsed.username or "default"
         self.password = parsed.password or ""
         self.version: tuple[int, int] = (0, 0)
-        self._client = None
+        self._client: Any = None  # a clickhouse_driver.Client once open (the driver has no type information)
         self._ttl_native = False
         # clickhouse-driver clients are not thread-safe: one query at a time per client.
         self._query_lock = threading.Lock()
 
-    def _connect(self, database: str | None, host: str | None = None, port: int | None = None):
+    def _connect(self, database: str | None, host: str | None = None, port: int | None = None) -> Any:
         from clickhouse_driver import Client
 
         return Client(host or self.host, port=port or self.port, user=self.user, password=self.password,
@@ -174,7 +176,7 @@ class ClickHouseStore(Store):
             return "MergeTree()"
         return f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{self.database}/{table}', '{{replica}}')"
 
-    def _create_on(self, client, ttl: str) -> None:
+    def _create_on(self, client: Any, ttl: str) -> None:
         """Every table and view on one server (or one cluster node)."""
         local = "_local" if self.cluster else ""
         lowcard = self.version >= (19, 0)
@@ -234,7 +236,7 @@ class ClickHouseStore(Store):
                 client.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {table}_local ENGINE = "
                                f"Distributed({self.cluster}, {self.database}, {table}_local, {shard_key})")
 
-    def _wait_replicas_active(self, client, timeout_s: float = 60.0) -> None:
+    def _wait_replicas_active(self, client: Any, timeout_s: float = 60.0) -> None:
         """A new replicated table registers with ZooKeeper in the background; writes before that fail."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -249,7 +251,7 @@ class ClickHouseStore(Store):
             time.sleep(0.2)
 
     # --- exactly-once ------------------------------------------------------------------------------------------
-    def _load_watermarks(self) -> dict:
+    def _load_watermarks(self) -> dict[tuple[str, str, int], int]:
         rows = self._execute("SELECT host, boot_id, instance, max(seq) FROM ingest_batches "
                              "GROUP BY host, boot_id, instance", {})
         return {(h, b, int(i)): int(s) for h, b, i, s in rows}
@@ -315,7 +317,7 @@ class ClickHouseStore(Store):
                 rows += count
         return native.block(rows, list(columns.values()))
 
-    def _http_insert(self, query: str, blocks, settings: dict) -> None:
+    def _http_insert(self, query: str, blocks: Iterable[bytes], settings: dict[str, Any]) -> None:
         """One INSERT over the HTTP interface, its body streamed from ``blocks`` (an iterator of bytes).
 
         A sender thread writes the request while the caller builds the next block; raises with the
@@ -323,14 +325,14 @@ class ClickHouseStore(Store):
         """
         params = urlencode(dict(settings, query=query, database=self.database, user=self.user,
                                 password=self.password))
-        handoff: queue.Queue = queue.Queue(maxsize=1)
-        outcome: dict = {}
-        done = object()
+        handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+        outcome: dict[str, Any] = {}
+        done = None  # the end of the body (blocks are bytes)
 
-        def body():
+        def body() -> Iterator[bytes]:
             while True:
                 item = handoff.get()
-                if item is done:
+                if item is None:
                     return
                 yield item
 
@@ -399,9 +401,9 @@ class ClickHouseStore(Store):
             finally:
                 client.disconnect()
 
-    def _execute(self, sql: str, params: dict) -> list[tuple]:
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self._query_lock:
-            return self._client.execute(sql, params)
+            return list(self._client.execute(sql, params))
 
     def _delete_before(self, cutoff_ns: int) -> None:
         with self._query_lock:
@@ -413,7 +415,7 @@ class ClickHouseStore(Store):
             self._on_every_table(f"ALTER TABLE {{ingest_batches}} DELETE WHERE received_ns < {int(cutoff_ns)}")
 
     def count(self) -> int:
-        return self._execute("SELECT count() FROM events", {})[0][0]
+        return int(self._execute("SELECT count() FROM events", {})[0][0])
 
     def describe(self) -> str:
         where = f"cluster {self.cluster} via " if self.cluster else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from dnstrace.collector.query import limits as query_limits
 from dnstrace.collector.query.sql import DuckDialect
@@ -23,6 +24,9 @@ from dnstrace.collector.store.base import BatchKey, Store
 from dnstrace.errors import EnvironmentProblem
 from dnstrace.wire import rollup
 from dnstrace.wire.codec import COLUMNS, BatchError, DecodedBatch
+
+if TYPE_CHECKING:
+    import duckdb
 
 _SQL_TYPES = {"int": "BIGINT", "str": "VARCHAR", "bool": "BOOLEAN"}
 
@@ -33,11 +37,17 @@ class DuckDBStore(Store):
     validates_attrs_json = True
     keeps_column_lists = False
 
-    def __init__(self, path: str, retention_ns: int = 0):
+    def __init__(self, path: str, retention_ns: int = 0) -> None:
         super().__init__(retention_ns)
         self.path = path or ":memory:"
         self._local = threading.local()
-        self._con = None
+        self._connection: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        if self._connection is None:
+            raise RuntimeError(f"DuckDB store {self.path} is not open")
+        return self._connection
 
     def _create(self) -> None:
         import duckdb
@@ -45,7 +55,7 @@ class DuckDBStore(Store):
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
-            self._con = duckdb.connect(self.path)
+            self._connection = duckdb.connect(self.path)
         except duckdb.IOException as err:
             raise EnvironmentProblem(f"cannot open DuckDB store {self.path}: {str(err).splitlines()[0]}",
                                      hint="only one process may open a DuckDB file: is another collector "
@@ -72,7 +82,7 @@ class DuckDBStore(Store):
         # The newest event of each batch: how far behind a host is (``Store.hosts_behind``).
         self._con.execute("ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS max_ts BIGINT")
 
-    def _load_watermarks(self) -> dict:
+    def _load_watermarks(self) -> dict[tuple[str, str, int], int]:
         rows = self._con.execute("SELECT host, boot_id, instance, max(seq) FROM ingest_batches "
                                  "GROUP BY host, boot_id, instance").fetchall()
         return {(h, b, int(i)): int(s) for h, b, i, s in rows}
@@ -84,7 +94,7 @@ class DuckDBStore(Store):
         for n, (key, batch) in enumerate(batches):
             if batch.rollup_count:
                 plain = {name: a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
-                         for name, a in batch.rollups.items()}  # one type per column across batches
+                         for name, a in batch.rollup_arrays().items()}  # one type per column across batches
                 agent_rollups.append((n, pa.table(plain).append_column(
                     "host", pa.repeat(pa.scalar(key.host, pa.string()), batch.rollup_count))))
             if not batch.count:
@@ -161,8 +171,8 @@ class DuckDBStore(Store):
         self._con.execute(f"INSERT INTO rollups {rollup.ingest_select('events', 'duckdb')}")
         self._con.execute("COMMIT")
 
-    def _cursor(self):
-        cursor = getattr(self._local, "cursor", None)
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._local.cursor = self._con.cursor()
         return cursor
@@ -170,17 +180,17 @@ class DuckDBStore(Store):
     charges_rows = True
     _FETCH_ROWS = 10_000
 
-    def _execute(self, sql: str, params: dict) -> list[tuple]:
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         cursor = self._cursor()
         control = query_limits.current()
         if control is None:
-            return cursor.execute(sql, params).fetchall()
+            return list(cursor.execute(sql, params).fetchall())
         import duckdb
 
         control.bind(cursor.interrupt)
         try:
             cursor.execute(sql, params)
-            rows: list[tuple] = []
+            rows: list[tuple[Any, ...]] = []
             while True:
                 chunk = cursor.fetchmany(self._FETCH_ROWS)
                 control.charge(chunk)  # raises past the size bound, the deadline or a cancel
@@ -203,7 +213,7 @@ class DuckDBStore(Store):
         self._con.execute("DELETE FROM ingest_batches WHERE received_ns < ?", [cutoff_ns])
 
     def count(self) -> int:
-        return self._execute("SELECT count(*) FROM events", {})[0][0]
+        return int(self._execute("SELECT count(*) FROM events", {})[0][0])
 
     def describe(self) -> str:
         import duckdb
@@ -212,6 +222,6 @@ class DuckDBStore(Store):
 
     def close(self) -> None:
         self.stop_writer()
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

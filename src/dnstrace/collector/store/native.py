@@ -19,6 +19,7 @@ costs is a few dozen Arrow calls whatever its size.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 _ARROW_INTS = {"Int64": "int64", "UInt64": "uint64", "Int32": "int32", "UInt8": "uint8"}
 _WIDTHS = {"Int64": 8, "UInt64": 8, "Int32": 4, "UInt8": 1}
@@ -42,12 +43,13 @@ def _name(text: str) -> bytes:
     return varint(len(raw)) + raw
 
 
-def _buffer_bytes(array, width: int) -> bytes:
+def _buffer_bytes(array: Any, width: int) -> bytes:
     """The value buffer of a fixed-width Arrow array, honouring its offset."""
-    return array.buffers()[1].slice(array.offset * width, len(array) * width).to_pybytes()
+    data: bytes = array.buffers()[1].slice(array.offset * width, len(array) * width).to_pybytes()
+    return data
 
 
-def _null_map(array) -> bytes:
+def _null_map(array: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -57,7 +59,7 @@ def _null_map(array) -> bytes:
     return _buffer_bytes(flags, 1)
 
 
-def _prefixed(values):
+def _prefixed(values: Any) -> Any:
     """Binary array of varint(len(v)) + v for each (non-null) string/binary value."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -82,10 +84,10 @@ def _prefixed(values):
     return pc.binary_join_element_wise(*parts, values, const["empty"])
 
 
-_CONSTANTS: dict = {}
+_CONSTANTS: dict[str, Any] = {}
 
 
-def _constants() -> dict:
+def _constants() -> dict[str, Any]:
     """Arrow scalars made once: converting Python values on every compute call retries optional imports."""
     if not _CONSTANTS:
         import pyarrow as pa
@@ -99,7 +101,7 @@ def _constants() -> dict:
     return _CONSTANTS
 
 
-def _binary_data(array) -> bytes:
+def _binary_data(array: Any) -> bytes:
     """The bytes of a binary array's values, concatenated in row order."""
     offsets = array.buffers()[1]
     first = struct.unpack_from("<i", offsets, array.offset * 4)[0]
@@ -108,7 +110,7 @@ def _binary_data(array) -> bytes:
     return data.slice(first, last - first).to_pybytes() if data is not None else b""
 
 
-def string_data(array) -> bytes:
+def string_data(array: Any) -> bytes:
     """``String`` column data for an Arrow string (or dictionary of strings) array; NULL becomes ''."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -125,7 +127,7 @@ def string_data(array) -> bytes:
     return _binary_data(laid_out)
 
 
-def column_parts(array, ch_type: str) -> tuple[bytes | None, bytes]:
+def column_parts(array: Any, ch_type: str) -> tuple[bytes | None, bytes]:
     """(null map or None when not Nullable, values) of one column chunk from an Arrow array of matching kind.
 
     A block's column is every chunk's null map followed by every chunk's values (``Column`` joins them).
@@ -158,13 +160,13 @@ class Column:
         self.null_maps: list[bytes] = []
         self.values: list[bytes] = []
 
-    def add(self, array) -> None:
+    def add(self, array: Any) -> None:
         null_map, values = column_parts(array, self.ch_type)
         if null_map is not None:
             self.null_maps.append(null_map)
         self.values.append(values)
 
-    def add_constant(self, value, rows: int) -> None:
+    def add_constant(self, value: Any, rows: int) -> None:
         self.values.append(constant_data(value, self.ch_type, rows))
 
     def data(self) -> bytes:
@@ -179,10 +181,10 @@ def block(rows: int, columns: list[Column]) -> bytes:
     return b"".join(out)
 
 
-def constant_data(value, ch_type: str, rows: int) -> bytes:
+def constant_data(value: Any, ch_type: str, rows: int) -> bytes:
     """Native data of a column holding one value on every row (no per-row work beyond a bytes repeat)."""
     if ch_type == "String":
-        raw = value.encode()
+        raw: bytes = value.encode()
         return (varint(len(raw)) + raw) * rows
     fmt = {"UInt64": "<Q", "Int64": "<q", "UInt8": "<B", "Int32": "<i"}[ch_type]
     return struct.pack(fmt, value) * rows

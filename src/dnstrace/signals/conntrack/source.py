@@ -18,19 +18,13 @@ from typing import Any
 
 from dnstrace.columns import TIME_COLUMN, Column
 from dnstrace.errors import UsageError
+from dnstrace.events import CONNTRACK_COUNTERS
 from dnstrace.flow import Source
 from dnstrace.signals.base import Event, Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
 
-# event field <- column of /proc/net/stat/nf_conntrack
-COUNTERS = {
-    "insert_failed": "insert_failed",
-    "drop": "drop",
-    "early_drop": "early_drop",
-    "invalid": "invalid",
-    "clash_resolve": "clashres",
-    "search_restart": "search_restart",
-}
+# event field <- column of /proc/net/stat/nf_conntrack (named alike but for clash_resolve)
+COUNTERS = {field: {"clash_resolve": "clashres"}.get(field, field) for field in CONNTRACK_COUNTERS}
 DEFAULT_INTERVAL_NS = 1_000_000_000
 MAX_NETNS = 4096  # namespaces tracked at once; beyond that new ones are skipped and counted
 WRAP = 1 << 32  # the kernel's per-CPU counters are unsigned int
