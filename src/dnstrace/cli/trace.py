@@ -24,7 +24,7 @@ from dnstrace.units import parse_duration_ns, parse_duration_s
 
 TARGET_MODULES = (
     "dnstrace.signals.gai.source",
-    "dnstrace.signals.dns.source",
+    "dnstrace.signals.dns.spec",
     "dnstrace.signals.lookups.source",
     "dnstrace.signals.tcp.source",
     "dnstrace.signals.drops.source",

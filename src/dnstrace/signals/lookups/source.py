@@ -344,7 +344,7 @@ class LookupsSource(Source):
 
 
 def make_sources(args: argparse.Namespace) -> list[Source]:
-    from dnstrace.signals.dns import source as dnswire
+    from dnstrace.signals.dns import spec as dnswire
     from dnstrace.signals.gai import source as gai
 
     gai_source = gai.GaiSource(pids=args.pid, libc_rescan_interval_ns=args.libc_rescan_interval_ns)
@@ -352,7 +352,7 @@ def make_sources(args: argparse.Namespace) -> list[Source]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dnstrace.signals.dns import source as dnswire
+    from dnstrace.signals.dns import spec as dnswire
     from dnstrace.signals.gai import source as gai
 
     dnswire.add_port_arguments(parser)

@@ -10,16 +10,8 @@ from test_dns_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker
 
 from dnstrace.kernel.ringbuf import drain_variable
 from dnstrace.lab.dns_servers import build_message
-from dnstrace.signals.dns.source import (
-    EVENT_HDR,
-    KIND_OWNER,
-    KIND_PACKET,
-    KIND_PAIR,
-    PAIR_EXT,
-    QUERY_ENTRY,
-    QUERY_KEY,
-    DnsWireSource,
-)
+from dnstrace.signals.dns.abi import EVENT_HDR, KIND_OWNER, KIND_PACKET, KIND_PAIR, PAIR_EXT, QUERY_ENTRY, QUERY_KEY
+from dnstrace.signals.dns.source import DnsWireSource
 from support import fake_ring, fake_ring_reader
 
 

@@ -6,7 +6,8 @@ import struct
 
 from dnstrace.enrich.resolvconf import parse
 from dnstrace.lab.dns_servers import build_message
-from dnstrace.signals.dns.source import DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP, DnsTracker, Packet
+from dnstrace.signals.dns.abi import DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP
+from dnstrace.signals.dns.tracker import DnsTracker, Packet
 
 MS = 1_000_000
 S = 1_000_000_000
