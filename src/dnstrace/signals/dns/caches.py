@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-class RecentMap:
+class RecentMap(Generic[K, V]):
     """Bounded map of recent keys, cheaper than an LRU on the flood path: two plain dicts
     (generations). Keys go into ``young``; when it holds ``limit // 2`` keys, ``old`` is
     dropped (its entries counted in ``evicted``) and ``young`` becomes ``old``. At least the
@@ -14,18 +19,18 @@ class RecentMap:
     __slots__ = ("young", "old", "half", "evicted")
 
     def __init__(self, limit: int):
-        self.young: dict = {}
-        self.old: dict = {}
+        self.young: dict[K, V] = {}
+        self.old: dict[K, V] = {}
         self.half = max(1, limit // 2)
         self.evicted = 0
 
-    def get(self, key, default=None):
+    def get(self, key: K) -> V | None:
         value = self.young.get(key)
         if value is None:
-            value = self.old.get(key, default)
+            value = self.old.get(key)
         return value
 
-    def put(self, key, value) -> None:
+    def put(self, key: K, value: V) -> None:
         young = self.young
         young[key] = value
         if len(young) >= self.half:
@@ -36,23 +41,21 @@ class RecentMap:
         self.old = self.young
         self.young = {}
 
-    def pop(self, key, default=None):
+    def pop(self, key: K) -> V | None:
         value = self.young.pop(key, None)
         old_value = self.old.pop(key, None)
-        if value is None:
-            value = old_value
-        return default if value is None else value
+        return old_value if value is None else value
 
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
 
 
-class TextCache(dict):
+class TextCache(dict[bytes, str]):
     """Raw bytes -> text (addresses, comms), bounded: they repeat (nameservers, clients, programs).
 
     ``convert`` runs only on a miss; the cache empties itself when full."""
 
-    def __init__(self, convert, limit: int = 4096):
+    def __init__(self, convert: Callable[[bytes], str], limit: int = 4096):
         super().__init__()
         self.convert = convert
         self.limit = limit

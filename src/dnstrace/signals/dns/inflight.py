@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from typing import Any
 
 ENOTSUPP = 524  # the kernel's internal "operation not supported" (no name in errno)
 
@@ -13,7 +14,7 @@ class KernelInflight:
     """The kernel's in-flight query map, read with BPF_MAP_LOOKUP_BATCH into buffers allocated once
     (bcc's batch helpers allocate max_entries-sized buffers on every call)."""
 
-    def __init__(self, table, capacity: int):
+    def __init__(self, table: Any, capacity: int):  # a bcc table (bcc has no types)
         from bcc.libbcc import lib  # bcc is imported lazily everywhere
 
         self.lib = lib
@@ -66,4 +67,4 @@ class KernelInflight:
 
     def delete(self, index: int) -> bool:
         """Delete entry ``index`` of the last read; False when it was gone (its answer took it)."""
-        return self.lib.bpf_delete_elem(self.fd, ctypes.addressof(self.keys) + self.key_size * index) == 0
+        return bool(self.lib.bpf_delete_elem(self.fd, ctypes.addressof(self.keys) + self.key_size * index) == 0)

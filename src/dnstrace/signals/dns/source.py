@@ -26,8 +26,11 @@ little and is not woken per record. ``bench/bench_dns_flood.py`` measures it.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from dnstrace.enrich.resolvconf import ResolvConfCache
 from dnstrace.errors import UsageError
@@ -61,7 +64,7 @@ from dnstrace.signals.dns.abi import (
 )
 from dnstrace.signals.dns.caches import TextCache, comm_text, ipv4_text, ipv6_text
 from dnstrace.signals.dns.inflight import KernelInflight
-from dnstrace.signals.dns.tracker import DnsTracker, Packet
+from dnstrace.signals.dns.tracker import DnsEventDict, DnsTracker, Packet
 
 SWEEP_AGE_NS = 500_000_000  # tick: kernel-held queries older than this move to user space (min timeout 1 s)
 GAP_SWEEP_BUDGET_NS = 20_000_000  # CPU per second for map reads restoring send order; beyond, order as it comes
@@ -72,47 +75,46 @@ FLUSH_MAX_DRAINS = 16  # at shutdown, up to 16 x 65536 records
 class DnsWireSource(Source):
     name = "dns"
 
-    def __init__(self, ports=(53,), ringbuf_pages: int = 4096, max_inflight: int = 65536,
+    def __init__(self, ports: Iterable[int] = (53,), ringbuf_pages: int = 4096, max_inflight: int = 65536,
                  kernel_inflight: int = 32768):
-        ports = sorted({int(p) for p in ports})
-        for port in ports:
+        self.ports = sorted({int(p) for p in ports})
+        for port in self.ports:
             if not 0 < port < 65536:
                 raise UsageError(f"not a port number: {port}")
-        if not ports or len(ports) > 64:
+        if not self.ports or len(self.ports) > 64:
             raise UsageError("give between 1 and 64 DNS ports")
-        self.ports = ports
         self.ringbuf_pages = ringbuf_pages
         self.kernel_inflight = kernel_inflight
         self.resolv_cache = ResolvConfCache()
         self.tracker = DnsTracker(resolv_for_pid=self.resolv_cache.for_pid, max_inflight=max_inflight)
-        self.bpf = None
-        self.reader = None
+        self.bpf: Any = None  # bcc.BPF once started (bcc has no types)
+        self.reader: RingBufReader | None = None
         self.links: list[bpfload.CgroupLink] = []
         self._offset_ns = 0
         self._ipv4 = TextCache(ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(ipv6_text)
         self._comms = TextCache(comm_text)
-        self._events: list[dict] = []  # filled by _record during a poll
+        self._events: list[DnsEventDict] = []  # filled by _record during a poll
         self.records = 0  # ring buffer records decoded (kept after close)
         self.records_malformed = 0
-        self.inflight_map = None  # the kernel's in-flight query map (bcc table)
+        self.inflight_map: KernelInflight | None = None  # the kernel's in-flight query map
         self._next_qseq: dict[int, int] = {}  # pid -> the send sequence number expected next
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
-        self._pending_cache: tuple[int, list[dict]] = (0, [])
-        self._closing_counters: dict = {}  # kernel counters read at close
+        self._pending_cache: tuple[int, list[DnsEventDict]] = (0, [])
+        self._closing_counters: dict[str, int] = {}  # kernel counters read at close
         self.order = dict(gap_sweeps=0, gap_sweeps_skipped=0, swept=0, pairs=0)
 
     def start(self) -> None:
         defines = f"#define RINGBUF_PAGES {self.ringbuf_pages}\n#define INFLIGHT_MAX {self.kernel_inflight}\n"
-        self.bpf = bpfload.load(Path(__file__).with_name("dns.bpf.c"), text_prefix=defines)
-        ports = self.bpf["dns_ports"]
+        self.bpf = bpf = bpfload.load(Path(__file__).with_name("dns.bpf.c"), text_prefix=defines)
+        ports = bpf["dns_ports"]
         for port in self.ports:
             ports[ctypes.c_ushort(port)] = ctypes.c_ubyte(1)
         root = bpfload.find_cgroup2_root()
-        egress = self.bpf.load_func("dns_egress", self.bpf.CGROUP_SKB)
-        ingress = self.bpf.load_func("dns_ingress", self.bpf.CGROUP_SKB)
-        self.reader = RingBufReader(self.bpf["events"].map_fd)
-        self.inflight_map = KernelInflight(self.bpf["inflight"], self.kernel_inflight)
+        egress = bpf.load_func("dns_egress", bpf.CGROUP_SKB)
+        ingress = bpf.load_func("dns_ingress", bpf.CGROUP_SKB)
+        self.reader = RingBufReader(bpf["events"].map_fd)
+        self.inflight_map = KernelInflight(bpf["inflight"], self.kernel_inflight)
         self._offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
@@ -120,14 +122,14 @@ class DnsWireSource(Source):
     def fds(self) -> list[int]:
         return [self.reader.fd] if self.reader is not None else []
 
-    def decode(self, area, offset: int, length: int) -> Packet:
+    def decode(self, area: mmap.mmap, offset: int, length: int) -> Packet:
         """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet."""
         if length < EVENT_HDR_SIZE:
             raise ValueError("record shorter than its header")  # the reader counts it as malformed
         return self._packet(EVENT_HDR.unpack_from(area, offset), area, offset + EVENT_HDR_SIZE,
                             length - EVENT_HDR_SIZE)
 
-    def _packet(self, header: tuple, area, data_start: int, data_room: int) -> Packet:
+    def _packet(self, header: tuple[Any, ...], area: mmap.mmap, data_start: int, data_room: int) -> Packet:
         (ts, cookie, pid, tid, seq, _qseq, saddr, daddr, sport, dport, payload_len, cap_len,
          family, proto, direction, _kind, comm, _reserved) = header
         addresses = self._ipv4 if family == 4 else self._ipv6
@@ -135,7 +137,7 @@ class DnsWireSource(Source):
                       addresses[saddr], addresses[daddr], sport, dport, payload_len, seq,
                       area[data_start:data_start + min(cap_len, data_room)])
 
-    def _record(self, area, offset: int, length: int) -> None:
+    def _record(self, area: mmap.mmap, offset: int, length: int) -> None:
         """Feed one ring buffer record to the tracker; its events go to ``self._events``."""
         if length < EVENT_HDR_SIZE:
             raise ValueError("record shorter than its header")
@@ -164,7 +166,7 @@ class DnsWireSource(Source):
         if events:
             self._events.extend(events)
 
-    def _pair(self, header: tuple, area, offset: int, length: int) -> None:
+    def _pair(self, header: tuple[Any, ...], area: mmap.mmap, offset: int, length: int) -> None:
         """A kernel-paired UDP query + answer: one event. The flood's hot path: an exchange seen
         before (same socket, server, question and answer but for the id) only copies its event."""
         if length < PAIR_QUERY_START:
@@ -189,10 +191,9 @@ class DnsWireSource(Source):
         # the record describes the answer: its source is the server, its destination the client
         flow_key = (cookie, pid, saddr, sport, dport, area[query_start + 2:query_start + query_len], query_len,
                     area[answer_start + 2:answer_start + cap_len], payload_len)
-        flow = tracker._flows.get(flow_key)
-        if flow is not None and query_len >= 12:
-            self._events.append(tracker._flow_event(flow, query_ts + offset_ns, ts + offset_ns, pid, tid, msg_id,
-                                                    cookie, dport))
+        event = tracker.repeated_pair(flow_key, query_ts + offset_ns, ts + offset_ns, pid, tid, msg_id, cookie, dport)
+        if event is not None:
+            self._events.append(event)
             return
         addresses = self._ipv4 if family == 4 else self._ipv6
         self._events.extend(tracker.pair(
@@ -236,6 +237,7 @@ class DnsWireSource(Source):
         values, keys = inflight.values, inflight.keys
         value_size, key_size = inflight.value_size, inflight.key_size
         head = QUERY_ENTRY_HEAD.unpack_from
+        view = memoryview(values)
         packets = []
         for index in range(count):
             offset = index * value_size
@@ -254,7 +256,7 @@ class DnsWireSource(Source):
             data_start = offset + QUERY_ENTRY_DATA
             packets.append(Packet(ts + self._offset_ns, cookie, entry_pid, tid, self._comms[comm], family, PROTO_UDP,
                                   DIR_EGRESS, addresses[saddr], addresses[daddr], sport, dport, length, qseq,
-                                  bytes(values[data_start:data_start + length])))
+                                  bytes(view[data_start:data_start + length])))
         return packets
 
     def _sweep(self, max_ts: int | None = None, pid: int | None = None, below_qseq: int = 0) -> None:
@@ -271,7 +273,7 @@ class DnsWireSource(Source):
             packet.seq = 0  # UDP: no TCP sequence number
             self.tracker.packet(packet)  # a query: no event until its answer or timeout
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[DnsEventDict]:
         if self.reader is None:
             return []
         self._events = []
@@ -279,9 +281,9 @@ class DnsWireSource(Source):
         events, self._events = self._events, []
         return events
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[DnsEventDict]:
         """At shutdown: the rest of the ring buffer (one poll stops after DEFAULT_DRAIN_LIMIT records)."""
-        events: list[dict] = []
+        events: list[DnsEventDict] = []
         for _ in range(FLUSH_MAX_DRAINS):  # bounded: the kernel keeps writing while we read
             if self.reader is None:
                 break
@@ -292,12 +294,12 @@ class DnsWireSource(Source):
         self._sweep()  # queries still unanswered: in flight in user space
         return events
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[DnsEventDict]:
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
         self._sweep(max_ts=time.monotonic_ns() - SWEEP_AGE_NS)  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
         return self.tracker.expire(now_ns)
 
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[DnsEventDict]:
         """In-flight queries, user space's and the kernel map's, as unanswered-so-far attempts."""
         now = time.monotonic_ns()
         read_at, kernel_held = self._pending_cache
@@ -310,20 +312,22 @@ class DnsWireSource(Source):
             self._pending_cache = (now, kernel_held)
         return self.tracker.pending() + kernel_held
 
-    def kernel_counters(self) -> dict:
+    def kernel_counters(self) -> dict[str, int]:
         if self.bpf is None:
             return {}
         return per_cpu_counters(self.bpf["counters"], KERNEL_COUNTERS)
 
-    def stats(self) -> dict:
-        stats = self.tracker.stats()
+    def stats(self) -> dict[str, object]:
+        counts = self.tracker.counts()
         kernel = self.kernel_counters() if self.bpf is not None else dict(self._closing_counters)
-        if kernel:
-            stats["malformed"] += kernel.pop("kernel_malformed")
-            stats.update(kernel)
         if self.reader is not None:
             self.records = self.reader.records
             self.records_malformed = self.reader.malformed
+        # malformed: the tracker's messages, the kernel's packets and the ring's records
+        counts["malformed"] += self.records_malformed + (kernel.pop("kernel_malformed") if kernel else 0)
+        stats: dict[str, object] = dict(counts)
+        stats["servers"] = self.tracker.server_counts()
+        stats.update(kernel)
         stats["records"] = self.records
         stats.update(self.order)
         if kernel:
@@ -332,7 +336,6 @@ class DnsWireSource(Source):
             # what went in and never came out by a known way (0 unless the kernel map lost entries)
             stats["kernel_inflight_evicted"] = max(0, kernel["kernel_inflight_added"] - kernel["kernel_paired"]
                                                    - kernel["kernel_resent"] - self.order["swept"] - held)
-        stats["malformed"] += self.records_malformed
         stats["resolv_conf_reads"] = self.resolv_cache.reads
         return stats
 

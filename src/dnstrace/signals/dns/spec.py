@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.config import KEYS_BY_NAME
@@ -32,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unanswered", action="store_true", help="only queries that got no answer")
 
 
-def make_filter(args: argparse.Namespace):
+def make_filter(args: argparse.Namespace) -> Callable[[dict[str, object]], bool] | None:
     if not args.unanswered:
         return None
     return lambda event: event.get("answered") is False
 
 
-def _fmt_rcode(value) -> str:
+def _fmt_rcode(value: object) -> str:
     return "TIMEOUT" if value is None else str(value)
 
 
