@@ -316,11 +316,7 @@ class DnsTracker:
         assert msg.qname is not None  # qname_key is not None: it has a question
         query = self._new_query(ts, cookie, pid, tid, comm, server, dport, sport, proto, msg_id, msg.qname,
                                 msg.qtype, conf, qname_key, client)
-        sent_key = (pid, msg_id, qname_key, msg.qtype)
-        previous = self.recent_sent.get(sent_key)
-        if previous is not None and 0 <= ts - previous < RETRANSMIT_WINDOW_NS:
-            query.retransmit = True
-        self.recent_sent.put(sent_key, ts)
+        query.retransmit = self._retransmitted(pid, msg_id, qname_key, msg.qtype, ts)
         if proto == "tcp":
             tc_query = self.recent_tc.pop((client, server, qname_key, msg.qtype))
             if tc_query is not None and ts - tc_query.ts < TCP_FALLBACK_WINDOW_NS:
@@ -328,7 +324,8 @@ class DnsTracker:
                 query.fallback_of = {"ts": tc_query.ts, "id": tc_query.id, "server": tc_query.server,
                                      "sport": tc_query.sport}
         elif msg.qtype in (1, 28) and not (conf and conf.single_request):
-            self._pair_check(query, qname_key)
+            query.pair_of = self._same_port_partner(cookie, sport, qname_key, msg.qtype, ts, msg_id)
+            query.same_port_pair = query.pair_of is not None
         return query
 
     def pair(self, query_ts: int, answer_ts: int, cookie: int, pid: int, tid: int, comm: str, family: int,
@@ -400,8 +397,7 @@ class DnsTracker:
 
     def _flow_event(self, flow: Flow, ts: int, answer_ts: int, pid: int, tid: int, msg_id: int, cookie: int,
                     sport: int) -> DnsEventDict:
-        """The event of one kernel-paired exchange: the general path's flags (``_make_query``), inlined
-        here because this is the flood path (``test_dns_pairs`` checks both paths give the same events)."""
+        """The event of one kernel-paired exchange: the template, its time and id, and the flags of ``_make_query``."""
         template, qname_key, qtype, check_pair, counts, answers = flow
         self.flow_events += 1  # each one packets += 2, queries += 1, answers += 1 (added up in stats)
         counts[0] += 1
@@ -412,34 +408,39 @@ class DnsTracker:
         latency_ns = answer_ts - ts
         event["latency_ns"] = latency_ns if latency_ns > 0 else 0
         event["answers"] = list(answers) if answers else []
-        recent_sent = self.recent_sent  # RecentMap get/put, inlined
+        if self._retransmitted(pid, msg_id, qname_key, qtype, ts):
+            event["retransmit"] = True
+        if check_pair:
+            pair_of = self._same_port_partner(cookie, sport, qname_key, qtype, ts, msg_id)
+            if pair_of is not None:
+                event["same_port_pair"] = True
+                event["pair_of"] = pair_of
+        return event
+
+    def _retransmitted(self, pid: int, msg_id: int, qname_key: str, qtype: int | None, ts: int) -> bool:
+        """Whether this query repeats one of ``pid`` with its id and question sent shortly before (remembers it)."""
+        recent_sent = self.recent_sent  # its get and put, inlined: once per query of a flood
         sent_key = (pid, msg_id, qname_key, qtype)
         young = recent_sent.young
         previous = young.get(sent_key)
         if previous is None:
             previous = recent_sent.old.get(sent_key)
-        if previous is not None and 0 <= ts - previous < RETRANSMIT_WINDOW_NS:
-            event["retransmit"] = True
         young[sent_key] = ts
         if len(young) >= recent_sent.half:
             recent_sent.age()
-        if check_pair:
-            recent_pair = self.recent_pair
-            partner = recent_pair.get((cookie, sport, qname_key, 28 if qtype == 1 else 1))
-            if partner is not None and ts - partner[0] <= SAME_PORT_WINDOW_NS:
-                event["same_port_pair"] = True
-                event["pair_of"] = {"ts": partner[0], "id": partner[1], "qtype": qtype_name(partner[2])}
-            recent_pair.put((cookie, sport, qname_key, qtype), (ts, msg_id, qtype))
-        return event
+        return previous is not None and 0 <= ts - previous < RETRANSMIT_WINDOW_NS
 
-    def _pair_check(self, query: Query, qname_key: str) -> None:
-        """Default glibc: A and AAAA leave one socket and port together (seed 004's precondition)."""
-        other_type = 28 if query.qtype == 1 else 1
-        partner = self.recent_pair.get((query.cookie, query.sport, qname_key, other_type))
-        if partner is not None and query.ts - partner[0] <= SAME_PORT_WINDOW_NS:
-            query.same_port_pair = True  # on the later query of the pair: its partner may be out already
-            query.pair_of = {"ts": partner[0], "id": partner[1], "qtype": qtype_name(partner[2])}
-        self.recent_pair.put((query.cookie, query.sport, qname_key, query.qtype), (query.ts, query.id, query.qtype))
+    def _same_port_partner(self, cookie: int, sport: int, qname_key: str, qtype: int | None, ts: int,
+                           msg_id: int) -> dict[str, object] | None:
+        """Default glibc: A and AAAA leave one socket and port together (seed 004's precondition).
+        For the later query of such a pair (its partner may be out already): the partner's ts, id and
+        qtype. Remembers this one, an A or AAAA query."""
+        recent_pair = self.recent_pair
+        partner = recent_pair.get((cookie, sport, qname_key, 28 if qtype == 1 else 1))
+        recent_pair.put((cookie, sport, qname_key, qtype), (ts, msg_id, qtype))
+        if partner is not None and ts - partner[0] <= SAME_PORT_WINDOW_NS:
+            return {"ts": partner[0], "id": partner[1], "qtype": qtype_name(partner[2])}
+        return None
 
     def _answer(self, ts: int, cookie: int, msg: DnsMessage, msg_id: int, wanted: str | None) -> DnsEventDict | None:
         key = (cookie, msg_id)
