@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 
 from dnstrace.config import load
 from dnstrace.flow import Sink, Source
 from dnstrace.pipeline import runner as pipeline_mod
 from dnstrace.pipeline.runner import Pipeline
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import SignalSpec
 
 TOTAL = 500_000
 
@@ -61,9 +62,14 @@ class CountingSink(Sink):
             self.done.set()
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
 def run(batch: int) -> float:
     source = FastSource(batch)
-    target = TraceTarget("fast", "", "", (), lambda ns: [source])
+    target = SignalSpec("fast", "", "", (), NoOptions, lambda options: [source])
     pipeline_mod.available_targets = lambda: {"fast": target}
     pipeline_mod.known_signal_names = lambda: {"fast"}
     sink = CountingSink(None)

@@ -1,9 +1,9 @@
 """Compile and attach dnstrace's BPF programs with bcc, and explain why when it cannot.
 
 Everything that touches bcc or the kernel's BPF plumbing in a generic way lives
-here: privilege and environment checks, compiling ``bpf/<name>.bpf.c``, attaching
+here: privilege and environment checks, compiling a signal's ``<name>.bpf.c``, attaching
 cgroup programs through BPF links (so the kernel detaches them if the agent is
-SIGKILLed), and converting kernel timestamps to unix time.
+SIGKILLed). Kernel timestamps become unix time in ``dnstrace.kernel.clock``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ctypes
 import ctypes.util
 import os
 import platform
-import time
 from pathlib import Path
 
 from dnstrace.errors import DnstraceError, EnvironmentProblem
@@ -188,10 +187,3 @@ class CgroupLink:
             os.close(self.cgroup_fd)
             self.link_fd = -1
 
-
-# --- time -----------------------------------------------------------------------------
-
-
-def monotonic_to_unix_offset_ns() -> int:
-    """Add this to ``bpf_ktime_get_ns()`` (CLOCK_MONOTONIC) to get unix time in ns."""
-    return time.time_ns() - time.monotonic_ns()

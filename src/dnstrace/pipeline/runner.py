@@ -1,9 +1,10 @@
 """The agent's data path: signals -> enrichment -> sinks, with a clean start and a clean stop.
 
 ``Pipeline`` is what ``dnstrace agent``, ``dnstrace top`` and ``dnstrace findings``
-run. It builds the sources of every configured signal (each one a ``dnstrace
-trace`` target), starts them one signal at a time so that a signal the kernel
-cannot support is reported in one log line while the others keep running, feeds
+run. It builds the sources of every configured signal (a ``SignalSpec`` of
+``signals.registry``, given Options from the config keys it maps), starts them one
+signal at a time so that a signal the kernel cannot support is reported in one log
+line while the others keep running, feeds
 every event batch through the enricher, then to every *stage*, then to every
 *sink*, ticks stages and sinks about once a second, and on SIGTERM/SIGINT (or
 ``stop()``, or the end of ``duration_s``) detaches every probe and closes stages
@@ -27,18 +28,20 @@ stage the sinks it feeds (the findings engine keeps those with ``set_findings``)
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from dnstrace import log
 from dnstrace.errors import DnstraceError, EnvironmentProblem, UsageError
 from dnstrace.flow import Sink, Source
 from dnstrace.log import status
 from dnstrace.pipeline.loop import Runner
+from dnstrace.signals.base import SignalSpec
+from dnstrace.signals.registry import all_signals
 from dnstrace.stop import StopFlag
 
 # Each exposes ``make_sink(config) -> Sink | None`` (None = disabled by the config).
@@ -61,43 +64,14 @@ DERIVED_COUNTERS = ("kernel_inflight_evicted",)
 DNS_LOSS_COUNTERS = ("ringbuf_lost", "ringbuf_full", "kernel_missed", "pairs_lost", "inflight_evicted")
 
 
-def available_targets() -> dict:
-    """Trace targets by name (``dnstrace trace <name>``), from ``trace_cmd.TARGET_MODULES``."""
-    from dnstrace.cli.trace import load_targets  # noqa: PLC0415 - keeps import light
-
-    return {target.name: target for target in load_targets()}
+def available_targets() -> dict[str, SignalSpec[Any]]:
+    """Every signal by name (``dnstrace trace <name>``), from ``signals.registry``."""
+    return all_signals()
 
 
 def known_signal_names() -> set[str]:
     """Every signal name a config may use."""
     return set(available_targets())
-
-
-def source_namespace(target, config) -> argparse.Namespace:
-    """What ``TRACE.make_sources`` gets when the agent (not ``dnstrace trace``) starts a signal.
-
-    Target-specific options take the defaults of the target's own parser, then the config keys the
-    target maps in ``config_options`` (``agent.conntrack_interval`` -> ``interval`` ...); the common
-    ``trace`` options are unset; the whole config is there as ``config``.
-    """
-    from dnstrace.cli.trace import add_common_arguments  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    add_common_arguments(parser)
-    try:
-        target.add_arguments(parser)
-        ns = parser.parse_args([])
-    except (argparse.ArgumentError, SystemExit):  # a target with required options: common ones only
-        ns = argparse.Namespace()
-    for key, dest in target.config_options.items():
-        setattr(ns, dest, config[key])
-    ns.config = config
-    ns.pid = None
-    ns.comm = None
-    ns.min_latency = None
-    ns.json = True
-    ns.duration = None
-    return ns
 
 
 class _SignalRunner(Runner):
@@ -227,7 +201,7 @@ class Pipeline:
         self._counters = {"batches": 0, "events": 0, "derived_events": 0, "enrich_errors": 0, "sink_errors": 0,
                           "stage_errors": 0, "agent_events": 0}
         self._last_error_log: dict[str, float] = {}
-        self._targets = None
+        self._targets: dict[str, SignalSpec[Any]] | None = None
         self._validate_signals()
 
     # --- building ------------------------------------------------------------------
@@ -246,8 +220,8 @@ class Pipeline:
     def make_signal_sources(self, signal_name: str) -> list[Source]:
         if self._targets is None:
             self._targets = available_targets()
-        target = self._targets[signal_name]  # names were checked by _validate_signals
-        return list(target.make_sources(source_namespace(target, self.config)))
+        spec = self._targets[signal_name]  # names were checked by _validate_signals
+        return list(spec.make_sources(spec.options_from_config(self.config)))
 
     def make_sinks(self) -> list[Sink]:
         """The sinks of ``sink_modules`` that the config enables, then ``extra_sinks``."""

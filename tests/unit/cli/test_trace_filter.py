@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from dnstrace.cli.trace import build_filter
-from dnstrace.signals.gai.source import TRACE
+from dnstrace.signals.gai.source import SIGNAL
 
 
 def _args(**kw):
@@ -13,11 +13,11 @@ def _args(**kw):
 
 
 def test_no_filter_given_means_no_predicate():
-    assert build_filter(_args(), TRACE) is None
+    assert build_filter(_args(), SIGNAL) is None
 
 
 def test_pid_comm_and_latency_filters_combine():
-    keep = build_filter(_args(pid=[7], comm=["curl"], min_latency="10ms"), TRACE)
+    keep = build_filter(_args(pid=[7], comm=["curl"], min_latency="10ms"), SIGNAL)
     assert keep({"pid": 7, "comm": "curl", "latency_ns": 20_000_000})
     assert not keep({"pid": 8, "comm": "curl", "latency_ns": 20_000_000})
     assert not keep({"pid": 7, "comm": "wget", "latency_ns": 20_000_000})

@@ -2,6 +2,7 @@
 
 import os
 import threading
+from dataclasses import dataclass
 
 import pytest
 import structlog.testing
@@ -11,7 +12,7 @@ from dnstrace.errors import EnvironmentProblem, UsageError
 from dnstrace.flow import Sink, Source
 from dnstrace.pipeline import runner as pipeline_mod
 from dnstrace.pipeline.runner import Pipeline
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import SignalSpec
 
 
 class PipeSource(Source):
@@ -86,20 +87,26 @@ class RecordingSink(Sink):
         self.closed += 1
 
 
+@dataclass(frozen=True)
+class FakeOptions:
+    dns_ports: tuple[int, ...] = (53,)
+    libc_rescan_interval_ns: int = 1  # no config_options entry: must keep this default
+
+
 @pytest.fixture
 def fake_signals(monkeypatch):
-    """Replaces the real trace targets with fakes; returns the sources each signal made."""
+    """Replaces the real signals with fakes; returns the sources each signal made and the Options it got."""
     made: dict[str, list] = {}
-    namespaces = {}
+    options_seen = {}
 
     def target(name, factory):
-        def make_sources(ns):
-            namespaces[name] = ns
+        def make_sources(options):
+            options_seen[name] = options
             sources = factory()
             made[name] = sources
             return sources
-        return TraceTarget(name=name, help="", description="", columns=(), make_sources=make_sources,
-                           config_options={"agent.dns_ports": "dns_ports"})
+        return SignalSpec(name=name, help="", description="", columns=(), options=FakeOptions,
+                          make_sources=make_sources, config_options={"agent.dns_ports": "dns_ports"})
 
     targets = {
         "good": target("good", lambda: [PipeSource("good-a"), PipeSource("good-b")]),
@@ -110,7 +117,7 @@ def fake_signals(monkeypatch):
     monkeypatch.setattr(pipeline_mod, "available_targets", lambda: targets)
     monkeypatch.setattr(pipeline_mod, "known_signal_names", lambda: set(targets))
     monkeypatch.setattr(pipeline_mod, "SINK_MODULES", ())
-    return made, namespaces
+    return made, options_seen
 
 
 def config(**values):
@@ -140,7 +147,7 @@ def wait_until(predicate, timeout_s=5.0):
 
 
 def test_events_reach_sinks_and_everything_closes(fake_signals):
-    made, namespaces = fake_signals
+    made, options_seen = fake_signals
     sink = RecordingSink()
     pipe = Pipeline(config(**{"agent.dns_ports": "53,8600"}), extra_sinks=[sink], signals=["good", "other"])
     thread, errors = run_in_thread(pipe)
@@ -154,10 +161,9 @@ def test_events_reach_sinks_and_everything_closes(fake_signals):
     assert sorted(e["n"] for e in sink.events) == [1, 2, 3]
     assert sink.ticks >= 1 and sink.closed == 1
     assert all(s.closed == 1 for sources in made.values() for s in sources)
-    # The agent passes the config values a target maps (config_options) as namespace attributes.
-    ns = namespaces["good"]
-    assert ns.dns_ports == [53, 8600] and ns.pid is None and ns.json is True and ns.config is pipe.config
-    assert not hasattr(ns, "libc_rescan_interval"), "unmapped config keys must not be guessed into the namespace"
+    # The agent sets the Options fields a signal maps (config_options) from the config; the others keep defaults.
+    options = options_seen["good"]
+    assert options == FakeOptions(dns_ports=(53, 8600), libc_rescan_interval_ns=1)
     stats = pipe.stats()
     assert stats["pipeline"]["events"] == 3
     assert stats["sinks"]["recording"] == {"seen": 3}

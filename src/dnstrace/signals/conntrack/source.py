@@ -12,13 +12,14 @@ happens in the sender's own context, to its process (``attribution``).
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 from dnstrace.columns import TIME_COLUMN, Column
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.signals.registry import TraceTarget, duration_ns_arg
+from dnstrace.signals.base import Flag, SignalSpec, option
+from dnstrace.units import parse_duration_ns
 
 # event field <- column of /proc/net/stat/nf_conntrack
 COUNTERS = {
@@ -170,25 +171,27 @@ class ConntrackSource(Source):
                 "last_scan_ms": round(self.last_scan_s * 1000, 1)}
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    sources: list[Source] = [ConntrackSource(args.interval, args.every_interval)]
-    if args.with_drops:
+@dataclass(frozen=True)
+class ConntrackOptions:
+    interval_ns: int = option(DEFAULT_INTERVAL_NS, Flag(
+        "--interval", "how often to read the counters (default 1s; the agent uses agent.conntrack_interval)",
+        metavar="DUR", parse=parse_duration_ns))
+    every_interval: bool = option(False, Flag(
+        "--every-interval", "report every namespace every interval, even when nothing moved"))
+    with_drops: bool = option(True, Flag(
+        "--no-drops", "do not trace the packets netfilter drops (skb:kfree_skb NETFILTER_DROP)"))
+
+
+def make_sources(options: ConntrackOptions) -> list[Source]:
+    sources: list[Source] = [ConntrackSource(options.interval_ns, options.every_interval)]
+    if options.with_drops:
         from dnstrace.signals.drops.source import DropsSource  # noqa: PLC0415
 
         sources.append(DropsSource(reasons=["NETFILTER_DROP"], explain=False))
     return sources
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--interval", type=duration_ns_arg, default=DEFAULT_INTERVAL_NS, metavar="DUR",
-                        help="how often to read the counters (default 1s; the agent uses agent.conntrack_interval)")
-    parser.add_argument("--every-interval", action="store_true",
-                        help="report every namespace every interval, even when nothing moved")
-    parser.add_argument("--no-drops", dest="with_drops", action="store_false", default=True,
-                        help="do not trace the packets netfilter drops (skb:kfree_skb NETFILTER_DROP)")
-
-
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="conntrack",
     help="conntrack insert failures, drops and table pressure per network namespace",
     description=(
@@ -213,9 +216,9 @@ TRACE = TraceTarget(
         Column("daddr", "DESTINATION", 15),
         Column("comm", "COMM", 15),
     ),
+    options=ConntrackOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
-    config_options={"agent.conntrack_interval": "interval"},
+    config_options={"agent.conntrack_interval": "interval_ns"},
     examples=(
         "dnstrace trace conntrack                 # insert failures and table-full drops as they happen",
         "dnstrace trace conntrack --every-interval --interval 5s --json",

@@ -36,6 +36,7 @@ from dnstrace.enrich.resolvconf import ResolvConfCache
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel import load as bpfload
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringbuf import RingBufReader
 from dnstrace.kernel.stats import per_cpu_counters
 from dnstrace.signals.dns.abi import (
@@ -76,7 +77,7 @@ class DnsWireSource(Source):
     name = "dns"
 
     def __init__(self, ports: Iterable[int] = (53,), ringbuf_pages: int = 4096, max_inflight: int = 65536,
-                 kernel_inflight: int = 32768):
+                 kernel_inflight: int = 32768, clock: KernelClock | None = None):
         self.ports = sorted({int(p) for p in ports})
         for port in self.ports:
             if not 0 < port < 65536:
@@ -90,7 +91,8 @@ class DnsWireSource(Source):
         self.bpf: Any = None  # bcc.BPF once started (bcc has no types)
         self.reader: RingBufReader | None = None
         self.links: list[bpfload.CgroupLink] = []
-        self._offset_ns = 0
+        self.clock = clock or shared_clock()
+        self._offset_ns = 0  # the clock's offset, read when started and at each poll and tick
         self._ipv4 = TextCache(ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(ipv6_text)
         self._comms = TextCache(comm_text)
@@ -115,9 +117,14 @@ class DnsWireSource(Source):
         ingress = bpf.load_func("dns_ingress", bpf.CGROUP_SKB)
         self.reader = RingBufReader(bpf["events"].map_fd)
         self.inflight_map = KernelInflight(bpf["inflight"], self.kernel_inflight)
-        self._offset_ns = bpfload.monotonic_to_unix_offset_ns()
+        self._follow_clock()
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
+
+    def _follow_clock(self) -> None:
+        """Kernel timestamps to unix ns with the clock's offset now (it follows wall-clock steps)."""
+        self.clock.refresh()
+        self._offset_ns = self.clock.offset_ns
 
     def fds(self) -> list[int]:
         return [self.reader.fd] if self.reader is not None else []
@@ -276,6 +283,7 @@ class DnsWireSource(Source):
     def poll(self) -> list[DnsEventDict]:
         if self.reader is None:
             return []
+        self._follow_clock()
         self._events = []
         self.reader.drain_with(self._record)
         events, self._events = self._events, []
@@ -296,7 +304,8 @@ class DnsWireSource(Source):
 
     def tick(self, now_ns: int) -> list[DnsEventDict]:
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
-        self._sweep(max_ts=time.monotonic_ns() - SWEEP_AGE_NS)  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
+        self._follow_clock()
+        self._sweep(max_ts=self.clock.now_ktime_ns() - SWEEP_AGE_NS)
         return self.tracker.expire(now_ns)
 
     def pending(self) -> list[DnsEventDict]:

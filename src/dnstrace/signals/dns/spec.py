@@ -1,40 +1,39 @@
-"""The dns signal declared for ``dnstrace trace dns`` and the agent: its options, filter and columns."""
+"""The dns signal declared once: its Options (ports, ``--unanswered``), the sources they make, its columns."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.config import KEYS_BY_NAME
 from dnstrace.flow import Source
+from dnstrace.signals.base import EventFilter, Flag, SignalSpec, option
 from dnstrace.signals.dns.source import DnsWireSource
-from dnstrace.signals.registry import TraceTarget
 
 
-def dns_ports(args: argparse.Namespace) -> list[int]:
-    """The configured DNS ports (``agent.dns_ports``, or its default under `dnstrace trace`) plus ``--port``."""
-    return list(dict.fromkeys([*args.dns_ports, *(args.port or ())]))
+@dataclass(frozen=True)
+class DnsPortOptions:
+    """The ports traced as DNS: ``agent.dns_ports`` (its default under `dnstrace trace`) plus ``--port``."""
+
+    dns_ports: tuple[int, ...] = tuple(KEYS_BY_NAME["agent.dns_ports"].default)
+    ports: tuple[int, ...] = option((), Flag("--port", "also trace this port as DNS (repeatable), e.g. 8600 for Consul",
+                                             metavar="PORT", parse=int, repeat=True))
+
+    def all_ports(self) -> list[int]:
+        return list(dict.fromkeys([*self.dns_ports, *self.ports]))
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DnsWireSource(ports=dns_ports(args))]
+@dataclass(frozen=True)
+class DnsOptions(DnsPortOptions):
+    unanswered: bool = option(False, Flag("--unanswered", "only queries that got no answer"))
 
 
-def add_port_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--port`` (extra ports) and the hidden ``dns_ports`` the agent sets from ``agent.dns_ports``."""
-    parser.add_argument("--port", type=int, action="append", default=None, metavar="PORT",
-                        help="also trace this port as DNS (repeatable), e.g. 8600 for Consul")
-    parser.set_defaults(dns_ports=KEYS_BY_NAME["agent.dns_ports"].default)
+def make_sources(options: DnsPortOptions) -> list[Source]:
+    return [DnsWireSource(ports=options.all_ports())]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_port_arguments(parser)
-    parser.add_argument("--unanswered", action="store_true", help="only queries that got no answer")
-
-
-def make_filter(args: argparse.Namespace) -> Callable[[dict[str, object]], bool] | None:
-    if not args.unanswered:
+def make_filter(options: DnsOptions) -> EventFilter | None:
+    if not options.unanswered:
         return None
     return lambda event: event.get("answered") is False
 
@@ -50,7 +49,7 @@ COLUMNS = (
     Column("qname", "QNAME", 40),
 )
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="dns",
     help="DNS queries and answers on the wire, per process (UDP and TCP, IPv4 and IPv6)",
     description=(
@@ -61,8 +60,8 @@ TRACE = TraceTarget(
         "same_port_pair, tcp_fallback and retransmit."
     ),
     columns=COLUMNS,
+    options=DnsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     config_options={"agent.dns_ports": "dns_ports"},
     make_filter=make_filter,
     examples=(

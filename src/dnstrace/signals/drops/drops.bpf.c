@@ -8,7 +8,7 @@
  * running kernel's tracefs. Every wanted drop is counted per (reason, sending
  * process, ingress device); at most DROP_EVENT_BUDGET events per key and second are sent.
  *
- * Compile-time knobs (agent/drops.py): DROP_EVENT_BUDGET, KEY_MAX, RINGBUF_PAGES.
+ * Compile-time knobs (drops/source.py): DROP_EVENT_BUDGET, KEY_MAX, RINGBUF_PAGES.
  */
 #include "drops.h"
 

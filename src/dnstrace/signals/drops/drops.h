@@ -1,7 +1,8 @@
 /* Events of drops.bpf.c: packets the kernel freed with an interesting drop reason.
  *
- * Packed by hand, largest fields first; agent/drops.py decodes the same layouts
- * with struct (FIB_FORMAT, EVENT_FORMAT, KEY_FORMAT, VALUE_FORMAT).
+ * Packed by hand, largest fields first; drops/source.py decodes the same layouts
+ * with struct (FIB, EVENT_HEAD, KEY, VALUE; counters STAT_NAMES).
+ * tests/unit/kernel/test_abi.py compares them.
  */
 #ifndef DNSTRACE_DROPS_H
 #define DNSTRACE_DROPS_H

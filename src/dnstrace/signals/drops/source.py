@@ -1,6 +1,6 @@
 """Packets the kernel dropped for routing and netfilter reasons (``dnstrace trace drops``).
 
-The kernel side (``bpf/drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
+The kernel side (``drops.bpf.c``) reports ``skb:kfree_skb`` drops whose reason
 is wanted, with the recent netif_receive_skb / fib_table_lookup calls of the same
 CPU. Here those are turned into addresses, devices and, for rp_filter drops, the
 cause in words (``why``): the ingress device is looked up in every namespace of
@@ -10,20 +10,21 @@ numbers come from the running kernel's tracefs, never from headers.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
 from dnstrace.enrich.proc import read_comm
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 FIB = struct.Struct("<QIiii4s4sHHB3x16s")
 EVENT_HEAD = struct.Struct("<5QIHBB16s16s")
@@ -132,7 +133,7 @@ class DropsSource(BpfRingSource):
     name = "drops"
 
     def __init__(self, reasons: list[str] | None = None, event_budget: int = DEFAULT_EVENT_BUDGET,
-                 explain: bool = True):
+                 explain: bool = True, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.reason_names = reasons
@@ -141,7 +142,7 @@ class DropsSource(BpfRingSource):
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.offset_ns = 0
+        self.clock = clock or shared_clock()
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
         self.key_changed: dict[bytes, tuple[int, float]] = {}
@@ -165,7 +166,6 @@ class DropsSource(BpfRingSource):
         wanted = self.bpf["wanted"]
         for number in self.reasons:
             wanted[ctypes.c_int(number)] = ctypes.c_ubyte(1)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.facts = DeviceFactsCache()
         from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
 
@@ -185,7 +185,7 @@ class DropsSource(BpfRingSource):
     def _decode_record(self, area, offset: int, length: int) -> dict | None:
         if length != EVENT_SIZE:
             raise ValueError(f"drop record of {length} bytes, not {EVENT_SIZE}")  # counted by the reader
-        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.offset_ns, self._ksym)
+        return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.clock.offset_ns, self._ksym)
 
     def _explain(self, event: dict) -> None:
         if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None:
@@ -204,6 +204,7 @@ class DropsSource(BpfRingSource):
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
+        self.clock.refresh()
         events = self.reader.drain_with(self._decode_record)
         for event in events:
             self._explain(event)
@@ -268,34 +269,35 @@ class DropsSource(BpfRingSource):
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [DropsSource(reasons=args.reason,
-                        event_budget=args.event_budget,
-                        explain=not args.no_explain)]
+@dataclass(frozen=True)
+class DropsOptions:
+    reasons: tuple[str, ...] = option((), Flag(
+        "--reason", "drop reason to trace, as the kernel names it (repeatable; default: " + ", ".join(DEFAULT_REASONS) + ")",
+        metavar="NAME", repeat=True))
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    explain: bool = option(True, Flag(
+        "--no-explain", "do not look up devices (addresses, rp_filter) to explain rp_filter drops"))
+    iifs: tuple[str, ...] = option((), Flag("--iif", "only drops received on this device name (repeatable)",
+                                            metavar="DEV", repeat=True))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", action="append", default=None, metavar="NAME",
-                        help="drop reason to trace, as the kernel names it (repeatable; default: "
-                             + ", ".join(DEFAULT_REASONS) + ")")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (reason, process, device) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
-    parser.add_argument("--no-explain", action="store_true",
-                        help="do not look up devices (addresses, rp_filter) to explain rp_filter drops")
-    parser.add_argument("--iif", action="append", default=None, metavar="DEV",
-                        help="only drops received on this device name (repeatable)")
+def make_sources(options: DropsOptions) -> list[Source]:
+    return [DropsSource(reasons=list(options.reasons) or None, event_budget=options.event_budget,
+                        explain=options.explain)]
 
 
-def make_filter(args: argparse.Namespace):
-    devices = set(args.iif or ())
+def make_filter(options: DropsOptions) -> EventFilter:
+    devices = set(options.iifs)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         return not devices or event.get("iif_name") in devices
 
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="drops",
     help="packets dropped by routing (rp_filter, martians) and netfilter, with the reason",
     description=(
@@ -317,8 +319,8 @@ TRACE = TraceTarget(
         Column("sampled", "SAMPLED", 7, fmt_bool),
         Column("why", "WHY", 40),
     ),
+    options=DropsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace drops --reason IP_RPFILTER     # martians and why",

@@ -1,6 +1,6 @@
 """Coverage from the first lookup: new programs are announced by an exec tracepoint.
 
-``ExecWatcher`` loads ``bpf/exec.bpf.c`` (sched:sched_process_exec; one ring-buffer
+``ExecWatcher`` loads ``exec.bpf.c`` (sched:sched_process_exec; one ring-buffer
 record, the pid, per exec) so the getaddrinfo source scans a new process's libc at
 once (``libcs.scan_pids``) instead of up to ``libc_rescan_interval`` later: a new
 container, a musl program, a binary whose libc nobody else maps. glibc's loader maps

@@ -1,7 +1,7 @@
 /* gai: latency of getaddrinfo / gethostbyname / gethostbyname2 per call, per thread.
  *
  * gai_enter runs at function entry (uprobe), gai_return at its return (uretprobe),
- * both attached to every libc on the node by agent/gai.py with a BPF link whose
+ * both attached to every libc on the node by gai/source.py with a BPF link whose
  * cookie is (libc_id << 8 | GAI_FUNC_*). A call is held in its thread's slot of the
  * inflight array with its owner (pid_tgid, stack pointer at entry): the return's
  * stack pointer minus GAI_RET_SP_ADJUST is the same value, so a tail-called function
@@ -48,12 +48,6 @@
 #define GAI_RINGBUF_PAGES 1024 /* 4 MiB: ~32k short records, a third of a second at 100k calls/s */
 #endif
 
-#define COUNTER_INFLIGHT_FULL 0
-#define COUNTER_RINGBUF_FULL 1
-#define COUNTER_NAME_FAULT 2
-#define COUNTER_STALE_INFLIGHT 3
-#define COUNTER_SLOTS 4
-
 /* The helper exists since 5.15; bcc's helpers.h of this version does not declare it. */
 static __u64 (*dt_get_attach_cookie)(void *ctx) = (void *)BPF_FUNC_get_attach_cookie;
 
@@ -73,7 +67,7 @@ struct inflight_call {
  * thread; the owner (pid_tgid, sp) is checked at return, so another thread whose
  * tid shares the slot never pairs with it. */
 BPF_ARRAY(inflight, struct inflight_call, GAI_INFLIGHT_SLOTS);
-BPF_PERCPU_ARRAY(counters, __u64, COUNTER_SLOTS);
+BPF_PERCPU_ARRAY(counters, __u64, GAI_COUNTER_SLOTS);
 BPF_ARRAY(last_wakeup, __u64, 1);
 BPF_RINGBUF_OUTPUT(events, GAI_RINGBUF_PAGES);
 #ifdef GAI_FILTER_PIDS
@@ -109,19 +103,19 @@ int gai_enter(struct pt_regs *ctx)
 			return 0;
 		if (now - call->start_ns < GAI_STALE_NS) {
 			if (owner != pid_tgid) {
-				count(COUNTER_INFLIGHT_FULL); /* another thread's call holds the slot */
+				count(GAI_COUNTER_INFLIGHT_FULL); /* another thread's call holds the slot */
 				return 0;
 			}
 			/* Same thread, other stack pointer: a call nested in a traced call;
 			 * the innermost one is timed. */
 		} else {
-			count(COUNTER_STALE_INFLIGHT); /* its thread died mid-call (cancel, kill) */
+			count(GAI_COUNTER_STALE_INFLIGHT); /* its thread died mid-call (cancel, kill) */
 		}
 	}
 	/* Claim atomically: two threads whose tids share the slot may enter at once on two
 	 * CPUs; exactly one wins, the other is counted, and no slot is ever half-written by both. */
 	if (owner != pid_tgid && __sync_val_compare_and_swap(&call->pid_tgid, owner, pid_tgid) != owner) {
-		count(COUNTER_INFLIGHT_FULL);
+		count(GAI_COUNTER_INFLIGHT_FULL);
 		return 0;
 	}
 	call->sp = sp;
@@ -152,7 +146,7 @@ static __always_inline __u32 name_length(long copied, __u64 name_ptr)
 	if (copied > 0)
 		return copied - 1;
 	if (name_ptr)
-		count(COUNTER_NAME_FAULT);
+		count(GAI_COUNTER_NAME_FAULT);
 	return 0;
 }
 
@@ -176,7 +170,7 @@ int gai_return(struct pt_regs *ctx)
 	int zero = 0;
 	struct gai_event_short *small = events.ringbuf_reserve(sizeof(struct gai_event_short));
 	if (!small) {
-		count(COUNTER_RINGBUF_FULL);
+		count(GAI_COUNTER_RINGBUF_FULL);
 		return 0;
 	}
 	long copied = bpf_probe_read_user_str(small->name, sizeof(small->name), (void *)name_ptr);
@@ -190,7 +184,7 @@ int gai_return(struct pt_regs *ctx)
 	events.ringbuf_discard(small, BPF_RB_NO_WAKEUP);
 	struct gai_event *event = events.ringbuf_reserve(sizeof(struct gai_event));
 	if (!event) {
-		count(COUNTER_RINGBUF_FULL);
+		count(GAI_COUNTER_RINGBUF_FULL);
 		return 0;
 	}
 	copied = bpf_probe_read_user_str(event->name, sizeof(event->name), (void *)name_ptr);

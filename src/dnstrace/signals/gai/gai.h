@@ -1,7 +1,8 @@
 /* gai: one event per completed getaddrinfo / gethostbyname / gethostbyname2 call.
  *
- * Shared by gai.bpf.c and the Python decoder in agent/gai.py (struct layouts
- * GAI_EVENT_SHORT and GAI_EVENT there). Packed by hand: fixed-width fields,
+ * Shared by gai.bpf.c and the Python decoder in gai/source.py (struct layouts
+ * GAI_EVENT_HEAD, GAI_EVENT_SHORT and GAI_EVENT, counter names COUNTER_NAMES there;
+ * tests/unit/kernel/test_abi.py compares them). Packed by hand: fixed-width fields,
  * largest first, no holes.
  */
 #ifndef DNSTRACE_GAI_H
@@ -20,12 +21,19 @@
 #define GAI_FUNC_GETHOSTBYNAME 1
 #define GAI_FUNC_GETHOSTBYNAME2 2
 
+/* Slots of the per-CPU counters array. */
+#define GAI_COUNTER_INFLIGHT_FULL 0  /* not timed: another thread's call held the in-flight slot */
+#define GAI_COUNTER_RINGBUF_FULL 1
+#define GAI_COUNTER_NAME_FAULT 2     /* the name could not be read */
+#define GAI_COUNTER_STALE_INFLIGHT 3 /* slot taken over from a thread that died mid-call */
+#define GAI_COUNTER_SLOTS 4
+
 /* Both record sizes start with this head (56 bytes); the ring record's length says which. */
 struct gai_event_head {
 	__u64 start_ns;         /* bpf_ktime_get_ns() at entry (CLOCK_MONOTONIC) */
 	__u64 latency_ns;       /* entry to return */
 	__u64 pid_tgid;         /* tgid << 32 | tid */
-	__u32 libc_id;          /* attach cookie: which libc (agent/libcs.py numbering) */
+	__u32 libc_id;          /* attach cookie: which libc (gai/libcs.py numbering) */
 	__s32 ret;              /* getaddrinfo: its return (0 or EAI_*); gethostbyname*: 0, or -1 for NULL */
 	__u32 func;             /* GAI_FUNC_* */
 	__u32 name_len;         /* bytes of name before its NUL (0 when node was NULL or unreadable) */

@@ -1,11 +1,11 @@
 """getaddrinfo / gethostbyname latency per process: the ``gai`` signal.
 
-``GaiSource`` compiles ``bpf/gai.bpf.c`` once and attaches its two programs to
+``GaiSource`` compiles ``gai.bpf.c`` once and attaches its two programs to
 ``getaddrinfo``, ``gethostbyname`` and ``gethostbyname2`` of every libc on the
-node (``agent/libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
+node (``libcs.py`` finds them; a rescan every ``libc_rescan_interval_ns``
 picks up new containers). Each attachment carries the cookie ``libc_id << 8 |
 func`` so an event names the libc and function it went through. Events come
-from a BPF ring buffer read directly from shared memory (``agent/ringbuf.py``):
+from a BPF ring buffer read directly from shared memory (``dnstrace.kernel.ringbuf``):
 a drain's records are unpacked in runs (``drain_sized``) and turned into event
 dicts by ``GaiDecoder`` in one comprehension, with no per-event function call.
 
@@ -16,10 +16,10 @@ gethostbyname* returned NULL), libc (path).
 
 from __future__ import annotations
 
-import argparse
 import platform
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace import log
@@ -27,14 +27,15 @@ from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.config import KEYS_BY_NAME
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.stats import per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget, duration_ns_arg
+from dnstrace.signals.base import Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
 
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
 
-# struct gai_event_short / struct gai_event in bpf/gai.h: the head, then the name area.
+# struct gai_event_short / struct gai_event in gai.h: the head, then the name area.
 # Both unpack to the same tuple: (start_ns, latency_ns, pid_tgid, libc_id, ret, func,
 # name_len, comm, name area).
 GAI_NAME_LEN = 256
@@ -53,17 +54,17 @@ EAI_NAMES = {
     -11: "EAI_SYSTEM", -12: "EAI_OVERFLOW", -100: "EAI_INPROGRESS", -101: "EAI_CANCELED",
     -102: "EAI_NOTCANCELED", -103: "EAI_ALLDONE", -104: "EAI_INTR", -105: "EAI_IDN_ENCODE",
 }
-# gethostbyname* report failure only as a NULL return (see bpf/gai.bpf.c).
+# gethostbyname* report failure only as a NULL return (see gai.bpf.c).
 GETHOSTBYNAME_FAILED = "NULL"
 
-# Slots of bpf/gai.bpf.c's counters array. inflight_full: a call not timed because another
+# Slots of the counters array (GAI_COUNTER_* in gai.h). inflight_full: a call not timed because another
 # thread's call held its in-flight slot; stale_inflight: slots taken over from threads
 # that died mid-call (their return never came).
 COUNTER_NAMES = ("inflight_full", "ringbuf_full", "name_unreadable", "stale_inflight")
-# Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
 # The flag's default is the config key's (one declaration per setting).
 DEFAULT_RESCAN_INTERVAL_NS: int = KEYS_BY_NAME["agent.libc_rescan_interval"].default
 
+# Bytes the return instruction pops off the stack (pairs a uretprobe with its uprobe).
 RET_SP_ADJUST = {"x86_64": 8, "aarch64": 0}
 
 
@@ -126,13 +127,15 @@ class GaiSource(Source):
     name = "gai"
 
     def __init__(self, pids: list[int] | None = None, min_latency_ns: int | None = None,
-                 libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256):
+                 libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256,
+                 clock: KernelClock | None = None):
         self.pids = sorted(set(pids or ()))
         self.min_latency_ns = min_latency_ns
         if libc_rescan_interval_ns <= 0:
             raise UsageError("the libc rescan interval must be positive")
         self.rescan_interval_ns = libc_rescan_interval_ns
         self.max_libcs = max_libcs
+        self.clock = clock or shared_clock()
         self.bpf = None
         self.enter_fd = self.return_fd = -1
         self.reader = None
@@ -141,7 +144,7 @@ class GaiSource(Source):
         self.next_rescan_ns = 0
         self.decoder: GaiDecoder | None = None
         self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
-        self.exec_watcher = None  # agent/exectrigger.py: scan a new process's libc at its exec
+        self.exec_watcher = None  # execwatch.py: scan a new process's libc at its exec
         self.log = log.get("gai")
 
     # --- set-up ---------------------------------------------------------------------
@@ -170,7 +173,8 @@ class GaiSource(Source):
                 table[table.Key(pid)] = table.Leaf(1)
         self.reader = RingBufReader(self.bpf[b"events"].map_fd)
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
-        self.decoder = GaiDecoder(_unix_offset_ns(), self.libcs.paths_by_id)
+        self.clock.refresh()
+        self.decoder = GaiDecoder(self.clock.offset_ns, self.libcs.paths_by_id)
         self._start_exec_watcher()  # before the first scan: a process exec'd during it is not missed
         self.libcs.refresh()
         self.next_rescan_ns = time.monotonic_ns() + self.rescan_interval_ns
@@ -244,6 +248,8 @@ class GaiSource(Source):
         if not self.reader:
             return []
         self._scan_new_processes()
+        self.clock.refresh()
+        self.decoder.unix_offset_ns = self.clock.offset_ns
         self.decoder.libc_paths = self.libcs.paths_by_id
         return self.decoder.decode(self.reader.drain_sized(GAI_LAYOUTS))
 
@@ -252,7 +258,6 @@ class GaiSource(Source):
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
             self.libcs.refresh()
-            self.decoder.unix_offset_ns = _unix_offset_ns()  # follow wall-clock steps
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 
@@ -300,26 +305,25 @@ class GaiSource(Source):
             self.bpf = None
 
 
-def _unix_offset_ns() -> int:
-    return time.time_ns() - time.monotonic_ns()
+# --- the signal -----------------------------------------------------------------------
 
 
-# --- dnstrace trace gai --------------------------------------------------------------
+@dataclass(frozen=True)
+class LibcScanOptions:
+    libc_rescan_interval_ns: int = option(DEFAULT_RESCAN_INTERVAL_NS, Flag(
+        "--libc-rescan-interval", "how often to look for new libcs, e.g. in new containers (default: 30s)",
+        metavar="DUR", parse=parse_duration_ns))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--libc-rescan-interval", dest="libc_rescan_interval_ns", type=duration_ns_arg,
-                        default=DEFAULT_RESCAN_INTERVAL_NS, metavar="DUR",
-                        help="how often to look for new libcs, e.g. in new containers (default: 30s)")
+@dataclass(frozen=True)
+class GaiOptions(LibcScanOptions):
+    pids: tuple[int, ...] = ()  # only these processes (a kernel-side filter); from trace's --pid
+    min_latency_ns: int | None = None  # only calls at least this slow (kernel-side); from --min-latency
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    min_latency = args.min_latency
-    return [GaiSource(
-        pids=args.pid,
-        min_latency_ns=parse_duration_ns(min_latency) if isinstance(min_latency, str) else min_latency,
-        libc_rescan_interval_ns=args.libc_rescan_interval_ns,
-    )]
+def make_sources(options: GaiOptions) -> list[Source]:
+    return [GaiSource(pids=list(options.pids), min_latency_ns=options.min_latency_ns,
+                      libc_rescan_interval_ns=options.libc_rescan_interval_ns)]
 
 
 COLUMNS = (
@@ -332,7 +336,7 @@ COLUMNS = (
     Column("libc", "LIBC", 0),
 )
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="gai",
     help="getaddrinfo/gethostbyname latency per process (every libc: host, containers, musl)",
     description=(
@@ -342,8 +346,8 @@ TRACE = TraceTarget(
         "failures show as NULL: their h_errno is thread-local and out of reach of BPF."
     ),
     columns=COLUMNS,
+    options=GaiOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     config_options={"agent.libc_rescan_interval": "libc_rescan_interval_ns"},
     examples=(
         "dnstrace trace gai --min-latency 1s        slow lookups only",

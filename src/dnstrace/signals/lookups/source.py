@@ -31,9 +31,9 @@ tested on recorded streams. Its buffers are bounded; evictions are counted.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
 from dnstrace import log
 from dnstrace.bounded import BoundedDict
@@ -43,7 +43,10 @@ from dnstrace.enrich.resolver_models import ModelRegistry, lookup_latency, split
 from dnstrace.errors import DnstraceError
 from dnstrace.flow import Source
 from dnstrace.log import status
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import EventFilter, SignalSpec
+from dnstrace.signals.dns.source import DnsWireSource
+from dnstrace.signals.dns.spec import DnsPortOptions
+from dnstrace.signals.gai.source import GaiSource, LibcScanOptions
 
 GAI_GRACE_NS = 200_000_000  # wait this long after a libc call returned for its wire events
 WINDOW_SLACK_NS = 2_000_000  # the two sources' clocks are converted separately
@@ -343,23 +346,17 @@ class LookupsSource(Source):
         self.dns.close()
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    from dnstrace.signals.dns import spec as dnswire
-    from dnstrace.signals.gai import source as gai
-
-    gai_source = gai.GaiSource(pids=args.pid, libc_rescan_interval_ns=args.libc_rescan_interval_ns)
-    return [LookupsSource(dnswire.make_sources(args)[0], [gai_source])]
+@dataclass(frozen=True)
+class LookupsOptions(LibcScanOptions, DnsPortOptions):  # fields: the dns ones first
+    pids: tuple[int, ...] = ()  # the gai probes watch only these processes; from trace's --pid
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dnstrace.signals.dns import spec as dnswire
-    from dnstrace.signals.gai import source as gai
-
-    dnswire.add_port_arguments(parser)
-    gai.add_arguments(parser)
+def make_sources(options: LookupsOptions) -> list[Source]:
+    gai_source = GaiSource(pids=list(options.pids), libc_rescan_interval_ns=options.libc_rescan_interval_ns)
+    return [LookupsSource(DnsWireSource(ports=options.all_ports()), [gai_source])]
 
 
-def make_filter(_args: argparse.Namespace):
+def make_filter(_options: LookupsOptions) -> EventFilter:
     return lambda event: event.get("kind") == "lookup"
 
 
@@ -379,7 +376,7 @@ COLUMNS = (
     Column("name", "NAME", 32), Column("attempts", "ATTEMPTS", 60, _fmt_attempts),
 )
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="lookups",
     help="each name lookup with its wire attempts (libc calls joined to their DNS queries)",
     description=(
@@ -389,8 +386,8 @@ TRACE = TraceTarget(
         "without libc (Go, c-ares, dig) are grouped from the wire alone (source=wire)."
     ),
     columns=COLUMNS,
+    options=LookupsOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     config_options={"agent.dns_ports": "dns_ports", "agent.libc_rescan_interval": "libc_rescan_interval_ns"},
     make_filter=make_filter,
     examples=("dnstrace trace lookups", "dnstrace trace lookups --json --min-latency 1s"),

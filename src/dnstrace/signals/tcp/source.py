@@ -1,6 +1,6 @@
 """SYN retransmits and connect outcomes per process and destination (``dnstrace trace tcp``).
 
-The kernel side (``bpf/tcp.bpf.c``) attributes each retransmitted SYN to the
+The kernel side (``tcp.bpf.c``) attributes each retransmitted SYN to the
 process that called connect() and reports how the connect ended. It counts every
 connect, retransmit and outcome exactly per (pid, destination) flow and sends at
 most ``event_budget`` events per flow and second; what it held back is turned
@@ -10,21 +10,21 @@ into aggregated events here (``count`` = how many events one stands for,
 
 from __future__ import annotations
 
-import argparse
 import errno as errno_names
 import socket
 import struct
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
-from dnstrace.signals.registry import TraceTarget
+from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
-# Layouts of bpf/tcp.h (packed by hand there).
+# Layouts of tcp.h (packed by hand there).
 EVENT = struct.Struct("<QQIIIi16s16sHHHBB16s")
 FLOW_KEY = struct.Struct("<16sIHH")
 FLOW_VALUE = struct.Struct("<18Q16s")
@@ -126,12 +126,12 @@ class FlowDeltas:
 class TcpSource(BpfRingSource):
     name = "tcp"
 
-    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET):
+    def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
         self.event_budget = event_budget
         self.deltas = FlowDeltas()
-        self.offset_ns = 0
+        self.clock = clock or shared_clock()
         self.events_out = 0
         self.aggregated_out = 0
         self.flow_evictions = 0
@@ -145,13 +145,13 @@ class TcpSource(BpfRingSource):
         from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
 
         self.bpf = bpfload.load(Path(__file__).with_name("tcp.bpf.c"), text_prefix=defines)
-        self.offset_ns = bpfload.monotonic_to_unix_offset_ns()
         self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def poll(self) -> list[dict]:
         if not self.reader:
             return []
-        offset_ns = self.offset_ns
+        self.clock.refresh()
+        offset_ns = self.clock.offset_ns
         events = []
         for record in self.reader.drain(EVENT):
             try:
@@ -166,15 +166,15 @@ class TcpSource(BpfRingSource):
 
     def flush(self) -> list[dict]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
-        return self._collect(self.offset_ns + time.monotonic_ns(), evict_idle=False)
+        return self._collect(self.clock.now_unix_ns(), evict_idle=False)
 
     def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
         if not self.bpf:
             return []
-        events = self.poll()
+        events = self.poll()  # refreshes the clock: now_ns and the kernel's timestamps on one scale
         flows = self.bpf["flows"]
         idle: list = []
-        mono_now = now_ns - self.offset_ns
+        mono_now = self.clock.to_ktime_ns(now_ns)
         for key, value in flows.items():
             raw_key, raw_value = bytes(key), bytes(value)
             aggregated = self.deltas.update(raw_key, raw_value, now_ns)
@@ -206,27 +206,29 @@ class TcpSource(BpfRingSource):
         return stats
 
 
-def make_sources(args: argparse.Namespace) -> list[Source]:
-    return [TcpSource(event_budget=args.event_budget)]
+@dataclass(frozen=True)
+class TcpOptions:
+    event_budget: int = option(DEFAULT_EVENT_BUDGET, Flag(
+        "--event-budget", f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})",
+        metavar="N", parse=int))
+    dports: tuple[int, ...] = option((), Flag("--dport", "only connects to this destination port (repeatable)",
+                                              parse=int, repeat=True))
+    daddrs: tuple[str, ...] = option((), Flag("--daddr", "only connects to this destination address (repeatable)",
+                                              repeat=True))
+    results: tuple[str, ...] = option((), Flag("--result", "only connect outcomes of this kind (syn_retry events are kept)",
+                                               repeat=True, choices=RESULTS))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dport", type=int, action="append", default=None,
-                        help="only connects to this destination port (repeatable)")
-    parser.add_argument("--daddr", action="append", default=None,
-                        help="only connects to this destination address (repeatable)")
-    parser.add_argument("--result", action="append", default=None, choices=RESULTS,
-                        help="only connect outcomes of this kind (syn_retry events are kept)")
-    parser.add_argument("--event-budget", type=int, default=DEFAULT_EVENT_BUDGET, metavar="N",
-                        help=f"events per (pid, destination) and second before sampling (default {DEFAULT_EVENT_BUDGET})")
+def make_sources(options: TcpOptions) -> list[Source]:
+    return [TcpSource(event_budget=options.event_budget)]
 
 
-def make_filter(args: argparse.Namespace):
-    dports = set(args.dport or ())
-    daddrs = set(args.daddr or ())
-    results = set(args.result or ())
+def make_filter(options: TcpOptions) -> EventFilter:
+    dports = set(options.dports)
+    daddrs = set(options.daddrs)
+    results = set(options.results)
 
-    def keep(event: dict) -> bool:
+    def keep(event: Event) -> bool:
         if dports and event.get("dport") not in dports:
             return False
         if daddrs and event.get("daddr") not in daddrs:
@@ -238,7 +240,7 @@ def make_filter(args: argparse.Namespace):
     return keep
 
 
-TRACE = TraceTarget(
+SIGNAL = SignalSpec(
     name="tcp",
     help="SYN retransmits and connect outcomes per process and destination",
     description=(
@@ -260,8 +262,8 @@ TRACE = TraceTarget(
         Column("count", "COUNT", 6),
         Column("sampled", "SAMPLED", 7, fmt_bool),
     ),
+    options=TcpOptions,
     make_sources=make_sources,
-    add_arguments=add_arguments,
     make_filter=make_filter,
     examples=(
         "dnstrace trace tcp --dport 53          # SYN retries and slow connects to resolvers (TCP DNS)",

@@ -13,7 +13,7 @@
  * second go to the ring buffer, the rest are counted as "sampled" and the agent
  * reports them as aggregated events.
  *
- * Compile-time knobs (set by agent/tcp.py): FLOW_EVENT_BUDGET, CONN_MAX, FLOW_MAX,
+ * Compile-time knobs (set by tcp/source.py): FLOW_EVENT_BUDGET, CONN_MAX, FLOW_MAX,
  * RINGBUF_PAGES.
  */
 #include "tcp.h"

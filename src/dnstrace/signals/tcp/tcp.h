@@ -1,7 +1,8 @@
 /* Events and per-flow counters of tcp.bpf.c (SYN retransmits and connect outcomes).
  *
- * Packed by hand, largest fields first; agent/tcp.py decodes the same layouts with
- * struct (EVENT_FORMAT, FLOW_KEY_FORMAT, FLOW_VALUE_FORMAT). Change both together.
+ * Packed by hand, largest fields first; tcp/source.py decodes the same layouts with
+ * struct (EVENT, FLOW_KEY, FLOW_VALUE; counters STAT_NAMES, outcomes RESULTS). Change both
+ * together: tests/unit/kernel/test_abi.py compares them.
  */
 #ifndef DNSTRACE_TCP_H
 #define DNSTRACE_TCP_H

@@ -114,13 +114,13 @@ def test_ringbuf_record_wrapping_the_end_is_read_whole_and_malformed_counted():
 def test_make_sources_from_the_trace_flags():
     import argparse
 
-    from dnstrace.cli.trace import add_common_arguments
-    from dnstrace.signals.gai.source import add_arguments
+    from dnstrace.cli.trace import add_common_arguments, add_option_flags, options_from_args
+    from dnstrace.signals.gai.source import SIGNAL
 
     parser = argparse.ArgumentParser()
     add_common_arguments(parser)
-    add_arguments(parser)
-    (source,) = make_sources(parser.parse_args(["--min-latency", "250ms"]))
+    add_option_flags(parser, SIGNAL.options)
+    (source,) = make_sources(options_from_args(SIGNAL, parser.parse_args(["--min-latency", "250ms"])))
     assert source.min_latency_ns == 250_000_000 and source.rescan_interval_ns == 30_000_000_000
     assert "#define GAI_MIN_LATENCY_NS 250000000ULL" in source._defines()
     assert "GAI_FILTER_PIDS" not in source._defines()
