@@ -21,9 +21,8 @@ from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
 from dnstrace.enrich.proc import read_comm
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.kernel.clock import KernelClock, shared_clock
+from dnstrace.kernel.clock import KernelClock
 from dnstrace.kernel.ringsource import BpfRingSource
-from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 FIB = struct.Struct("<QIiii4s4sHHB3x16s")
@@ -131,18 +130,20 @@ def resolve_reasons(names: list[str] | None, table: dict[int, str]) -> tuple[dic
 
 class DropsSource(BpfRingSource):
     name = "drops"
+    program = Path(__file__).with_name("drops.bpf.c")
+    counter_names = STAT_NAMES
 
     def __init__(self, reasons: list[str] | None = None, event_budget: int = DEFAULT_EVENT_BUDGET,
                  explain: bool = True, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
+        super().__init__(clock)
         self.reason_names = reasons
         self.event_budget = event_budget
         self.explain = explain
         self.reasons: dict[int, str] = {}
         self.all_reasons: dict[int, str] = {}
         self.missing_reasons: list[str] = []
-        self.clock = clock or shared_clock()
         self.ksyms: dict[int, str] = {}
         self.sampled_seen: dict[bytes, int] = {}
         self.key_changed: dict[bytes, tuple[int, float]] = {}
@@ -151,7 +152,7 @@ class DropsSource(BpfRingSource):
         self.facts = None
 
     def start(self) -> None:
-        from dnstrace.enrich.netdev import DeviceFactsCache  # noqa: PLC0415
+        """Reason numbers first (this kernel's tracefs): the program is compiled knowing them."""
         from dnstrace.kernel import load as bpfload  # noqa: PLC0415
         from dnstrace.kernel import tracefs
 
@@ -160,16 +161,18 @@ class DropsSource(BpfRingSource):
         self.reasons, self.missing_reasons = resolve_reasons(self.reason_names, self.all_reasons)
         if any(number > 1023 for number in self.reasons):
             raise UsageError("drop reason numbers above 1023 are not supported by this build")
-        defines = (f"#define DROP_EVENT_BUDGET {self.event_budget}\n#define KEY_MAX {KEY_MAX}\n"
-                   f"#define RINGBUF_PAGES {RINGBUF_PAGES}\n")
-        self.bpf = bpfload.load(Path(__file__).with_name("drops.bpf.c"), text_prefix=defines)
+        super().start()
+
+    def defines(self) -> dict[str, object]:
+        return {"DROP_EVENT_BUDGET": self.event_budget, "KEY_MAX": KEY_MAX, "RINGBUF_PAGES": RINGBUF_PAGES}
+
+    def attach(self) -> None:
+        from dnstrace.enrich.netdev import DeviceFactsCache  # noqa: PLC0415
+
         wanted = self.bpf["wanted"]
         for number in self.reasons:
             wanted[ctypes.c_int(number)] = ctypes.c_ubyte(1)
         self.facts = DeviceFactsCache()
-        from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
-
-        self.reader = RingBufReader(self.bpf["events"].map_fd)
 
     def _ksym(self, address: int) -> str:
         name = self.ksyms.get(address)
@@ -258,8 +261,8 @@ class DropsSource(BpfRingSource):
     def live_stats(self) -> dict:
         if self.bpf is None:
             return {}
-        stats = per_cpu_counters(self.bpf["stats"], STAT_NAMES)
-        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf))
+        stats: dict = self.kernel_counters()
+        stats["kernel_missed"] = self.kernel_missed()
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)
         if self.facts:

@@ -16,29 +16,26 @@ from pathlib import Path
 
 from dnstrace import log
 from dnstrace.bounded import BoundedDict
-from dnstrace.kernel.stats import per_cpu_counters
+from dnstrace.kernel.ringsource import BpfRingSource
 
 EXEC_RECORD = struct.Struct("<I")
 MAX_RETRY_PIDS = 4096  # pids whose libc was not mapped yet, looked at again on the next tick
 
 
-class ExecWatcher:
-    def __init__(self):
-        self.bpf = None
-        self.reader = None
+class ExecWatcher(BpfRingSource):
+    """Not a signal of its own: GaiSource polls it (``new_pids``) and reports its stats."""
+
+    name = "exec"
+    program = Path(__file__).with_name("exec.bpf.c")  # bcc attaches its TRACEPOINT_PROBE itself
+    ring_map = "execs"
+    counters_map = "exec_lost"
+    counter_names = ("lost",)
+
+    def __init__(self) -> None:
+        super().__init__()
         self.execs = 0
         self.retry: BoundedDict = BoundedDict(MAX_RETRY_PIDS)  # pid -> None
         self.log = log.get("exec")
-
-    def start(self) -> None:
-        from dnstrace.kernel import load as bpfload
-        from dnstrace.kernel.ringbuf import RingBufReader
-
-        self.bpf = bpfload.load(Path(__file__).with_name("exec.bpf.c"))  # bcc attaches the TRACEPOINT_PROBE itself
-        self.reader = RingBufReader(self.bpf[b"execs"].map_fd)
-
-    def fds(self) -> list[int]:
-        return [self.reader.fd] if self.reader else []
 
     def new_pids(self) -> list[int]:
         """pids that exec'd since the last call (in order, without repeats)."""
@@ -48,16 +45,8 @@ class ExecWatcher:
         self.execs += len(pids)
         return list(dict.fromkeys(pids))
 
-    def stats(self) -> dict:
-        out = {"execs": self.execs}
+    def live_stats(self) -> dict[str, object]:
+        out: dict[str, object] = {"execs": self.execs}
         if self.bpf is not None:
-            out["exec_lost"] = per_cpu_counters(self.bpf[b"exec_lost"], ("lost",))["lost"]
+            out["exec_lost"] = self.kernel_counters()["lost"]
         return out
-
-    def close(self) -> None:
-        if self.reader:
-            self.reader.close()
-            self.reader = None
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None

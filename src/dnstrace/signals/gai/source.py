@@ -21,16 +21,22 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnstrace import log
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.config import KEYS_BY_NAME
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.flow import Source
-from dnstrace.kernel.clock import KernelClock, shared_clock
-from dnstrace.kernel.stats import per_cpu_counters, recursion_misses
+from dnstrace.kernel.clock import KernelClock
+from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.signals.base import Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
+
+if TYPE_CHECKING:
+    from dnstrace.kernel.uprobe import UprobeLink
+    from dnstrace.signals.gai.execwatch import ExecWatcher
+    from dnstrace.signals.gai.libcs import LibcSet
 
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
@@ -121,49 +127,47 @@ class GaiDecoder:
 _NFUNCS = len(FUNCS)
 
 
-class GaiSource(Source):
+class GaiSource(BpfRingSource):
     """Emits ``gai`` events for every libc resolver call on the node (reusable by the lookups join)."""
 
     name = "gai"
 
+    program = Path(__file__).with_name("gai.bpf.c")
+    counters_map = "counters"
+    counter_names = COUNTER_NAMES
+
     def __init__(self, pids: list[int] | None = None, min_latency_ns: int | None = None,
                  libc_rescan_interval_ns: int = DEFAULT_RESCAN_INTERVAL_NS, max_libcs: int = 256,
                  clock: KernelClock | None = None):
-        self.pids = sorted(set(pids or ()))
-        self.min_latency_ns = min_latency_ns
         if libc_rescan_interval_ns <= 0:
             raise UsageError("the libc rescan interval must be positive")
+        super().__init__(clock)
+        self.pids = sorted(set(pids or ()))
+        self.min_latency_ns = min_latency_ns
         self.rescan_interval_ns = libc_rescan_interval_ns
         self.max_libcs = max_libcs
-        self.clock = clock or shared_clock()
-        self.bpf = None
         self.enter_fd = self.return_fd = -1
-        self.reader = None
-        self.links: dict[int, list] = {}  # libc id -> its UprobeLinks
-        self.libcs = None
+        self.links: dict[int, list[UprobeLink]] = {}  # libc id -> its UprobeLinks
+        self.libcs: LibcSet | None = None
         self.next_rescan_ns = 0
-        self.decoder: GaiDecoder | None = None
-        self.final_stats: dict | None = None  # taken at close(): stats() still answers afterwards
-        self.exec_watcher = None  # execwatch.py: scan a new process's libc at its exec
+        self.decoder = GaiDecoder()
+        self.exec_watcher: ExecWatcher | None = None  # execwatch.py: scan a new process's libc at its exec
         self.log = log.get("gai")
 
     # --- set-up ---------------------------------------------------------------------
 
-    def _defines(self) -> str:
-        machine = platform.machine()
-        lines = [f"#define GAI_RET_SP_ADJUST {RET_SP_ADJUST.get(machine, 8)}"]
+    def defines(self) -> dict[str, object]:
+        defines: dict[str, object] = {"GAI_RET_SP_ADJUST": RET_SP_ADJUST.get(platform.machine(), 8)}
         if self.pids:
-            lines.append("#define GAI_FILTER_PIDS 1")
+            defines["GAI_FILTER_PIDS"] = 1
         if self.min_latency_ns:
-            lines.append(f"#define GAI_MIN_LATENCY_NS {int(self.min_latency_ns)}ULL")
-        return "\n".join(lines) + "\n"
+            defines["GAI_MIN_LATENCY_NS"] = f"{int(self.min_latency_ns)}ULL"
+        return defines
 
-    def start(self) -> None:
-        from dnstrace.kernel import load as bpfload
-        from dnstrace.kernel.ringbuf import RingBufReader
-        from dnstrace.signals.gai.libcs import LibcSet
+    def attach(self) -> None:
+        from dnstrace.kernel import load as bpfload  # noqa: PLC0415
+        from dnstrace.signals.gai.libcs import LibcSet  # noqa: PLC0415
 
-        self.bpf = bpfload.load(Path(__file__).with_name("gai.bpf.c"), text_prefix=self._defines())
         bcc = bpfload.import_bcc()
         self.enter_fd = self.bpf.load_func(b"gai_enter", bcc.BPF.KPROBE).fd
         self.return_fd = self.bpf.load_func(b"gai_return", bcc.BPF.KPROBE).fd
@@ -171,7 +175,6 @@ class GaiSource(Source):
             table = self.bpf[b"pid_filter"]
             for pid in self.pids:
                 table[table.Key(pid)] = table.Leaf(1)
-        self.reader = RingBufReader(self.bpf[b"events"].map_fd)
         self.libcs = LibcSet(self._attach_libc, self._detach_libc, max_libcs=self.max_libcs)
         self.clock.refresh()
         self.decoder = GaiDecoder(self.clock.offset_ns, self.libcs.paths_by_id)
@@ -242,10 +245,10 @@ class GaiSource(Source):
     # --- running --------------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return ([self.reader.fd] if self.reader else []) + (self.exec_watcher.fds() if self.exec_watcher else [])
+        return super().fds() + (self.exec_watcher.fds() if self.exec_watcher else [])
 
     def poll(self) -> list[dict]:
-        if not self.reader:
+        if not self.reader or not self.libcs:
             return []
         self._scan_new_processes()
         self.clock.refresh()
@@ -261,11 +264,8 @@ class GaiSource(Source):
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 
-    def stats(self) -> dict:
-        if self.final_stats is not None:
-            return self.final_stats
-        counters = per_cpu_counters(self.bpf[b"counters"], COUNTER_NAMES) if self.bpf else {}
-        out = {name: value for name, value in counters.items() if value}
+    def live_stats(self) -> dict:
+        out: dict = {name: value for name, value in self.kernel_counters().items() if value} if self.bpf else {}
         if self.reader:
             out["events"] = self.reader.records
             if self.reader.malformed:
@@ -277,15 +277,12 @@ class GaiSource(Source):
                     out[f"libc_{attr}"] = getattr(self.libcs, attr)
         if self.exec_watcher:
             out.update(self.exec_watcher.stats())
-        if self.bpf:
-            missed = recursion_misses([self.enter_fd, self.return_fd])
-            if missed:
-                out["kernel_missed"] = missed  # calls whose probe the kernel skipped (see bpfstats)
+        missed = self.kernel_missed()
+        if missed:
+            out["kernel_missed"] = missed  # calls whose probe the kernel skipped (see kernel.stats)
         return out
 
-    def close(self) -> None:
-        if self.bpf and self.final_stats is None:
-            self.final_stats = self.stats()
+    def detach(self) -> None:
         if self.exec_watcher:
             self.exec_watcher.close()
             self.exec_watcher = None
@@ -294,15 +291,6 @@ class GaiSource(Source):
             self.libcs.attached.clear()
         for libc_id in list(self.links):
             self._detach_libc(libc_id)
-        if self.reader:
-            self.reader.close()
-            self.reader = None
-        if self.bpf:
-            try:
-                self.bpf.cleanup()
-            except Exception:  # bcc cleanup on an already half-torn-down object
-                pass
-            self.bpf = None
 
 
 # --- the signal -----------------------------------------------------------------------

@@ -19,9 +19,8 @@ from pathlib import Path
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.kernel.clock import KernelClock, shared_clock
+from dnstrace.kernel.clock import KernelClock
 from dnstrace.kernel.ringsource import BpfRingSource
-from dnstrace.kernel.stats import bcc_prog_fds, per_cpu_counters, recursion_misses
 from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 # Layouts of tcp.h (packed by hand there).
@@ -125,27 +124,23 @@ class FlowDeltas:
 
 class TcpSource(BpfRingSource):
     name = "tcp"
+    program = Path(__file__).with_name("tcp.bpf.c")
+    counter_names = STAT_NAMES
 
     def __init__(self, event_budget: int = DEFAULT_EVENT_BUDGET, clock: KernelClock | None = None):
         if event_budget < 1:
             raise UsageError(f"--event-budget must be at least 1, not {event_budget}")
+        super().__init__(clock)
         self.event_budget = event_budget
         self.deltas = FlowDeltas()
-        self.clock = clock or shared_clock()
         self.events_out = 0
         self.aggregated_out = 0
         self.flow_evictions = 0
         self.decode_errors = 0
 
-    def start(self) -> None:
-        from dnstrace.kernel import load as bpfload  # noqa: PLC0415 - bcc is heavy
-
-        defines = (f"#define FLOW_EVENT_BUDGET {self.event_budget}\n#define CONN_MAX {CONN_MAX}\n"
-                   f"#define FLOW_MAX {FLOW_MAX}\n#define RINGBUF_PAGES {RINGBUF_PAGES}\n")
-        from dnstrace.kernel.ringbuf import RingBufReader  # noqa: PLC0415
-
-        self.bpf = bpfload.load(Path(__file__).with_name("tcp.bpf.c"), text_prefix=defines)
-        self.reader = RingBufReader(self.bpf["events"].map_fd)
+    def defines(self) -> dict[str, object]:
+        return {"FLOW_EVENT_BUDGET": self.event_budget, "CONN_MAX": CONN_MAX, "FLOW_MAX": FLOW_MAX,
+                "RINGBUF_PAGES": RINGBUF_PAGES}
 
     def poll(self) -> list[dict]:
         if not self.reader:
@@ -192,15 +187,10 @@ class TcpSource(BpfRingSource):
             self.flow_evictions += 1
         return events
 
-    def kernel_stats(self) -> dict:
-        if not self.bpf:
-            return dict.fromkeys(STAT_NAMES, 0)
-        return per_cpu_counters(self.bpf["stats"], STAT_NAMES)
-
     def live_stats(self) -> dict:
-        stats = self.kernel_stats()
+        stats: dict = self.kernel_counters()
         malformed = self.reader.malformed if self.reader is not None else 0
-        stats["kernel_missed"] = recursion_misses(bcc_prog_fds(self.bpf)) if self.bpf else 0
+        stats["kernel_missed"] = self.kernel_missed()
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
                      flow_evictions=self.flow_evictions, decode_errors=self.decode_errors + malformed)
         return stats

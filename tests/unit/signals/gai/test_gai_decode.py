@@ -115,6 +115,7 @@ def test_make_sources_from_the_trace_flags():
     import argparse
 
     from dnstrace.cli.trace import add_common_arguments, add_option_flags, options_from_args
+    from dnstrace.kernel.ringsource import define_lines
     from dnstrace.signals.gai.source import SIGNAL
 
     parser = argparse.ArgumentParser()
@@ -122,8 +123,8 @@ def test_make_sources_from_the_trace_flags():
     add_option_flags(parser, SIGNAL.options)
     (source,) = make_sources(options_from_args(SIGNAL, parser.parse_args(["--min-latency", "250ms"])))
     assert source.min_latency_ns == 250_000_000 and source.rescan_interval_ns == 30_000_000_000
-    assert "#define GAI_MIN_LATENCY_NS 250000000ULL" in source._defines()
-    assert "GAI_FILTER_PIDS" not in source._defines()
+    assert "#define GAI_MIN_LATENCY_NS 250000000ULL\n" in define_lines(source.defines())
+    assert "GAI_FILTER_PIDS" not in source.defines()
 
 
 def test_runs_of_short_records_are_read_whole_around_every_kind_of_break():
