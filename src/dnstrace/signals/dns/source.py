@@ -34,11 +34,9 @@ from typing import Any
 
 from dnstrace.enrich.resolvconf import ResolvConfCache
 from dnstrace.errors import UsageError
-from dnstrace.flow import Source
 from dnstrace.kernel import load as bpfload
-from dnstrace.kernel.clock import KernelClock, shared_clock
-from dnstrace.kernel.ringbuf import RingBufReader
-from dnstrace.kernel.stats import per_cpu_counters
+from dnstrace.kernel.clock import KernelClock
+from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.signals.dns.abi import (
     DIR_EGRESS,
     DIR_INGRESS,
@@ -73,8 +71,11 @@ PENDING_CACHE_NS = 200_000_000  # pending(): the kernel map is read at most this
 FLUSH_MAX_DRAINS = 16  # at shutdown, up to 16 x 65536 records
 
 
-class DnsWireSource(Source):
+class DnsWireSource(BpfRingSource):
     name = "dns"
+    program = Path(__file__).with_name("dns.bpf.c")
+    counters_map = "counters"
+    counter_names = KERNEL_COUNTERS
 
     def __init__(self, ports: Iterable[int] = (53,), ringbuf_pages: int = 4096, max_inflight: int = 65536,
                  kernel_inflight: int = 32768, clock: KernelClock | None = None):
@@ -84,50 +85,49 @@ class DnsWireSource(Source):
                 raise UsageError(f"not a port number: {port}")
         if not self.ports or len(self.ports) > 64:
             raise UsageError("give between 1 and 64 DNS ports")
+        super().__init__(clock)
         self.ringbuf_pages = ringbuf_pages
         self.kernel_inflight = kernel_inflight
         self.resolv_cache = ResolvConfCache()
         self.tracker = DnsTracker(resolv_for_pid=self.resolv_cache.for_pid, max_inflight=max_inflight)
-        self.bpf: Any = None  # bcc.BPF once started (bcc has no types)
-        self.reader: RingBufReader | None = None
         self.links: list[bpfload.CgroupLink] = []
-        self.clock = clock or shared_clock()
         self._offset_ns = 0  # the clock's offset, read when started and at each poll and tick
         self._ipv4 = TextCache(ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(ipv6_text)
         self._comms = TextCache(comm_text)
         self._events: list[DnsEventDict] = []  # filled by _record during a poll
-        self.records = 0  # ring buffer records decoded (kept after close)
-        self.records_malformed = 0
         self.inflight_map: KernelInflight | None = None  # the kernel's in-flight query map
         self._next_qseq: dict[int, int] = {}  # pid -> the send sequence number expected next
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
         self._pending_cache: tuple[int, list[DnsEventDict]] = (0, [])
-        self._closing_counters: dict[str, int] = {}  # kernel counters read at close
         self.order = dict(gap_sweeps=0, gap_sweeps_skipped=0, swept=0, pairs=0)
 
-    def start(self) -> None:
-        defines = f"#define RINGBUF_PAGES {self.ringbuf_pages}\n#define INFLIGHT_MAX {self.kernel_inflight}\n"
-        self.bpf = bpf = bpfload.load(Path(__file__).with_name("dns.bpf.c"), text_prefix=defines)
+    def defines(self) -> dict[str, object]:
+        return {"RINGBUF_PAGES": self.ringbuf_pages, "INFLIGHT_MAX": self.kernel_inflight}
+
+    def attach(self) -> None:
+        bpf = self.bpf
         ports = bpf["dns_ports"]
         for port in self.ports:
             ports[ctypes.c_ushort(port)] = ctypes.c_ubyte(1)
         root = bpfload.find_cgroup2_root()
         egress = bpf.load_func("dns_egress", bpf.CGROUP_SKB)
         ingress = bpf.load_func("dns_ingress", bpf.CGROUP_SKB)
-        self.reader = RingBufReader(bpf["events"].map_fd)
         self.inflight_map = KernelInflight(bpf["inflight"], self.kernel_inflight)
         self._follow_clock()
         self.links.append(bpfload.CgroupLink(egress.fd, root, bpfload.BPF_CGROUP_INET_EGRESS))
         self.links.append(bpfload.CgroupLink(ingress.fd, root, bpfload.BPF_CGROUP_INET_INGRESS))
 
+    def detach(self) -> None:
+        for link in self.links:
+            link.close()
+        self.links = []
+        self.inflight_map = None
+
     def _follow_clock(self) -> None:
         """Kernel timestamps to unix ns with the clock's offset now (it follows wall-clock steps)."""
         self.clock.refresh()
         self._offset_ns = self.clock.offset_ns
-
-    def fds(self) -> list[int]:
-        return [self.reader.fd] if self.reader is not None else []
 
     def decode(self, area: mmap.mmap, offset: int, length: int) -> Packet:
         """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet."""
@@ -321,45 +321,22 @@ class DnsWireSource(Source):
             self._pending_cache = (now, kernel_held)
         return self.tracker.pending() + kernel_held
 
-    def kernel_counters(self) -> dict[str, int]:
-        if self.bpf is None:
-            return {}
-        return per_cpu_counters(self.bpf["counters"], KERNEL_COUNTERS)
-
-    def stats(self) -> dict[str, object]:
+    def live_stats(self) -> dict[str, object]:
         counts = self.tracker.counts()
-        kernel = self.kernel_counters() if self.bpf is not None else dict(self._closing_counters)
-        if self.reader is not None:
-            self.records = self.reader.records
-            self.records_malformed = self.reader.malformed
+        kernel = self.kernel_counters() if self.bpf is not None else {}  # none before start
+        records, records_malformed = (self.reader.records, self.reader.malformed) if self.reader else (0, 0)
         # malformed: the tracker's messages, the kernel's packets and the ring's records
-        counts["malformed"] += self.records_malformed + (kernel.pop("kernel_malformed") if kernel else 0)
+        counts["malformed"] += records_malformed + (kernel.pop("kernel_malformed") if kernel else 0)
         stats: dict[str, object] = dict(counts)
         stats["servers"] = self.tracker.server_counts()
         stats.update(kernel)
-        stats["records"] = self.records
+        stats["records"] = records
         stats.update(self.order)
         if kernel:
-            held = self.inflight_map.read() if self.inflight_map is not None else kernel.pop("kernel_inflight", 0)
+            held = self.inflight_map.read() if self.inflight_map is not None else 0
             stats["kernel_inflight"] = held
             # what went in and never came out by a known way (0 unless the kernel map lost entries)
             stats["kernel_inflight_evicted"] = max(0, kernel["kernel_inflight_added"] - kernel["kernel_paired"]
                                                    - kernel["kernel_resent"] - self.order["swept"] - held)
         stats["resolv_conf_reads"] = self.resolv_cache.reads
         return stats
-
-    def close(self) -> None:
-        for link in self.links:
-            link.close()
-        self.links = []
-        if self.bpf is not None:  # kept for stats() after close
-            self._closing_counters = self.kernel_counters()
-            self._closing_counters["kernel_inflight"] = self.inflight_map.read() if self.inflight_map else 0
-        if self.reader is not None:
-            self.records, self.records_malformed = self.reader.records, self.reader.malformed
-            self.reader.close()
-            self.reader = None
-        self.inflight_map = None
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
