@@ -7,9 +7,10 @@ answer arrives; the answer then writes ONE ring-buffer record holding both (a
 record per packet, with the socket's owner process. The first packet of a new DNS
 socket announces its owner (so its resolv.conf is read while it is alive).
 
-``DnsWireSource`` (the ``Source``): loads the program, reads the ring buffer from
-shared memory (``ringbuf.RingBufReader``; its fd goes to the runner's epoll), decodes
-each record (layouts in ``abi``) with one ``struct`` unpack and feeds the pure
+``DnsWireSource`` (the ``Source``, on the common ``kernel.ringsource`` lifecycle): loads
+the program, reads the ring buffer from shared memory (``ringbuf.RingBufReader``; its fd
+goes to the runner's epoll), decodes each record (layouts in ``abi``) with one ``struct``
+unpack, its kernel timestamps through the shared ``kernel.clock``, and feeds the pure
 ``tracker.DnsTracker``. Pairs arrive in answer order; the detector flags need send
 order, so every query carries its process's send sequence number (``qseq``): a pair
 whose process has earlier queries not seen yet first takes those out of the kernel map
