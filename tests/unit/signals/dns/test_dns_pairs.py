@@ -6,12 +6,13 @@ from __future__ import annotations
 import socket
 
 # helpers of the sibling test modules (pytest puts this directory on sys.path)
-from test_dns_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker
+from test_dns_tracker import CLIENT, MS, SERVER, T0, S, answer, query, tracker
 
+from dnstrace.kernel.clock import KernelClock
 from dnstrace.kernel.ringbuf import drain_variable
 from dnstrace.lab.dns_servers import build_message
 from dnstrace.signals.dns.abi import EVENT_HDR, KIND_OWNER, KIND_PACKET, KIND_PAIR, PAIR_EXT, QUERY_ENTRY, QUERY_KEY
-from dnstrace.signals.dns.source import DnsWireSource
+from dnstrace.signals.dns.source import SWEEP_AGE_NS, DnsWireSource
 from support import fake_ring, fake_ring_reader
 
 
@@ -162,3 +163,38 @@ def test_pending_includes_queries_the_kernel_still_holds():
                                                                                                     SERVER, 40000)
     assert source.inflight_map.deleted == []  # only read: the query is still the kernel's
     assert source.tracker.stats()["queries"] == 0
+
+
+# --- the kernel clock ------------------------------------------------------------------------
+
+WALL0, MONO0 = T0, 5_000 * MS
+
+
+def test_source_converts_with_its_clock_and_follows_a_wall_clock_step():
+    clocks = {"wall": WALL0, "mono": MONO0}
+    clock = KernelClock(wall_ns=lambda: clocks["wall"], mono_ns=lambda: clocks["mono"])
+    source = DnsWireSource(ports=[53], clock=clock)
+    source.inflight_map = FakeInflight([])
+    source.tick(WALL0)
+    [before] = drain(source, [pair_record(7, 1, 0, ts=MONO0 + 3 * MS, query_ts=MONO0 + MS)])
+    assert before["ts"] == WALL0 + MS and before["latency_ns"] == 2 * MS
+    clocks["wall"] += 3600 * S  # an operator sets the clock an hour ahead
+    source.tick(clocks["wall"])
+    [after] = drain(source, [pair_record(8, 1, 1, ts=MONO0 + 5 * MS, query_ts=MONO0 + 4 * MS)])
+    assert after["ts"] == WALL0 + 3600 * S + 4 * MS and clock.steps == 1
+
+
+def test_tick_sweeps_kernel_held_queries_by_the_kernel_clock():
+    clock = KernelClock(wall_ns=lambda: WALL0, mono_ns=lambda: MONO0)
+    source = DnsWireSource(ports=[53], clock=clock)
+    old, young = (build_message(msg_id, 0x0100, "web.example.test", 1) for msg_id in (7, 8))
+    source.inflight_map = FakeInflight([
+        (77, 7, (MONO0 - SWEEP_AGE_NS - MS, 4711, 4711, 0, 40000, 53, _addr(CLIENT), _addr(SERVER), len(old), 4,
+                 b"app" + bytes(13)), old),
+        (77, 8, (MONO0 - SWEEP_AGE_NS + MS, 4711, 4711, 1, 40000, 53, _addr(CLIENT), _addr(SERVER), len(young), 4,
+                 b"app" + bytes(13)), young),
+    ])
+    assert source.tick(WALL0) == []
+    assert source.inflight_map.deleted == [0] and source.order["swept"] == 1  # only the one older than the age
+    [swept] = source.tracker.pending()
+    assert swept["id"] == 7 and swept["ts"] == WALL0 - SWEEP_AGE_NS - MS
