@@ -13,6 +13,7 @@ import ctypes.util
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 from dnstrace.errors import DnstraceError, EnvironmentProblem
 from dnstrace.kernel import KERNEL_DIR
@@ -46,8 +47,8 @@ def require_privileges() -> None:
     )
 
 
-def import_bcc():
-    """The bcc module, or a clear error saying how to install it."""
+def import_bcc() -> Any:
+    """The bcc module (untyped), or a clear error saying how to install it."""
     try:
         import bcc  # noqa: PLC0415 - heavy, optional until tracing starts
     except ImportError as err:
@@ -109,7 +110,7 @@ def require_kernel_headers() -> None:
         )
 
 
-def prepare() -> object:
+def prepare() -> Any:
     """Every check before loading anything; returns the bcc module."""
     require_privileges()
     bcc = import_bcc()
@@ -118,10 +119,11 @@ def prepare() -> object:
     return bcc
 
 
-def load(path: Path, cflags: list[str] | None = None, text_prefix: str = ""):
+def load(path: Path, cflags: list[str] | None = None, text_prefix: str = "") -> Any:
     """Compile one signal's ``<name>.bpf.c`` with bcc. ``text_prefix`` lets callers add #defines.
 
     The program's own folder and this package's folder (``dnstrace.h``) are on the include path.
+    Returns the ``bcc.BPF`` object.
     """
     bcc = prepare()
     name = path.name.removesuffix(".bpf.c")
@@ -141,10 +143,10 @@ def load(path: Path, cflags: list[str] | None = None, text_prefix: str = ""):
 BPF_CGROUP_INET_INGRESS = 0
 BPF_CGROUP_INET_EGRESS = 1
 
-_libbpf = None
+_libbpf: ctypes.CDLL | None = None
 
 
-def _libbpf_handle():
+def _libbpf_handle() -> ctypes.CDLL:
     global _libbpf
     if _libbpf is None:
         name = ctypes.util.find_library("bpf") or "libbpf.so.1"

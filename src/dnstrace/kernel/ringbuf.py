@@ -33,7 +33,7 @@ from __future__ import annotations
 import mmap
 import struct
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 RINGBUF_BUSY_BIT = 1 << 31
 RINGBUF_DISCARD_BIT = 1 << 30
@@ -44,7 +44,10 @@ _U32 = struct.Struct("<I")
 DEFAULT_DRAIN_LIMIT = 65536  # records per drain: bounds one poll's latency and memory
 
 T = TypeVar("T")
-Decoder = Callable[[mmap.mmap, int, int], "T | None"]
+# The mapped areas (tests hand in bytearrays laid out the same way).
+Area = mmap.mmap | bytearray
+Decoder = Callable[[Area, int, int], "T | None"]
+Record = tuple[Any, ...]  # what struct.Struct.unpack gives
 
 
 def map_data_size(map_fd: int) -> int:
@@ -73,15 +76,15 @@ class RingBufReader:
         self.records = 0    # records read (and decoded)
         self.malformed = 0  # records whose length does not fit the layout, or the decoder rejected
 
-    def drain(self, record: struct.Struct, limit: int = DEFAULT_DRAIN_LIMIT) -> list[tuple]:
+    def drain(self, record: struct.Struct, limit: int = DEFAULT_DRAIN_LIMIT) -> list[Record]:
         """Fixed-size layout: every complete record waiting (up to ``limit``), each as a tuple."""
         return drain_fixed(self, self._producer, self._consumer, record, limit)
 
-    def drain_sized(self, layouts: dict[int, struct.Struct], limit: int = DEFAULT_DRAIN_LIMIT) -> list[tuple]:
+    def drain_sized(self, layouts: dict[int, struct.Struct], limit: int = DEFAULT_DRAIN_LIMIT) -> list[Record]:
         """Records of the lengths in ``layouts`` (the first one the common size), each as a tuple."""
         return drain_sized(self, self._producer, self._consumer, layouts, limit)
 
-    def drain_with(self, decode: Decoder, limit: int = DEFAULT_DRAIN_LIMIT) -> list:
+    def drain_with(self, decode: Decoder[T], limit: int = DEFAULT_DRAIN_LIMIT) -> list[T]:
         """Variable-length records: ``decode(area, offset, length)`` per record, Nones left out."""
         return drain_variable(self, self._producer, self._consumer, decode, limit)
 
@@ -97,7 +100,8 @@ class RingBufReader:
 # They work on any two buffers laid out like the mmapped areas, so they are unit-testable.
 
 
-def drain_fixed(reader, producer_area, consumer_area, record: struct.Struct, limit: int) -> list[tuple]:
+def drain_fixed(reader: RingBufReader, producer_area: Area, consumer_area: Area, record: struct.Struct,
+                limit: int) -> list[Record]:
     consumer_pos = _U64.unpack_from(consumer_area, 0)[0]
     producer_pos = _U64.unpack_from(producer_area, 0)[0]
     base = reader._page
@@ -105,7 +109,7 @@ def drain_fixed(reader, producer_area, consumer_area, record: struct.Struct, lim
     header_of = _U32.unpack_from
     unpack = record.unpack_from
     size = record.size
-    out: list[tuple] = []
+    out: list[Record] = []
     append = out.append
     count = 0
     malformed = 0
@@ -142,7 +146,8 @@ def _run_layout(length: int, layout: struct.Struct) -> struct.Struct:
     return run
 
 
-def drain_sized(reader, producer_area, consumer_area, layouts: dict[int, struct.Struct], limit: int) -> list[tuple]:
+def drain_sized(reader: RingBufReader, producer_area: Area, consumer_area: Area, layouts: dict[int, struct.Struct],
+                limit: int) -> list[Record]:
     consumer_pos = _U64.unpack_from(consumer_area, 0)[0]
     producer_pos = _U64.unpack_from(producer_area, 0)[0]
     base = reader._page
@@ -153,7 +158,7 @@ def drain_sized(reader, producer_area, consumer_area, layouts: dict[int, struct.
         raise ValueError(f"layout of {run_record.size} bytes given for {run_length}-byte records")
     run = _run_layout(run_length, run_record)
     stride = run.size
-    out: list[tuple] = []
+    out: list[Record] = []
     count = 0
     malformed = 0
     with memoryview(producer_area) as area:
@@ -191,13 +196,14 @@ def drain_sized(reader, producer_area, consumer_area, layouts: dict[int, struct.
     return out
 
 
-def drain_variable(reader, producer_area, consumer_area, decode: Decoder, limit: int) -> list:
+def drain_variable(reader: RingBufReader, producer_area: Area, consumer_area: Area, decode: Decoder[T],
+                   limit: int) -> list[T]:
     consumer_pos = _U64.unpack_from(consumer_area, 0)[0]
     producer_pos = _U64.unpack_from(producer_area, 0)[0]
     base = reader._page
     mask = reader._mask
     header_of = _U32.unpack_from
-    out: list = []
+    out: list[T] = []
     append = out.append
     seen = 0
     bad = 0

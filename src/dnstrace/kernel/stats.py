@@ -9,8 +9,11 @@ each source adds them to its stats as ``kernel_missed``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any  # bcc's objects carry no types
 
-def recursion_misses(prog_fds) -> int:
+
+def recursion_misses(prog_fds: Iterable[int]) -> int:
     """Sum of ``recursion_misses`` over program fds (0 for fds the kernel does not report it for)."""
     total = 0
     for fd in prog_fds:
@@ -25,11 +28,11 @@ def recursion_misses(prog_fds) -> int:
     return total
 
 
-def bcc_prog_fds(bpf) -> list[int]:
+def bcc_prog_fds(bpf: Any) -> list[int]:
     """The fds of every program a bcc ``BPF`` object has loaded."""
     return [fn.fd for fn in bpf.funcs.values() if getattr(fn, "fd", -1) >= 0]
 
 
-def per_cpu_counters(table, names) -> dict[str, int]:
+def per_cpu_counters(table: Any, names: Sequence[str]) -> dict[str, int]:
     """A BPF_PERCPU_ARRAY of counters, slot i named ``names[i]``, summed over CPUs."""
     return {name: sum(table[table.Key(slot)]) for slot, name in enumerate(names)}

@@ -66,7 +66,7 @@ def open_uprobe_event(path: str, offset: int, retprobe: bool) -> int:
     # type, size, config, sample_period; then config1 (path) at 56 and config2 (offset) at 64.
     struct.pack_into("<IIQQ", attr, 0, pmu_type, PERF_ATTR_SIZE, config, 1)
     struct.pack_into("<QQ", attr, 56, ctypes.addressof(path_buf), offset)
-    fd = _libc.syscall(perf_event_open, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+    fd: int = _libc.syscall(perf_event_open, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         raise _errno_error(f"perf_event_open(uprobe {path}+{offset:#x})")
     return fd
@@ -77,7 +77,7 @@ def link_create(prog_fd: int, perf_fd: int, cookie: int) -> int:
     attr = ctypes.create_string_buffer(64)
     # prog_fd, target_fd, attach_type, flags, then perf_event.bpf_cookie at 16.
     struct.pack_into("<IIIIQ", attr, 0, prog_fd, perf_fd, BPF_PERF_EVENT, 0, cookie)
-    fd = _libc.syscall(bpf, BPF_LINK_CREATE, attr, 64)
+    fd: int = _libc.syscall(bpf, BPF_LINK_CREATE, attr, 64)
     if fd < 0:
         raise _errno_error("bpf(BPF_LINK_CREATE, perf_event)")
     return fd

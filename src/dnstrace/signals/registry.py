@@ -2,6 +2,12 @@
 
 Each module named here defines ``SIGNAL = SignalSpec(...)`` (``signals/base.py``). They are
 imported when first asked for, so commands that trace nothing stay light.
+
+Adding a signal ``x``: a folder ``signals/x/`` with ``x.bpf.c`` and ``x.h`` (its structs and
+counters), ``source.py`` with its Source (a ``kernel.ringsource.BpfRingSource``: ``program``,
+``defines``, ``attach``, ``poll``, ``live_stats``), its Options dataclass and ``SIGNAL``; one line
+below. ``dnstrace trace x`` and ``agent.signals = x`` then work; its header's layouts are
+declared in ``tests/unit/kernel/test_abi.py``.
 """
 
 from __future__ import annotations

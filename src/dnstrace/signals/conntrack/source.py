@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from dnstrace.columns import TIME_COLUMN, Column
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
-from dnstrace.signals.base import Flag, SignalSpec, option
+from dnstrace.signals.base import Event, Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
 
 # event field <- column of /proc/net/stat/nf_conntrack
@@ -33,6 +34,8 @@ COUNTERS = {
 DEFAULT_INTERVAL_NS = 1_000_000_000
 MAX_NETNS = 4096  # namespaces tracked at once; beyond that new ones are skipped and counted
 WRAP = 1 << 32  # the kernel's per-CPU counters are unsigned int
+# One namespace's reading: {"columns": parse_stat's result, "nf_conntrack_count": int | None, "nf_conntrack_max": ...}
+Reading = dict[str, Any]
 
 
 def parse_stat(text: str) -> dict[str, list[int]] | None:
@@ -60,7 +63,7 @@ def per_cpu_delta(now: list[int], before: list[int] | None) -> int:
     return sum((a - b) % WRAP for a, b in zip(now, before, strict=False))
 
 
-def read_here() -> dict | None:
+def read_here() -> Reading | None:
     """Conntrack statistics of the calling thread's namespace; None when conntrack is not loaded."""
     try:
         with open("/proc/thread-self/net/stat/nf_conntrack") as f:
@@ -69,7 +72,7 @@ def read_here() -> dict | None:
         return None
     if columns is None:
         return None
-    result = {"columns": columns}
+    result: Reading = {"columns": columns}
     for name in ("nf_conntrack_count", "nf_conntrack_max"):
         try:
             with open(f"/proc/sys/net/netfilter/{name}") as f:
@@ -79,8 +82,8 @@ def read_here() -> dict | None:
     return result
 
 
-def build_event(netns_label: str, netns_inode: int, now: dict, before: dict | None, ts: int) -> dict:
-    event = {"kind": "conntrack", "ts": ts, "netns": netns_label, "netns_inode": netns_inode,
+def build_event(netns_label: str, netns_inode: int, now: Reading, before: Reading | None, ts: int) -> Event:
+    event: Event = {"kind": "conntrack", "ts": ts, "netns": netns_label, "netns_inode": netns_inode,
              "pid": None, "comm": None}
     before_columns = before["columns"] if before else {}
     for field, column in COUNTERS.items():
@@ -93,7 +96,7 @@ def build_event(netns_label: str, netns_inode: int, now: dict, before: dict | No
     return event
 
 
-def interesting(event: dict, every_interval: bool) -> bool:
+def interesting(event: Event, every_interval: bool) -> bool:
     if every_interval:
         return True
     if any(event.get(field) for field in COUNTERS):
@@ -112,7 +115,7 @@ class ConntrackSource(Source):
             raise UsageError("the conntrack interval must be at least 100ms")
         self.interval_ns = interval_ns
         self.every_interval = every_interval
-        self.previous: dict[int, dict] = {}
+        self.previous: dict[int, Reading] = {}
         self.first_scan_done = False
         self.next_scan_ns = 0
         self.scans = 0
@@ -127,7 +130,7 @@ class ConntrackSource(Source):
         require_privileges()  # setns into other namespaces needs CAP_SYS_ADMIN
         self.tick(time.time_ns())  # baseline of the namespaces that exist now
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         if now_ns < self.next_scan_ns:
             return []
         self.next_scan_ns = now_ns + self.interval_ns
@@ -165,7 +168,7 @@ class ConntrackSource(Source):
         self.last_scan_s = time.monotonic() - started
         return events
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, object]:
         return {"scans": self.scans, "netns_tracked": len(self.previous), "netns_skipped": self.netns_skipped,
                 "netns_gone": self.netns_gone, "read_errors": self.read_errors,
                 "last_scan_ms": round(self.last_scan_s * 1000, 1)}

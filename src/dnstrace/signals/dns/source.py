@@ -31,12 +31,13 @@ import mmap
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dnstrace.enrich.resolvconf import ResolvConfCache
 from dnstrace.errors import UsageError
 from dnstrace.kernel import load as bpfload
 from dnstrace.kernel.clock import KernelClock
+from dnstrace.kernel.ringbuf import Decoder
 from dnstrace.kernel.ringsource import BpfRingSource
 from dnstrace.signals.dns.abi import (
     DIR_EGRESS,
@@ -70,6 +71,9 @@ SWEEP_AGE_NS = 500_000_000  # tick: kernel-held queries older than this move to 
 GAP_SWEEP_BUDGET_NS = 20_000_000  # CPU per second for map reads restoring send order; beyond, order as it comes
 PENDING_CACHE_NS = 200_000_000  # pending(): the kernel map is read at most this often
 FLUSH_MAX_DRAINS = 16  # at shutdown, up to 16 x 65536 records
+# The ring buffer's producer area as records are decoded from it: mmapped in the agent, bytes in the
+# unit tests. Its slices are bytes, hashable: the tracker's caches key on them.
+RingArea = mmap.mmap | bytes
 
 
 class DnsWireSource(BpfRingSource):
@@ -130,14 +134,14 @@ class DnsWireSource(BpfRingSource):
         self.clock.refresh()
         self._offset_ns = self.clock.offset_ns
 
-    def decode(self, area: mmap.mmap, offset: int, length: int) -> Packet:
+    def decode(self, area: RingArea, offset: int, length: int) -> Packet:
         """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet."""
         if length < EVENT_HDR_SIZE:
             raise ValueError("record shorter than its header")  # the reader counts it as malformed
         return self._packet(EVENT_HDR.unpack_from(area, offset), area, offset + EVENT_HDR_SIZE,
                             length - EVENT_HDR_SIZE)
 
-    def _packet(self, header: tuple[Any, ...], area: mmap.mmap, data_start: int, data_room: int) -> Packet:
+    def _packet(self, header: tuple[Any, ...], area: RingArea, data_start: int, data_room: int) -> Packet:
         (ts, cookie, pid, tid, seq, _qseq, saddr, daddr, sport, dport, payload_len, cap_len,
          family, proto, direction, _kind, comm, _reserved) = header
         addresses = self._ipv4 if family == 4 else self._ipv6
@@ -145,7 +149,7 @@ class DnsWireSource(BpfRingSource):
                       addresses[saddr], addresses[daddr], sport, dport, payload_len, seq,
                       area[data_start:data_start + min(cap_len, data_room)])
 
-    def _record(self, area: mmap.mmap, offset: int, length: int) -> None:
+    def _record(self, area: RingArea, offset: int, length: int) -> None:
         """Feed one ring buffer record to the tracker; its events go to ``self._events``."""
         if length < EVENT_HDR_SIZE:
             raise ValueError("record shorter than its header")
@@ -174,7 +178,7 @@ class DnsWireSource(BpfRingSource):
         if events:
             self._events.extend(events)
 
-    def _pair(self, header: tuple[Any, ...], area: mmap.mmap, offset: int, length: int) -> None:
+    def _pair(self, header: tuple[Any, ...], area: RingArea, offset: int, length: int) -> None:
         """A kernel-paired UDP query + answer: one event. The flood's hot path: an exchange seen
         before (same socket, server, question and answer but for the id) only copies its event."""
         if length < PAIR_QUERY_START:
@@ -286,7 +290,8 @@ class DnsWireSource(BpfRingSource):
             return []
         self._follow_clock()
         self._events = []
-        self.reader.drain_with(self._record)
+        # kernel.ringbuf's Decoder also allows a bytearray area; the reader hands only its mmap
+        self.reader.drain_with(cast("Decoder[None]", self._record))
         events, self._events = self._events, []
         return events
 

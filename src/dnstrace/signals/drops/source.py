@@ -14,16 +14,22 @@ import ctypes
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool
 from dnstrace.enrich.proc import read_comm
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock
-from dnstrace.kernel.ringsource import BpfRingSource
+from dnstrace.kernel.ringbuf import Area
+from dnstrace.kernel.ringsource import BpfRingSource, Stats
 from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
+
+if TYPE_CHECKING:
+    from dnstrace.enrich.netdev import DeviceFactsCache
 
 FIB = struct.Struct("<QIiii4s4sHHB3x16s")
 EVENT_HEAD = struct.Struct("<5QIHBB16s16s")
@@ -41,6 +47,7 @@ RINGBUF_PAGES = 128
 KEY_IDLE_S = 60.0
 OUTPUT_PATH_WINDOW_NS = 2_000_000  # route lookups this recent belong to the packet being sent
 ETHERTYPES = {0x0800: "ipv4", 0x86DD: "ipv6", 0x0806: "arp"}
+Fib = dict[str, Any]  # one decoded fib_table_lookup call
 IP_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
@@ -48,8 +55,8 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def decode_fibs(data: bytes) -> list[dict]:
-    fibs = []
+def decode_fibs(data: bytes | bytearray) -> list[Fib]:
+    fibs: list[Fib] = []
     for i in range(NFIB):
         ts, tb_id, err, oif, iif, src, dst, sport, dport, proto, name = FIB.unpack_from(
             data, EVENT_HEAD.size + i * FIB.size)
@@ -60,7 +67,7 @@ def decode_fibs(data: bytes) -> list[dict]:
     return fibs
 
 
-def pick_lookups(fibs: list[dict], drop_ts: int, rx_ts: int | None) -> tuple[dict | None, dict | None]:
+def pick_lookups(fibs: list[Fib], drop_ts: int, rx_ts: int | None) -> tuple[Fib | None, Fib | None]:
     """(forward lookup of the dropped packet, the reverse lookup rp_filter made), either may be None.
 
     Received packets: the first lookup after netif_receive_skb is the input route
@@ -80,13 +87,14 @@ def pick_lookups(fibs: list[dict], drop_ts: int, rx_ts: int | None) -> tuple[dic
     return (recent[-1] if recent else None), None
 
 
-def decode_event(data: bytes, reasons: dict[int, str], offset_ns: int, ksym=None) -> dict:
+def decode_event(data: bytes | bytearray, reasons: dict[int, str], offset_ns: int,
+                 ksym: Callable[[int], str] | None = None) -> Event:
     (ts, _skbaddr, location, pid_tgid, rx_ts, reason, protocol, rx_match, _nfib, ifname,
      comm) = EVENT_HEAD.unpack_from(data)
     fibs = decode_fibs(data)
     forward, reverse = pick_lookups(fibs, ts, rx_ts if rx_match else None)
     pid = pid_tgid >> 32
-    event = {
+    event: Event = {
         "kind": "drop",
         "ts": ts + offset_ns,
         "reason": reasons.get(reason, f"reason{reason}"),
@@ -149,7 +157,7 @@ class DropsSource(BpfRingSource):
         self.key_changed: dict[bytes, tuple[int, float]] = {}
         self.key_evictions = 0
         self.explain_errors = 0
-        self.facts = None
+        self.facts: DeviceFactsCache | None = None
 
     def start(self) -> None:
         """Reason numbers first (this kernel's tracefs): the program is compiled knowing them."""
@@ -185,13 +193,13 @@ class DropsSource(BpfRingSource):
                 self.ksyms[address] = name
         return name
 
-    def _decode_record(self, area, offset: int, length: int) -> dict | None:
+    def _decode_record(self, area: Area, offset: int, length: int) -> Event:
         if length != EVENT_SIZE:
             raise ValueError(f"drop record of {length} bytes, not {EVENT_SIZE}")  # counted by the reader
         return decode_event(area[offset:offset + EVENT_SIZE], self.all_reasons, self.clock.offset_ns, self._ksym)
 
-    def _explain(self, event: dict) -> None:
-        if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None:
+    def _explain(self, event: Event) -> None:
+        if event["reason"] != "IP_RPFILTER" or not self.explain or event["iif"] is None or self.facts is None:
             return
         from dnstrace.enrich.netdev import explain_rp_filter_drop  # noqa: PLC0415
 
@@ -204,7 +212,7 @@ class DropsSource(BpfRingSource):
         if facts and facts[0].netns:
             event["netns"] = facts[0].netns.label
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         if not self.reader:
             return []
         self.clock.refresh()
@@ -213,14 +221,14 @@ class DropsSource(BpfRingSource):
             self._explain(event)
         return events
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         return self._collect(now_ns, evict_idle=True)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Event]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
         return self._collect(time.time_ns(), evict_idle=False)
 
-    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[Event]:
         if not self.bpf:
             return []
         events = self.poll()
@@ -258,10 +266,10 @@ class DropsSource(BpfRingSource):
             self.key_evictions += 1
         return events
 
-    def live_stats(self) -> dict:
+    def live_stats(self) -> Stats:
         if self.bpf is None:
             return {}
-        stats: dict = self.kernel_counters()
+        stats: Stats = dict(self.kernel_counters())
         stats["kernel_missed"] = self.kernel_missed()
         stats.update(key_evictions=self.key_evictions, decode_errors=self.reader.malformed if self.reader else 0,
                      explain_errors=self.explain_errors)

@@ -29,14 +29,15 @@ from dnstrace.config import KEYS_BY_NAME
 from dnstrace.errors import DnstraceError, UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock
-from dnstrace.kernel.ringsource import BpfRingSource
-from dnstrace.signals.base import Flag, SignalSpec, option
+from dnstrace.kernel.ringbuf import Record
+from dnstrace.kernel.ringsource import BpfRingSource, Stats
+from dnstrace.signals.base import Event, Flag, SignalSpec, option
 from dnstrace.units import parse_duration_ns
 
 if TYPE_CHECKING:
     from dnstrace.kernel.uprobe import UprobeLink
     from dnstrace.signals.gai.execwatch import ExecWatcher
-    from dnstrace.signals.gai.libcs import LibcSet
+    from dnstrace.signals.gai.libcs import Libc, LibcSet
 
 FUNCS = ("getaddrinfo", "gethostbyname", "gethostbyname2")
 FUNC_GETADDRINFO = 0
@@ -102,7 +103,7 @@ class GaiDecoder:
         text = self.texts[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         return text
 
-    def decode(self, records: list[tuple]) -> list[dict]:
+    def decode(self, records: list[Record]) -> list[Event]:
         known = self.texts.get
         text = self._text
         offset = self.unix_offset_ns
@@ -213,7 +214,7 @@ class GaiSource(BpfRingSource):
                 for pid in pids:  # glibc's libc.so is mapped a moment after the exec: look once more
                     watcher.retry.put(pid, None)
 
-    def _attach_libc(self, libc, libc_id: int) -> None:
+    def _attach_libc(self, libc: Libc, libc_id: int) -> None:
         from dnstrace.kernel.uprobe import UprobeLink
         from dnstrace.signals.gai.libcs import symbol_offsets
 
@@ -247,7 +248,7 @@ class GaiSource(BpfRingSource):
     def fds(self) -> list[int]:
         return super().fds() + (self.exec_watcher.fds() if self.exec_watcher else [])
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         if not self.reader or not self.libcs:
             return []
         self._scan_new_processes()
@@ -256,7 +257,7 @@ class GaiSource(BpfRingSource):
         self.decoder.libc_paths = self.libcs.paths_by_id
         return self.decoder.decode(self.reader.drain_sized(GAI_LAYOUTS))
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         self._scan_new_processes(again=True)
         mono = time.monotonic_ns()
         if self.libcs and mono >= self.next_rescan_ns:
@@ -264,8 +265,8 @@ class GaiSource(BpfRingSource):
             self.next_rescan_ns = mono + self.rescan_interval_ns
         return []
 
-    def live_stats(self) -> dict:
-        out: dict = {name: value for name, value in self.kernel_counters().items() if value} if self.bpf else {}
+    def live_stats(self) -> Stats:
+        out: Stats = {name: value for name, value in self.kernel_counters().items() if value} if self.bpf else {}
         if self.reader:
             out["events"] = self.reader.records
             if self.reader.malformed:

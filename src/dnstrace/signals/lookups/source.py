@@ -33,43 +33,47 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dnstrace import log
 from dnstrace.bounded import BoundedDict
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_latency
 from dnstrace.enrich.chains import LocalServerFinder, UpstreamIndex
+from dnstrace.enrich.resolvconf import ResolvConf
 from dnstrace.enrich.resolver_models import ModelRegistry, lookup_latency, split_lookups, waited_for
 from dnstrace.errors import DnstraceError
 from dnstrace.flow import Source
 from dnstrace.log import status
-from dnstrace.signals.base import EventFilter, SignalSpec
+from dnstrace.signals.base import Event, EventFilter, SignalSpec
 from dnstrace.signals.dns.source import DnsWireSource
 from dnstrace.signals.dns.spec import DnsPortOptions
 from dnstrace.signals.gai.source import GaiSource, LibcScanOptions
 
 GAI_GRACE_NS = 200_000_000  # wait this long after a libc call returned for its wire events
-WINDOW_SLACK_NS = 2_000_000  # the two sources' clocks are converted separately
+WINDOW_SLACK_NS = 2_000_000  # the two sources poll apart: a clock refresh may fall between them
 WIRE_HOLD_NS = 1_500_000_000  # an unclaimed query joins a wire-only lookup after this
 WIRE_GAP_NS = 1_000_000_000  # queries further apart than this are separate wire lookups
 WIRE_MAX_HOLD_NS = 30_000_000_000  # a process resolving without pause still gets its lookups out
 MAX_WIRE_PER_PID = 4096  # bounds the scan a libc call's join makes
 
+AttemptKey = tuple[Any, ...]  # (pid, ts, id, sport, qtype): one query on the wire
 ATTEMPT_FIELDS = ("ts", "qname", "qtype", "server", "dport", "proto", "sport", "id", "latency_ns", "rcode",
                   "answered", "tc", "ancount", "answers", "ns_index", "same_port_pair", "tcp_fallback",
                   "retransmit", "timeout_ns")
 
 
-def _attempt_key(event: dict) -> tuple:
+def _attempt_key(event: Event) -> AttemptKey:
     return (event.get("pid"), event.get("ts"), event.get("id"), event.get("sport"), event.get("qtype"))
 
 
-def _label(event: dict) -> str:
+def _label(event: Event) -> str:
     """First label of the query name: what search-list expansions of one name share."""
     return (event.get("qname") or "").lower().split(".", 1)[0]
 
 
-def _attempt(event: dict) -> dict:
+def _attempt(event: Event) -> Event:
     attempt = {field: event.get(field) for field in ATTEMPT_FIELDS}
     if event.get("timeout_ns"):
         attempt["timeout_ns"] = event["timeout_ns"]
@@ -85,7 +89,7 @@ def name_matches(qname: str | None, name: str | None) -> bool:
     return qname == name or qname.startswith(name + ".")
 
 
-def _summary(lookup: dict, attempts: list[dict]) -> dict:
+def _summary(lookup: Event, attempts: list[Event]) -> Event:
     lookup["attempts"] = attempts
     lookup["timeouts"] = sum(1 for a in attempts if a["answered"] is False)
     lookup["same_port_pair"] = any(a["same_port_pair"] for a in attempts)
@@ -97,27 +101,29 @@ def _summary(lookup: dict, attempts: list[dict]) -> dict:
 class LookupJoiner:
     """gai + dns events in, ``lookup`` events out (see the module docstring)."""
 
-    def __init__(self, resolv_for_pid=None, max_wire_events: int = 65536, max_gai_pending: int = 16384,
+    def __init__(self, resolv_for_pid: Callable[[int], ResolvConf | None] | None = None,
+                 max_wire_events: int = 65536, max_gai_pending: int = 16384,
                  grace_ns: int = GAI_GRACE_NS, hold_ns: int = WIRE_HOLD_NS, gap_ns: int = WIRE_GAP_NS,
                  models: ModelRegistry | None = None, local_servers: LocalServerFinder | None = None):
         self.resolv_for_pid = resolv_for_pid or (lambda pid: None)
         self.models = models or ModelRegistry(read_binary=lambda pid, cache: None)
         self.local_servers = local_servers  # None: lookups are not joined to node-local caches
         self.upstream = UpstreamIndex()
-        self._first_seen: set = set()  # (pid, server, comm) already looked at (model, local server)
+        # (pid, server, comm) already looked at (model, local server)
+        self._first_seen: set[tuple[int, str | None, str | None]] = set()
         self.grace_ns, self.hold_ns, self.gap_ns = grace_ns, hold_ns, gap_ns
         self.max_wire_events = max_wire_events
         self.max_gai_pending = max_gai_pending
-        self.wire: dict[int, list[tuple[int, dict]]] = defaultdict(list)  # pid -> [(arrival, dns event)]
+        self.wire: dict[int, list[tuple[int, Event]]] = defaultdict(list)  # pid -> [(arrival, dns event)]
         self.wire_count = 0
-        self.gai_pending: deque[dict] = deque()
+        self.gai_pending: deque[Event] = deque()
         self.claimed: BoundedDict = BoundedDict(65536)  # attempts already in a lookup -> None
         self.counters = dict(lookups_gai=0, lookups_wire=0, wire_evicted=0, gai_evicted=0)
 
-    def add(self, event: dict, now_ns: int) -> None:
+    def add(self, event: Event, now_ns: int) -> None:
         kind = event.get("kind")
         if kind == "gai":
-            self.models.saw_libc_call(event.get("pid"), event.get("libc"))
+            self.models.saw_libc_call(event["pid"], event.get("libc"))
             self.gai_pending.append(event)
             if len(self.gai_pending) > self.max_gai_pending:
                 self.gai_pending.popleft()
@@ -131,7 +137,7 @@ class LookupJoiner:
                 self._first_seen.add(first_seen)
                 self.models.observe(event["pid"], event.get("comm"))
                 if self.local_servers is not None:
-                    self.local_servers.find(event["pid"], event.get("server"), event.get("dport") or 53)
+                    self.local_servers.find(event["pid"], event["server"], event.get("dport") or 53)
             if _attempt_key(event) in self.claimed:
                 return  # e.g. the timeout of an attempt a lookup already reported as unanswered
             stored = self.wire[event["pid"]]
@@ -152,11 +158,12 @@ class LookupJoiner:
         self.wire_count -= 1
         self.counters["wire_evicted"] += 1
 
-    def _claim(self, event: dict) -> None:
+    def _claim(self, event: Event) -> None:
         self.claimed.put(_attempt_key(event), None)
 
-    def flush(self, now_ns: int, inflight: list[dict] = ()) -> list[dict]:
+    def flush(self, now_ns: int, inflight: list[Event] | None = None) -> list[Event]:
         """Lookups that are complete at ``now_ns``. ``inflight``: queries sent and not yet answered."""
+        inflight = [] if inflight is None else inflight
         lookups = []
         while self.gai_pending and self._gai_end(self.gai_pending[0]) + self.grace_ns <= now_ns:
             lookups.append(self._join_gai(self.gai_pending.popleft(), inflight))
@@ -164,11 +171,12 @@ class LookupJoiner:
         return lookups
 
     @staticmethod
-    def _gai_end(event: dict) -> int:
-        return event["ts"] + (event.get("latency_ns") or 0)
+    def _gai_end(event: Event) -> int:
+        end: int = event["ts"] + (event.get("latency_ns") or 0)
+        return end
 
-    def _join_gai(self, gai: dict, inflight: list[dict]) -> dict:
-        pid, name = gai.get("pid"), gai.get("name")
+    def _join_gai(self, gai: Event, inflight: list[Event]) -> Event:
+        pid, name = gai["pid"], gai.get("name")
         start, end = gai["ts"] - WINDOW_SLACK_NS, self._gai_end(gai) + WINDOW_SLACK_NS
         attempts = []
         stored = self.wire.get(pid, [])
@@ -205,7 +213,7 @@ class LookupJoiner:
         }
         return self._via(_summary(lookup, [_attempt(e) for e in attempts]), inflight)
 
-    def _via(self, lookup: dict, inflight: list[dict]) -> dict:
+    def _via(self, lookup: Event, inflight: list[Event]) -> Event:
         """Attempts to a nameserver served on this node: the serving process and its upstream queries."""
         lookup["via"] = None
         if self.local_servers is None:
@@ -219,14 +227,14 @@ class LookupJoiner:
             attempt["upstream"] = [_attempt(e) for e in self.upstream.upstream_of(attempt, local, inflight)]
         return lookup
 
-    def _wire_lookups(self, now_ns: int, inflight: list[dict]) -> list[dict]:
+    def _wire_lookups(self, now_ns: int, inflight: list[Event]) -> list[Event]:
         busy = {(e.get("pid"), _label(e)) for e in inflight}
         lookups = []
         for pid in list(self.wire):
             stored = self.wire[pid]
             if now_ns - stored[-1][0] < self.hold_ns and now_ns - stored[0][0] < WIRE_MAX_HOLD_NS:
                 continue  # a libc call may still claim these
-            groups: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+            groups: dict[str, list[tuple[int, Event]]] = defaultdict(list)
             for item in stored:
                 groups[_label(item[1])].append(item)
             keep = []
@@ -247,7 +255,7 @@ class LookupJoiner:
         lookups.sort(key=lambda lookup: lookup["ts"])
         return lookups
 
-    def _wire_lookup(self, pid: int, events: list[dict], inflight: list[dict] = ()) -> dict:
+    def _wire_lookup(self, pid: int, events: list[Event], inflight: list[Event]) -> Event:
         first = events[0]
         name = min((e.get("qname") or "" for e in events), key=len)
         model, known_from = self.models.model_of(pid, first.get("comm"), events)
@@ -269,8 +277,8 @@ class LookupJoiner:
         }
         return self._via(_summary(lookup, [_attempt(e) for e in events]), inflight)
 
-    def stats(self) -> dict:
-        stats = dict(self.counters, wire_buffered=self.wire_count, gai_buffered=len(self.gai_pending))
+    def stats(self) -> dict[str, object]:
+        stats: dict[str, object] = dict(self.counters, wire_buffered=self.wire_count, gai_buffered=len(self.gai_pending))
         if self.local_servers is not None:
             stats.update(self.local_servers.counters)
         return stats
@@ -281,7 +289,7 @@ class LookupsSource(Source):
 
     name = "lookups"
 
-    def __init__(self, dns_source, gai_sources: list[Source]):
+    def __init__(self, dns_source: DnsWireSource, gai_sources: list[Source]):
         self.dns = dns_source
         self.gai_sources = gai_sources
         self.active_gai: list[Source] = []
@@ -304,24 +312,24 @@ class LookupsSource(Source):
     def fds(self) -> list[int]:
         return self.dns.fds() + [fd for source in self.active_gai for fd in source.fds()]
 
-    def _feed(self, events: list[dict], now_ns: int) -> list[dict]:
+    def _feed(self, events: list[Event], now_ns: int) -> list[Event]:
         for event in events:
             self.joiner.add(event, now_ns)
         return events + self.joiner.flush(now_ns, self.dns.pending())
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         events = self.dns.poll()
         for source in self.active_gai:
             events.extend(source.poll())
         return self._feed(events, time.time_ns())
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         events = self.dns.tick(now_ns)
         for source in self.active_gai:
             events.extend(source.tick(now_ns))
         return self._feed(events, now_ns)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Event]:
         """Shutdown: what the inner sources still hold, then every lookup still waiting for late wire events."""
         events = self.dns.flush()
         for source in self.active_gai:
@@ -330,7 +338,7 @@ class LookupsSource(Source):
         far_future_ns = time.time_ns() + 3600 * 10**9
         return events + self.joiner.flush(far_future_ns, self.dns.pending())
 
-    def stats(self) -> dict:
+    def stats(self) -> Event:
         stats = {f"dns_{k}": v for k, v in self.dns.stats().items()}
         for source in self.active_gai:
             stats.update({f"gai_{k}": v for k, v in source.stats().items()})
@@ -360,7 +368,7 @@ def make_filter(_options: LookupsOptions) -> EventFilter:
     return lambda event: event.get("kind") == "lookup"
 
 
-def _fmt_attempts(attempts) -> str:
+def _fmt_attempts(attempts: list[Event] | None) -> str:
     if not attempts:
         return "-"
     parts = []

@@ -15,12 +15,14 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dnstrace.columns import PROCESS_COLUMNS, TIME_COLUMN, Column, fmt_bool, fmt_latency
 from dnstrace.errors import UsageError
 from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock
-from dnstrace.kernel.ringsource import BpfRingSource
+from dnstrace.kernel.ringbuf import Record
+from dnstrace.kernel.ringsource import BpfRingSource, Stats
 from dnstrace.signals.base import Event, EventFilter, Flag, SignalSpec, option
 
 # Layouts of tcp.h (packed by hand there).
@@ -52,17 +54,17 @@ def errno_name(code: int) -> str | None:
     return errno_names.errorcode.get(code, str(code)) if code else None
 
 
-def decode_event(data: bytes, offset_ns: int) -> dict:
+def decode_event(data: bytes, offset_ns: int) -> Event:
     """One ``struct tcp_event`` (bytes) -> a ``syn_retry`` or ``connect`` event dict."""
     return decode_record(EVENT.unpack_from(data), offset_ns)
 
 
-def decode_record(record: tuple, offset_ns: int) -> dict:
+def decode_record(record: Record, offset_ns: int) -> Event:
     """One ``struct tcp_event`` already unpacked with ``EVENT`` -> the event dict."""
     (ts, elapsed, pid, tid, retries, error, saddr, daddr, sport, dport, family, kind, result,
      comm) = record
     owner_known = pid != 0
-    event = {
+    event: Event = {
         "kind": "syn_retry" if kind == EV_SYN_RETRY else "connect",
         "ts": ts + offset_ns,
         "pid": pid if owner_known else None,
@@ -90,18 +92,18 @@ def decode_record(record: tuple, offset_ns: int) -> dict:
 class FlowDeltas:
     """Turns the kernel's cumulative per-flow counters into aggregated events for what was sampled."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seen: dict[bytes, tuple[int, ...]] = {}
 
-    def update(self, key: bytes, value: bytes, now_ns: int) -> list[dict]:
+    def update(self, key: bytes, value: bytes, now_ns: int) -> list[Event]:
         daddr, pid, dport, family = FLOW_KEY.unpack(key)
         fields = FLOW_VALUE.unpack(value)
         counters, comm = fields[:18], fields[18]
         sampled_now = (counters[8],) + counters[9:15]
         before = self.seen.get(key, (0,) * 7)
         self.seen[key] = sampled_now
-        events = []
-        common = {
+        events: list[Event] = []
+        common: Event = {
             "ts": now_ns, "pid": pid, "tid": None,
             "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
             "family": "ipv4" if family == AF_INET else "ipv6",
@@ -142,7 +144,7 @@ class TcpSource(BpfRingSource):
         return {"FLOW_EVENT_BUDGET": self.event_budget, "CONN_MAX": CONN_MAX, "FLOW_MAX": FLOW_MAX,
                 "RINGBUF_PAGES": RINGBUF_PAGES}
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[Event]:
         if not self.reader:
             return []
         self.clock.refresh()
@@ -156,19 +158,19 @@ class TcpSource(BpfRingSource):
         self.events_out += len(events)
         return events
 
-    def tick(self, now_ns: int) -> list[dict]:
+    def tick(self, now_ns: int) -> list[Event]:
         return self._collect(now_ns, evict_idle=True)
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[Event]:
         """At shutdown: the last events and what was sampled since the last tick, so counts add up."""
         return self._collect(self.clock.now_unix_ns(), evict_idle=False)
 
-    def _collect(self, now_ns: int, evict_idle: bool) -> list[dict]:
+    def _collect(self, now_ns: int, evict_idle: bool) -> list[Event]:
         if not self.bpf:
             return []
         events = self.poll()  # refreshes the clock: now_ns and the kernel's timestamps on one scale
         flows = self.bpf["flows"]
-        idle: list = []
+        idle: list[tuple[Any, bytes]] = []  # (bcc key, its bytes)
         mono_now = self.clock.to_ktime_ns(now_ns)
         for key, value in flows.items():
             raw_key, raw_value = bytes(key), bytes(value)
@@ -187,8 +189,8 @@ class TcpSource(BpfRingSource):
             self.flow_evictions += 1
         return events
 
-    def live_stats(self) -> dict:
-        stats: dict = self.kernel_counters()
+    def live_stats(self) -> Stats:
+        stats: Stats = dict(self.kernel_counters())
         malformed = self.reader.malformed if self.reader is not None else 0
         stats["kernel_missed"] = self.kernel_missed()
         stats.update(events=self.events_out, aggregated_events=self.aggregated_out,
