@@ -39,6 +39,7 @@ from dnstrace.kernel import load as bpfload
 from dnstrace.kernel.clock import KernelClock
 from dnstrace.kernel.ringbuf import Decoder
 from dnstrace.kernel.ringsource import BpfRingSource
+from dnstrace.signals.base import Event
 from dnstrace.signals.dns.abi import (
     DIR_EGRESS,
     DIR_INGRESS,
@@ -65,7 +66,7 @@ from dnstrace.signals.dns.abi import (
 )
 from dnstrace.signals.dns.caches import TextCache, comm_text, ipv4_text, ipv6_text
 from dnstrace.signals.dns.inflight import KernelInflight
-from dnstrace.signals.dns.tracker import DnsEventDict, DnsTracker, Packet
+from dnstrace.signals.dns.tracker import DnsTracker, Packet
 
 SWEEP_AGE_NS = 500_000_000  # tick: kernel-held queries older than this move to user space (min timeout 1 s)
 GAP_SWEEP_BUDGET_NS = 20_000_000  # CPU per second for map reads restoring send order; beyond, order as it comes
@@ -100,11 +101,11 @@ class DnsWireSource(BpfRingSource):
         self._ipv4 = TextCache(ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(ipv6_text)
         self._comms = TextCache(comm_text)
-        self._events: list[DnsEventDict] = []  # filled by _record during a poll
+        self._events: list[Event] = []  # filled by _record during a poll
         self.inflight_map: KernelInflight | None = None  # the kernel's in-flight query map
         self._next_qseq: dict[int, int] = {}  # pid -> the send sequence number expected next
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
-        self._pending_cache: tuple[int, list[DnsEventDict]] = (0, [])
+        self._pending_cache: tuple[int, list[Event]] = (0, [])
         self.order = dict(gap_sweeps=0, gap_sweeps_skipped=0, swept=0, pairs=0)
 
     def defines(self) -> dict[str, object]:
@@ -285,7 +286,7 @@ class DnsWireSource(BpfRingSource):
             packet.seq = 0  # UDP: no TCP sequence number
             self.tracker.packet(packet)  # a query: no event until its answer or timeout
 
-    def poll(self) -> list[DnsEventDict]:
+    def poll(self) -> list[Event]:
         if self.reader is None:
             return []
         self._follow_clock()
@@ -295,9 +296,9 @@ class DnsWireSource(BpfRingSource):
         events, self._events = self._events, []
         return events
 
-    def flush(self) -> list[DnsEventDict]:
+    def flush(self) -> list[Event]:
         """At shutdown: the rest of the ring buffer (one poll stops after DEFAULT_DRAIN_LIMIT records)."""
-        events: list[DnsEventDict] = []
+        events: list[Event] = []
         for _ in range(FLUSH_MAX_DRAINS):  # bounded: the kernel keeps writing while we read
             if self.reader is None:
                 break
@@ -308,13 +309,13 @@ class DnsWireSource(BpfRingSource):
         self._sweep()  # queries still unanswered: in flight in user space
         return events
 
-    def tick(self, now_ns: int) -> list[DnsEventDict]:
+    def tick(self, now_ns: int) -> list[Event]:
         self._gap_budget_ns = GAP_SWEEP_BUDGET_NS
         self._follow_clock()
         self._sweep(max_ts=self.clock.now_ktime_ns() - SWEEP_AGE_NS)
         return self.tracker.expire(now_ns)
 
-    def pending(self) -> list[DnsEventDict]:
+    def pending(self) -> list[Event]:
         """In-flight queries, user space's and the kernel map's, as unanswered-so-far attempts."""
         now = time.monotonic_ns()
         read_at, kernel_held = self._pending_cache

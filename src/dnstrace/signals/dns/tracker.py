@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from dnstrace.bounded import BoundedDict
 from dnstrace.enrich.resolvconf import DEFAULT_TIMEOUT_S, ResolvConf
+from dnstrace.signals.base import Event
 from dnstrace.signals.dns.abi import DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP
 from dnstrace.signals.dns.caches import RecentMap
 from dnstrace.signals.dns.parse import DnsMessage, MalformedDns, parse_message, qtype_name, rcode_name, split_tcp_stream
@@ -38,8 +39,6 @@ RETRANSMIT_WINDOW_NS = 60_000_000_000
 PARSE_CACHE_SIZE = 2048  # parsed messages kept (emptied when full): bounded, ~1 MiB at most
 MIN_TIMEOUT_NS = 1_000_000_000  # resolv.conf's timeout is at least 1 s
 
-# A ``dns`` event as it leaves the tracker: a plain dict (fields: ``Query.event``, meanings: dnstrace.events).
-DnsEventDict = dict[str, object]
 # A parsed message and its question name lower-cased (None when it has no question).
 Parsed = tuple[DnsMessage, str | None]
 ResolvForPid = Callable[[int], ResolvConf | None]
@@ -100,8 +99,8 @@ class Query:
     client: str = ""  # the source address: a TCP retry after TC is matched by flow, not by pid
 
     def event(self, rcode: str | None, tc: bool, ancount: int, latency_ns: int | None, answered: bool,
-              answers: list[str] | None) -> DnsEventDict:
-        """This query's ``dns`` event with its answer's fields: the one place its fields are spelled."""
+              answers: list[str] | None) -> Event:
+        """This query's ``dns`` event with its answer's fields: the one place they are spelled (meanings: dnstrace.events)."""
         return {
             "kind": "dns", "ts": self.ts, "pid": self.pid, "tid": self.tid, "comm": self.comm,
             "qname": self.qname, "qtype": qtype_name(self.qtype), "server": self.server,
@@ -113,13 +112,13 @@ class Query:
             "answers": answers,
         }
 
-    def answered_event(self, ts: int, msg: DnsMessage) -> DnsEventDict:
+    def answered_event(self, ts: int, msg: DnsMessage) -> Event:
         """Answered by ``msg`` at ``ts``."""
         latency_ns = ts - self.ts
         return self.event(rcode_name(msg.rcode), msg.tc, msg.ancount, latency_ns if latency_ns > 0 else 0, True,
                           list(msg.answers) if msg.answers else [])  # parsed messages are cached: copy
 
-    def unanswered_event(self) -> DnsEventDict:
+    def unanswered_event(self) -> Event:
         """No answer (yet): ``timeout_ns`` or ``pending`` is added by the caller."""
         return self.event(None, False, 0, None, False, [])
 
@@ -135,7 +134,7 @@ class _TcpStream:
 class Flow(NamedTuple):
     """What every event of a repeating kernel-paired exchange shares (see ``DnsTracker.pair``)."""
 
-    template: DnsEventDict  # the event, but for ts, tid, id, latency, answers and the flags
+    template: Event  # the event, but for ts, tid, id, latency, answers and the flags
     qname_key: str
     qtype: int | None
     check_pair: bool  # A/AAAA without single-request: look for its same-port partner
@@ -172,7 +171,7 @@ class DnsTracker:
 
     # --- input ---------------------------------------------------------------------------
 
-    def packet(self, pkt: Packet) -> list[DnsEventDict]:
+    def packet(self, pkt: Packet) -> list[Event]:
         """Events completed by this packet (an answer matching a query), usually none or one."""
         if pkt.proto != PROTO_TCP:
             if pkt.direction == DIR_INGRESS:
@@ -189,7 +188,7 @@ class DnsTracker:
                 events.append(event)
         return events
 
-    def udp_answer(self, ts: int, cookie: int, data: bytes, total: int) -> DnsEventDict | None:
+    def udp_answer(self, ts: int, cookie: int, data: bytes, total: int) -> Event | None:
         """A UDP datagram from a DNS port, the flood-sized half of the traffic: an answer needs
         only its socket, time and bytes, so it skips building a Packet. The event, if it answers."""
         self.counters["packets"] += 1
@@ -229,7 +228,7 @@ class DnsTracker:
         self.counters["malformed"] = malformed_before
         return parsed
 
-    def _message(self, pkt: Packet, data: bytes, total: int) -> DnsEventDict | None:
+    def _message(self, pkt: Packet, data: bytes, total: int) -> Event | None:
         ingress = pkt.direction == DIR_INGRESS
         parsed = self._parse(data, total, ingress)
         if parsed is None:
@@ -330,7 +329,7 @@ class DnsTracker:
 
     def pair(self, query_ts: int, answer_ts: int, cookie: int, pid: int, tid: int, comm: str, family: int,
              client: str, client_port: int, server: str, server_port: int, query_data: bytes, query_len: int,
-             answer_data: bytes, answer_len: int, flow_key: Hashable | None = None) -> list[DnsEventDict]:
+             answer_data: bytes, answer_len: int, flow_key: Hashable | None = None) -> list[Event]:
         """A UDP query and its answer, paired by the kernel (socket cookie + id): its event.
 
         The fast path makes the event without the in-flight table: the answer belongs to this
@@ -359,7 +358,7 @@ class DnsTracker:
         return self.packet(query) + self.packet(answer)
 
     def repeated_pair(self, flow_key: Hashable, query_ts: int, answer_ts: int, pid: int, tid: int, msg_id: int,
-                      cookie: int, client_port: int) -> DnsEventDict | None:
+                      cookie: int, client_port: int) -> Event | None:
         """The flood's shortcut: the event of a kernel-paired exchange whose flow ``pair`` has seen
         (same ``flow_key``), without its bytes; None when the flow is not known (then call ``pair``)."""
         flow = self._flows.get(flow_key)
@@ -396,7 +395,7 @@ class DnsTracker:
         return flow
 
     def _flow_event(self, flow: Flow, ts: int, answer_ts: int, pid: int, tid: int, msg_id: int, cookie: int,
-                    sport: int) -> DnsEventDict:
+                    sport: int) -> Event:
         """The event of one kernel-paired exchange: the template, its time and id, and the flags of ``_make_query``."""
         template, qname_key, qtype, check_pair, counts, answers = flow
         self.flow_events += 1  # each one packets += 2, queries += 1, answers += 1 (added up in stats)
@@ -442,7 +441,7 @@ class DnsTracker:
             return {"ts": partner[0], "id": partner[1], "qtype": qtype_name(partner[2])}
         return None
 
-    def _answer(self, ts: int, cookie: int, msg: DnsMessage, msg_id: int, wanted: str | None) -> DnsEventDict | None:
+    def _answer(self, ts: int, cookie: int, msg: DnsMessage, msg_id: int, wanted: str | None) -> Event | None:
         key = (cookie, msg_id)
         pending: list[Query] | None = self.inflight.get(key)
         query = None
@@ -458,7 +457,7 @@ class DnsTracker:
             return None
         return self._complete(query, ts, msg)
 
-    def _complete(self, q: Query, ts: int, msg: DnsMessage) -> DnsEventDict:
+    def _complete(self, q: Query, ts: int, msg: DnsMessage) -> Event:
         """The event of query ``q`` answered by ``msg`` at ``ts``."""
         self.counters["answers"] += 1
         counts: list[int] | None = self.servers.get((q.server, q.dport))  # _server_count inlined: hot path
@@ -480,7 +479,7 @@ class DnsTracker:
 
     # --- time ------------------------------------------------------------------------------
 
-    def expire(self, now_ns: int) -> list[DnsEventDict]:
+    def expire(self, now_ns: int) -> list[Event]:
         """Queries whose resolver timeout passed without an answer -> ``answered=false`` events."""
         self._flows.clear()  # re-read what they hold (resolv.conf, server counters) once a second
         events = []
@@ -506,7 +505,7 @@ class DnsTracker:
             del self.inflight[key]
         return events
 
-    def pending(self) -> list[DnsEventDict]:
+    def pending(self) -> list[Event]:
         """In-flight queries as unanswered-so-far attempts (for the lookup join)."""
         attempts = []
         for pending in self.inflight.values():
@@ -516,7 +515,7 @@ class DnsTracker:
                 attempts.append(event)
         return attempts
 
-    def query_event(self, pkt: Packet) -> DnsEventDict | None:
+    def query_event(self, pkt: Packet) -> Event | None:
         """A query not handed to the tracker yet (held by the kernel) as a pending attempt; no state changes."""
         if len(pkt.data) < 12:
             return None
