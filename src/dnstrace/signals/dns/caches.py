@@ -46,6 +46,11 @@ class RecentMap(Generic[K, V]):
         old_value = self.old.pop(key, None)
         return old_value if value is None else value
 
+    def update_values(self, update: Callable[[V], V]) -> None:
+        """Replace every value by ``update(value)``, keys and generations unchanged."""
+        self.young = {key: update(value) for key, value in self.young.items()}
+        self.old = {key: update(value) for key, value in self.old.items()}
+
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
 

@@ -98,6 +98,7 @@ class DnsWireSource(BpfRingSource):
         self.tracker = DnsTracker(resolv_for_pid=self.resolv_cache.for_pid, max_inflight=max_inflight)
         self.links: list[bpfload.CgroupLink] = []
         self._offset_ns = 0  # the clock's offset, read when started and at each poll and tick
+        self._clock_followed = False  # _offset_ns has been read from the clock
         self._ipv4 = TextCache(ipv4_text)  # separate: an IPv6 address can have the bytes of an IPv4 one
         self._ipv6 = TextCache(ipv6_text)
         self._comms = TextCache(comm_text)
@@ -131,9 +132,15 @@ class DnsWireSource(BpfRingSource):
         self.inflight_map = None
 
     def _follow_clock(self) -> None:
-        """Kernel timestamps to unix ns with the clock's offset now (it follows wall-clock steps)."""
+        """Kernel timestamps to unix ns with the clock's offset now. When it moved (a wall-clock step,
+        seen by this refresh or by another source's on the shared clock) the tracker moves with it."""
         self.clock.refresh()
+        step_ns = self.clock.offset_ns - self._offset_ns
+        if step_ns and self._clock_followed:
+            self.tracker.shift(step_ns)
+            self._pending_cache = (0, [])  # converted before the step: read the kernel map again
         self._offset_ns = self.clock.offset_ns
+        self._clock_followed = True
 
     def decode(self, area: RingArea, offset: int, length: int) -> Packet:
         """One ring buffer record (``dns_event_hdr`` + captured payload) -> a Packet."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from dnstrace.bounded import BoundedDict
@@ -478,6 +478,19 @@ class DnsTracker:
         counts[0 if answered else 1] += 1
 
     # --- time ------------------------------------------------------------------------------
+
+    def shift(self, step_ns: int) -> None:
+        """The wall clock was stepped by ``step_ns``: packets come on the new scale from now on, so the
+        times kept from before move onto it. Latencies of queries in flight, their timeouts (against the
+        Runner's now), the resolv.conf recheck and the flags' windows then stay what they were."""
+        for pending in self.inflight.values():
+            for query in pending:
+                query.ts += step_ns
+        for pid, (checked_ns, conf) in self._resolv_by_pid.items():
+            self._resolv_by_pid[pid] = (checked_ns + step_ns, conf)  # an existing key: its place is kept
+        self.recent_sent.update_values(lambda sent_ns: sent_ns + step_ns)
+        self.recent_pair.update_values(lambda partner: (partner[0] + step_ns, *partner[1:]))
+        self.recent_tc.update_values(lambda query: replace(query, ts=query.ts + step_ns))
 
     def expire(self, now_ns: int) -> list[Event]:
         """Queries whose resolver timeout passed without an answer -> ``answered=false`` events."""

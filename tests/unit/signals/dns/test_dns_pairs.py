@@ -90,6 +90,12 @@ def answer_record(msg_id: int, qtype: int, ts: int, pid: int = 4711) -> bytes:
                           KIND_PACKET, b"app" + bytes(13), 0) + a
 
 
+def query_record(msg_id: int, qtype: int, qseq: int, ts: int, pid: int = 4711) -> bytes:
+    q = build_message(msg_id, 0x0100, "web.example.test", qtype)
+    return EVENT_HDR.pack(ts, 77, pid, pid, 0, qseq, _addr(CLIENT), _addr(SERVER), 40000, 53, len(q), len(q), 4, 17, 0,
+                          KIND_PACKET, b"app" + bytes(13), 0) + q
+
+
 class FakeInflight:
     """Stands for KernelInflight: the kernel map's entries as the batch read leaves them."""
 
@@ -176,12 +182,15 @@ def test_source_converts_with_its_clock_and_follows_a_wall_clock_step():
     source = DnsWireSource(ports=[53], clock=clock)
     source.inflight_map = FakeInflight([])
     source.tick(WALL0)
-    [before] = drain(source, [pair_record(7, 1, 0, ts=MONO0 + 3 * MS, query_ts=MONO0 + MS)])
+    [before] = drain(source, [pair_record(7, 1, 0, ts=MONO0 + 3 * MS, query_ts=MONO0 + MS),
+                              query_record(9, 1, 1, ts=MONO0 + 3 * MS)])  # 9: in flight in user space
     assert before["ts"] == WALL0 + MS and before["latency_ns"] == 2 * MS
     clocks["wall"] += 3600 * S  # an operator sets the clock an hour ahead
-    source.tick(clocks["wall"])
-    [after] = drain(source, [pair_record(8, 1, 1, ts=MONO0 + 5 * MS, query_ts=MONO0 + 4 * MS)])
+    assert source.tick(clocks["wall"]) == []  # 9 does not look an hour old
+    [after, answer_of_9] = drain(source, [pair_record(8, 1, 2, ts=MONO0 + 5 * MS, query_ts=MONO0 + 4 * MS),
+                                          answer_record(9, 1, ts=MONO0 + 6 * MS)])
     assert after["ts"] == WALL0 + 3600 * S + 4 * MS and clock.steps == 1
+    assert answer_of_9["id"] == 9 and answer_of_9["latency_ns"] == 3 * MS  # not an hour
 
 
 def test_tick_sweeps_kernel_held_queries_by_the_kernel_clock():
