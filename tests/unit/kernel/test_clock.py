@@ -17,7 +17,7 @@ from dnstrace.lab.dns_servers import build_message
 from dnstrace.signals.dns.abi import DIR_EGRESS, DIR_INGRESS, PROTO_UDP
 from dnstrace.signals.dns.tracker import DnsTracker, Packet
 from dnstrace.signals.gai.source import GaiDecoder, GaiSource
-from dnstrace.signals.lookups.source import GAI_GRACE_NS, LookupJoiner
+from dnstrace.signals.lookups.source import GAI_GRACE_NS, LookupJoiner, LookupsSource
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -105,6 +105,7 @@ def _gai_source(clock: KernelClock) -> GaiSource:
     source.reader = FakeRing()
     source.libcs = SimpleNamespace(paths_by_id={})
     source.decoder = GaiDecoder()
+    source.next_rescan_ns = 2**63  # no libc rescan from tick
     return source
 
 
@@ -174,3 +175,48 @@ def test_an_offset_read_once_disagrees_with_the_wall_clock_after_a_step():
     tracker.packet(_dns_packet(stale, clocks.mono, 9, 1))
     [expired] = tracker.expire(clocks.wall)  # sent just now
     assert expired["answered"] is False
+
+
+class FakeDnsSource:
+    """The dns source's face towards LookupsSource, over a real tracker fed clock-converted packets."""
+
+    def __init__(self):
+        self.tracker = _tracker()
+        self.events: list[dict] = []
+
+    def packet(self, packet: Packet) -> None:
+        self.events.extend(self.tracker.packet(packet))
+
+    def poll(self) -> list[dict]:
+        events, self.events = self.events, []
+        return events
+
+    def tick(self, now_ns: int) -> list[dict]:
+        return self.poll() + self.tracker.expire(now_ns)
+
+    def pending(self) -> list[dict]:
+        return self.tracker.pending()
+
+
+@pytest.mark.parametrize("step_ns", [HOUR, -HOUR], ids=["forward", "backward"])
+def test_a_step_while_a_lookup_waits_moves_its_wait_to_the_new_clock(step_ns):
+    """A call polled before the step, joined after it: still after its grace period, not an hour off."""
+    clocks = FakeClocks()
+    clock = clocks.clock()
+    gai, dns = _gai_source(clock), FakeDnsSource()
+    lookups = LookupsSource(dns, [gai], clock=clock)
+    lookups.active_gai = [gai]
+    call_start = clocks.mono
+    dns.packet(_dns_packet(clock, call_start + 1 * MS, 7, 1))
+    dns.packet(_dns_packet(clock, call_start + 3 * MS, 7, 1, egress=False))
+    gai.reader.records.append(_gai_record(call_start, 5 * MS, b"web.example.test"))
+    clocks.advance(5 * MS)
+    assert [e["kind"] for e in lookups.poll()] == ["dns", "gai"]  # the lookup waits for late wire events
+
+    clocks.step_wall(step_ns)
+    assert lookups.poll() == [] and clock.steps == 1  # the gai poll refreshed the clock: the wait moves
+    clocks.advance(GAI_GRACE_NS - 1 * MS)
+    assert lookups.tick(clocks.wall) == []
+    clocks.advance(1 * MS)
+    [lookup] = lookups.tick(clocks.wall)
+    assert lookup["kind"] == "lookup" and [a["answered"] for a in lookup["attempts"]] == [True]

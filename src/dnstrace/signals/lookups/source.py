@@ -31,7 +31,6 @@ tested on recorded streams. Its buffers are bounded; evictions are counted.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from dnstrace.enrich.resolvconf import ResolvConf
 from dnstrace.enrich.resolver_models import ModelRegistry, lookup_latency, split_lookups, waited_for
 from dnstrace.errors import DnstraceError
 from dnstrace.flow import Source
+from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.log import status
 from dnstrace.signals.base import Event, EventFilter, SignalSpec
 from dnstrace.signals.dns.source import DnsWireSource
@@ -116,7 +116,7 @@ class LookupJoiner:
         self.max_gai_pending = max_gai_pending
         self.wire: dict[int, list[tuple[int, Event]]] = defaultdict(list)  # pid -> [(arrival, dns event)]
         self.wire_count = 0
-        self.gai_pending: deque[Event] = deque()
+        self.gai_pending: deque[tuple[int, Event]] = deque()  # (when to join it, gai event), in arrival order
         self.claimed: BoundedDict = BoundedDict(65536)  # attempts already in a lookup -> None
         self.counters = dict(lookups_gai=0, lookups_wire=0, wire_evicted=0, gai_evicted=0)
 
@@ -124,7 +124,7 @@ class LookupJoiner:
         kind = event.get("kind")
         if kind == "gai":
             self.models.saw_libc_call(event["pid"], event.get("libc"))
-            self.gai_pending.append(event)
+            self.gai_pending.append((self._gai_end(event) + self.grace_ns, event))
             if len(self.gai_pending) > self.max_gai_pending:
                 self.gai_pending.popleft()
                 self.counters["gai_evicted"] += 1
@@ -158,6 +158,15 @@ class LookupJoiner:
         self.wire_count -= 1
         self.counters["wire_evicted"] += 1
 
+    def shift(self, step_ns: int) -> None:
+        """The wall clock was stepped by ``step_ns``: move what waits for a time to the new scale.
+
+        Without this, a backward step would hold every buffered call and query for as long as the
+        step, and a forward one would join them before their wire events came."""
+        self.gai_pending = deque((due + step_ns, event) for due, event in self.gai_pending)
+        for pid, stored in self.wire.items():
+            self.wire[pid] = [(arrival + step_ns, event) for arrival, event in stored]
+
     def _claim(self, event: Event) -> None:
         self.claimed.put(_attempt_key(event), None)
 
@@ -165,8 +174,8 @@ class LookupJoiner:
         """Lookups that are complete at ``now_ns``. ``inflight``: queries sent and not yet answered."""
         inflight = [] if inflight is None else inflight
         lookups = []
-        while self.gai_pending and self._gai_end(self.gai_pending[0]) + self.grace_ns <= now_ns:
-            lookups.append(self._join_gai(self.gai_pending.popleft(), inflight))
+        while self.gai_pending and self.gai_pending[0][0] <= now_ns:
+            lookups.append(self._join_gai(self.gai_pending.popleft()[1], inflight))
         lookups.extend(self._wire_lookups(now_ns, inflight))
         return lookups
 
@@ -289,8 +298,10 @@ class LookupsSource(Source):
 
     name = "lookups"
 
-    def __init__(self, dns_source: DnsWireSource, gai_sources: list[Source]):
+    def __init__(self, dns_source: DnsWireSource, gai_sources: list[Source], clock: KernelClock | None = None):
         self.dns = dns_source
+        self.clock = clock or shared_clock()  # the one its inner sources convert with (the shared one)
+        self._offset_seen = self.clock.offset_ns
         self.gai_sources = gai_sources
         self.active_gai: list[Source] = []
         self.joiner = LookupJoiner(resolv_for_pid=dns_source.tracker.resolv_conf_of, models=ModelRegistry(),
@@ -313,6 +324,10 @@ class LookupsSource(Source):
         return self.dns.fds() + [fd for source in self.active_gai for fd in source.fds()]
 
     def _feed(self, events: list[Event], now_ns: int) -> list[Event]:
+        offset = self.clock.offset_ns  # the inner sources' polls refreshed it
+        if offset != self._offset_seen:
+            self.joiner.shift(offset - self._offset_seen)
+            self._offset_seen = offset
         for event in events:
             self.joiner.add(event, now_ns)
         return events + self.joiner.flush(now_ns, self.dns.pending())
@@ -321,7 +336,7 @@ class LookupsSource(Source):
         events = self.dns.poll()
         for source in self.active_gai:
             events.extend(source.poll())
-        return self._feed(events, time.time_ns())
+        return self._feed(events, self.clock.now_unix_ns())
 
     def tick(self, now_ns: int) -> list[Event]:
         events = self.dns.tick(now_ns)
@@ -334,8 +349,8 @@ class LookupsSource(Source):
         events = self.dns.flush()
         for source in self.active_gai:
             events.extend(source.flush())
-        events = self._feed(events, time.time_ns())
-        far_future_ns = time.time_ns() + 3600 * 10**9
+        events = self._feed(events, self.clock.now_unix_ns())
+        far_future_ns = self.clock.now_unix_ns() + 3600 * 10**9
         return events + self.joiner.flush(far_future_ns, self.dns.pending())
 
     def stats(self) -> Event:
