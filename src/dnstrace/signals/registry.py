@@ -19,7 +19,7 @@ from dnstrace.signals.base import SignalSpec
 
 SIGNAL_MODULES = (
     "dnstrace.signals.gai.source",
-    "dnstrace.signals.dns.source",
+    "dnstrace.signals.dns.spec",
     "dnstrace.signals.lookups.source",
     "dnstrace.signals.tcp.source",
     "dnstrace.signals.drops.source",

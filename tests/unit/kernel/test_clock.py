@@ -14,7 +14,8 @@ import pytest
 from dnstrace.enrich.resolvconf import parse
 from dnstrace.kernel.clock import STEP_TOLERANCE_NS, KernelClock, shared_clock
 from dnstrace.lab.dns_servers import build_message
-from dnstrace.signals.dns.source import DIR_EGRESS, DIR_INGRESS, PROTO_UDP, DnsTracker, Packet
+from dnstrace.signals.dns.abi import DIR_EGRESS, DIR_INGRESS, PROTO_UDP
+from dnstrace.signals.dns.tracker import DnsTracker, Packet
 from dnstrace.signals.gai.source import GaiDecoder, GaiSource
 from dnstrace.signals.lookups.source import GAI_GRACE_NS, LookupJoiner, LookupsSource
 

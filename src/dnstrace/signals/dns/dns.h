@@ -1,4 +1,4 @@
-/* Event layout of the DNS wire tracer (dns.bpf.c), shared with agent/dnswire.py.
+/* Event layout of the DNS wire tracer (dns.bpf.c), mirrored by abi.py (tests/unit/kernel/test_abi.py checks it).
  *
  * Three record kinds share one ring buffer (dns_event_hdr.kind):
  *  - DNS_KIND_PACKET: one DNS-carrying packet a client socket sent (egress, to a

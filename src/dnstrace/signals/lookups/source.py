@@ -47,7 +47,8 @@ from dnstrace.flow import Source
 from dnstrace.kernel.clock import KernelClock, shared_clock
 from dnstrace.log import status
 from dnstrace.signals.base import Event, EventFilter, SignalSpec
-from dnstrace.signals.dns.source import DnsPortOptions, DnsWireSource
+from dnstrace.signals.dns.source import DnsWireSource
+from dnstrace.signals.dns.spec import DnsPortOptions
 from dnstrace.signals.gai.source import GaiSource, LibcScanOptions
 
 GAI_GRACE_NS = 200_000_000  # wait this long after a libc call returned for its wire events

@@ -6,20 +6,13 @@ from __future__ import annotations
 import socket
 
 # helpers of the sibling test modules (pytest puts this directory on sys.path)
-from test_dns_tracker import CLIENT, MS, SERVER, T0, answer, query, tracker
+from test_dns_tracker import CLIENT, MS, SERVER, T0, S, answer, query, tracker
 
+from dnstrace.kernel.clock import KernelClock
 from dnstrace.kernel.ringbuf import drain_variable
 from dnstrace.lab.dns_servers import build_message
-from dnstrace.signals.dns.source import (
-    EVENT_HDR,
-    KIND_OWNER,
-    KIND_PACKET,
-    KIND_PAIR,
-    PAIR_EXT,
-    QUERY_ENTRY,
-    QUERY_KEY,
-    DnsWireSource,
-)
+from dnstrace.signals.dns.abi import EVENT_HDR, KIND_OWNER, KIND_PACKET, KIND_PAIR, PAIR_EXT, QUERY_ENTRY, QUERY_KEY
+from dnstrace.signals.dns.source import SWEEP_AGE_NS, DnsWireSource
 from support import fake_ring, fake_ring_reader
 
 
@@ -97,6 +90,12 @@ def answer_record(msg_id: int, qtype: int, ts: int, pid: int = 4711) -> bytes:
                           KIND_PACKET, b"app" + bytes(13), 0) + a
 
 
+def query_record(msg_id: int, qtype: int, qseq: int, ts: int, pid: int = 4711) -> bytes:
+    q = build_message(msg_id, 0x0100, "web.example.test", qtype)
+    return EVENT_HDR.pack(ts, 77, pid, pid, 0, qseq, _addr(CLIENT), _addr(SERVER), 40000, 53, len(q), len(q), 4, 17, 0,
+                          KIND_PACKET, b"app" + bytes(13), 0) + q
+
+
 class FakeInflight:
     """Stands for KernelInflight: the kernel map's entries as the batch read leaves them."""
 
@@ -170,3 +169,41 @@ def test_pending_includes_queries_the_kernel_still_holds():
                                                                                                     SERVER, 40000)
     assert source.inflight_map.deleted == []  # only read: the query is still the kernel's
     assert source.tracker.stats()["queries"] == 0
+
+
+# --- the kernel clock ------------------------------------------------------------------------
+
+WALL0, MONO0 = T0, 5_000 * MS
+
+
+def test_source_converts_with_its_clock_and_follows_a_wall_clock_step():
+    clocks = {"wall": WALL0, "mono": MONO0}
+    clock = KernelClock(wall_ns=lambda: clocks["wall"], mono_ns=lambda: clocks["mono"])
+    source = DnsWireSource(ports=[53], clock=clock)
+    source.inflight_map = FakeInflight([])
+    source.tick(WALL0)
+    [before] = drain(source, [pair_record(7, 1, 0, ts=MONO0 + 3 * MS, query_ts=MONO0 + MS),
+                              query_record(9, 1, 1, ts=MONO0 + 3 * MS)])  # 9: in flight in user space
+    assert before["ts"] == WALL0 + MS and before["latency_ns"] == 2 * MS
+    clocks["wall"] += 3600 * S  # an operator sets the clock an hour ahead
+    assert source.tick(clocks["wall"]) == []  # 9 does not look an hour old
+    [after, answer_of_9] = drain(source, [pair_record(8, 1, 2, ts=MONO0 + 5 * MS, query_ts=MONO0 + 4 * MS),
+                                          answer_record(9, 1, ts=MONO0 + 6 * MS)])
+    assert after["ts"] == WALL0 + 3600 * S + 4 * MS and clock.steps == 1
+    assert answer_of_9["id"] == 9 and answer_of_9["latency_ns"] == 3 * MS  # not an hour
+
+
+def test_tick_sweeps_kernel_held_queries_by_the_kernel_clock():
+    clock = KernelClock(wall_ns=lambda: WALL0, mono_ns=lambda: MONO0)
+    source = DnsWireSource(ports=[53], clock=clock)
+    old, young = (build_message(msg_id, 0x0100, "web.example.test", 1) for msg_id in (7, 8))
+    source.inflight_map = FakeInflight([
+        (77, 7, (MONO0 - SWEEP_AGE_NS - MS, 4711, 4711, 0, 40000, 53, _addr(CLIENT), _addr(SERVER), len(old), 4,
+                 b"app" + bytes(13)), old),
+        (77, 8, (MONO0 - SWEEP_AGE_NS + MS, 4711, 4711, 1, 40000, 53, _addr(CLIENT), _addr(SERVER), len(young), 4,
+                 b"app" + bytes(13)), young),
+    ])
+    assert source.tick(WALL0) == []
+    assert source.inflight_map.deleted == [0] and source.order["swept"] == 1  # only the one older than the age
+    [swept] = source.tracker.pending()
+    assert swept["id"] == 7 and swept["ts"] == WALL0 - SWEEP_AGE_NS - MS

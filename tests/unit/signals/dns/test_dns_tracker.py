@@ -6,7 +6,8 @@ import struct
 
 from dnstrace.enrich.resolvconf import parse
 from dnstrace.lab.dns_servers import build_message
-from dnstrace.signals.dns.source import DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP, DnsTracker, Packet
+from dnstrace.signals.dns.abi import DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP
+from dnstrace.signals.dns.tracker import DnsTracker, Packet
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -191,3 +192,22 @@ def test_malformed_and_bounded_inflight():
         t.packet(query(T0 + i, 100 + i, cookie=10 + i))
     stats = t.stats()
     assert stats["inflight"] == 10 and stats["inflight_evicted"] == 15
+
+
+def test_a_wall_clock_step_moves_queries_in_flight_with_it():
+    """Packets after the step come on the new scale: latency and timeout of an earlier query stay right."""
+    hour = 3600 * S
+    for step in (hour, -hour):
+        t = tracker()
+        t.packet(query(T0, 7))
+        t.packet(query(T0, 8, server="10.53.0.9"))
+        t.packet(query(T0 + 10 * MS, 8, server="10.53.0.9"))  # the same id again: a retransmit
+        t.shift(step)
+        assert t.expire(T0 + step + 900 * MS) == []  # not an hour early, nor held an hour
+        [answered] = t.packet(answer(T0 + step + 20 * MS, 7))
+        assert answered["latency_ns"] == 20 * MS and answered["ts"] == T0 + step
+        timed_out = t.expire(T0 + step + 1100 * MS)
+        assert [e["id"] for e in timed_out] == [8, 8] and timed_out[1]["retransmit"]
+        t.packet(query(T0 + step + 30 * S, 8, server="10.53.0.9"))
+        [again] = t.expire(T0 + step + 32 * S)
+        assert again["retransmit"]  # within the window, counted on one scale
