@@ -3,11 +3,12 @@
 Each module named here defines ``SIGNAL = SignalSpec(...)`` (``signals/base.py``). They are
 imported when first asked for, so commands that trace nothing stay light.
 
-Adding a signal ``x``: a folder ``signals/x/`` with ``x.bpf.c`` and ``x.h`` (its structs and
-counters), ``source.py`` with its Source (a ``kernel.ringsource.BpfRingSource``: ``program``,
-``defines``, ``attach``, ``poll``, ``live_stats``), its Options dataclass and ``SIGNAL``; one line
-below. ``dnstrace trace x`` and ``agent.signals = x`` then work; its header's layouts are
-declared in ``tests/unit/kernel/test_abi.py``.
+Adding a signal ``x`` touches its folder and one line below: ``signals/x/`` with ``x.bpf.c``
+and ``x.h`` (its structs and counters), ``source.py`` (its Source: a
+``kernel.ringsource.BpfRingSource`` with ``program``, ``defines``, ``attach``, ``poll``,
+``live_stats``), ``abi.py`` (``HEADER_ABI``: what Python decodes from ``x.h``, which the ABI
+test holds against the header) and ``spec.py`` (its Options dataclass, columns and ``SIGNAL``).
+``dnstrace trace x`` and ``agent.signals = x`` then work.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Any
 from dnstrace.signals.base import SignalSpec
 
 SIGNAL_MODULES = (
-    "dnstrace.signals.gai.source",
+    "dnstrace.signals.gai.spec",
     "dnstrace.signals.dns.spec",
-    "dnstrace.signals.lookups.source",
-    "dnstrace.signals.tcp.source",
-    "dnstrace.signals.drops.source",
-    "dnstrace.signals.conntrack.source",
+    "dnstrace.signals.lookups.spec",
+    "dnstrace.signals.tcp.spec",
+    "dnstrace.signals.drops.spec",
+    "dnstrace.signals.conntrack.spec",
 )
 
 

@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from dnstrace.cli.trace import build_filter
-from dnstrace.signals.gai.source import SIGNAL
+from dnstrace.signals.gai.spec import SIGNAL
 
 
 def _args(**kw):

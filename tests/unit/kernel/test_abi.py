@@ -1,6 +1,7 @@
 """The kernel<->Python ABI: every struct and counter the Python side decodes matches its C header.
 
-Each signal contributes one declaration (``SIGNAL_ABIS``): its header, which Python
+Each signal folder with a header declares ``HEADER_ABI`` in its ``abi.py``
+(``dnstrace.kernel.abi``): its header, which Python
 ``struct.Struct`` decodes which C struct (whole, or a run of it starting at a member), which
 ``#define`` prefix numbers which Python name tuple, and single constants. The C layout comes
 from gcc compiling a small program that includes the header and prints ``offsetof`` and
@@ -20,140 +21,29 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from dnstrace.kernel import KERNEL_DIR
+from dnstrace.kernel.abi import HeaderAbi
 
 SIGNALS_DIR = Path(importlib.import_module("dnstrace.signals").__file__).parent
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to read the C layouts")
 
 
-@dataclass(frozen=True)
-class StructAbi:
-    c_struct: str
-    python: struct.Struct
-    at: str | None = None  # the Python struct starts at this member (None: at 0)
-    whole: bool = True  # it covers the C struct to its end (else a leading run of it)
+def header_abis() -> dict[str, HeaderAbi]:
+    """Every signal folder with a header declares ``HEADER_ABI`` in its ``abi.py``."""
+    out = {}
+    for folder in sorted(p for p in SIGNALS_DIR.iterdir() if p.is_dir() and any(p.glob("*.h"))):
+        module = importlib.import_module(f"dnstrace.signals.{folder.name}.abi")
+        out[folder.name] = module.HEADER_ABI
+    return out
 
 
-@dataclass(frozen=True)
-class EnumAbi:
-    """``#define <prefix>X n``: Python's ``names[n]`` is ``names_by_define[<prefix>X]``."""
-
-    prefix: str
-    names: tuple[str, ...]
-    names_by_define: dict[str, str]
-    count_define: str | None = None  # e.g. TCP_NSTATS: equals len(names), not itself an entry
-
-
-@dataclass(frozen=True)
-class HeaderAbi:
-    header: Path
-    structs: tuple[StructAbi, ...]
-    enums: tuple[EnumAbi, ...] = ()
-    constants: dict[str, int] = field(default_factory=dict)  # define -> the Python value
-    sizes: dict[str, int] = field(default_factory=dict)  # C struct -> the size Python reckons with
-    offsets: dict[str, int] = field(default_factory=dict)  # "struct.member" -> where Python reads it
-
-
-def gai_abi() -> HeaderAbi:
-    from dnstrace.signals.gai import source as gai
-
-    return HeaderAbi(
-        SIGNALS_DIR / "gai" / "gai.h",
-        structs=(StructAbi("gai_event_head", gai.GAI_EVENT_HEAD), StructAbi("gai_event_short", gai.GAI_EVENT_SHORT),
-                 StructAbi("gai_event", gai.GAI_EVENT)),
-        enums=(
-            EnumAbi("GAI_FUNC_", gai.FUNCS, {"GAI_FUNC_GETADDRINFO": "getaddrinfo",
-                                             "GAI_FUNC_GETHOSTBYNAME": "gethostbyname",
-                                             "GAI_FUNC_GETHOSTBYNAME2": "gethostbyname2"}),
-            EnumAbi("GAI_COUNTER_", gai.COUNTER_NAMES, {"GAI_COUNTER_INFLIGHT_FULL": "inflight_full",
-                                                        "GAI_COUNTER_RINGBUF_FULL": "ringbuf_full",
-                                                        "GAI_COUNTER_NAME_FAULT": "name_unreadable",
-                                                        "GAI_COUNTER_STALE_INFLIGHT": "stale_inflight"},
-                    count_define="GAI_COUNTER_SLOTS"),
-        ),
-        constants={"GAI_NAME_LEN": gai.GAI_NAME_LEN, "GAI_SHORT_NAME_LEN": gai.GAI_SHORT_NAME_LEN,
-                   "GAI_FUNC_GETADDRINFO": gai.FUNC_GETADDRINFO},
-    )
-
-
-def tcp_abi() -> HeaderAbi:
-    from dnstrace.signals.tcp import source as tcp
-
-    return HeaderAbi(
-        SIGNALS_DIR / "tcp" / "tcp.h",
-        structs=(StructAbi("tcp_event", tcp.EVENT), StructAbi("tcp_flow_key", tcp.FLOW_KEY),
-                 StructAbi("tcp_flow_value", tcp.FLOW_VALUE)),
-        enums=(
-            EnumAbi("TCP_RES_", tcp.RESULTS, {f"TCP_RES_{r.upper()}": r for r in tcp.RESULTS},
-                    count_define="TCP_NRESULTS"),
-            EnumAbi("TCP_STAT_", tcp.STAT_NAMES, {
-                "TCP_STAT_CONNECTS": "connects", "TCP_STAT_RETRIES": "syn_retries",
-                "TCP_STAT_OUTCOMES": "result_established",  # the first of TCP_NRESULTS, in TCP_RES_ order
-                "TCP_STAT_CONN_FULL": "conn_table_full", "TCP_STAT_FLOW_FULL": "flow_table_full",
-                "TCP_STAT_RINGBUF_FULL": "ringbuf_full", "TCP_STAT_UNKNOWN_RETRIES": "unknown_owner_retries",
-                "TCP_STAT_SAMPLED_OUT": "sampled_out"}, count_define="TCP_NSTATS"),
-        ),
-        constants={"TCP_EV_SYN_RETRY": tcp.EV_SYN_RETRY, "TCP_EV_CONNECT": tcp.EV_CONNECT},
-    )
-
-
-def drops_abi() -> HeaderAbi:
-    from dnstrace.signals.drops import source as drops
-
-    return HeaderAbi(
-        SIGNALS_DIR / "drops" / "drops.h",
-        structs=(StructAbi("drops_fib", drops.FIB), StructAbi("drops_event", drops.EVENT_HEAD, whole=False),
-                 StructAbi("drops_event", drops.FIB, at="fib[0]", whole=False),
-                 StructAbi("drops_key", drops.KEY), StructAbi("drops_value", drops.VALUE)),
-        enums=(EnumAbi("DROPS_STAT_", drops.STAT_NAMES, {
-            "DROPS_STAT_SEEN": "drops_seen", "DROPS_STAT_EVENTS": "events", "DROPS_STAT_SAMPLED": "sampled_out",
-            "DROPS_STAT_RINGBUF_FULL": "ringbuf_full", "DROPS_STAT_KEY_FULL": "key_table_full"},
-            count_define="DROPS_NSTATS"),),
-        constants={"DROPS_NFIB": drops.NFIB},
-        sizes={"drops_event": drops.EVENT_SIZE},
-        offsets={"drops_event.fib": drops.EVENT_HEAD.size},
-    )
-
-
-def _dns_abi_module() -> ModuleType:
-    """dns keeps its structs and counters in dns/abi.py (until that exists: in dns/source.py)."""
-    try:
-        return importlib.import_module("dnstrace.signals.dns.abi")
-    except ModuleNotFoundError:
-        return importlib.import_module("dnstrace.signals.dns.source")
-
-
-def dns_abi() -> HeaderAbi:
-    dns = _dns_abi_module()
-    return HeaderAbi(
-        SIGNALS_DIR / "dns" / "dns.h",
-        structs=(StructAbi("dns_event_hdr", dns.EVENT_HDR),
-                 StructAbi("dns_pair", dns.PAIR_EXT, at="query_ts_ns", whole=False),
-                 StructAbi("dns_query", dns.QUERY_ENTRY, whole=False),
-                 StructAbi("dns_query", dns.QUERY_ENTRY_HEAD, whole=False),
-                 StructAbi("dns_query_key", dns.QUERY_KEY, whole=False)),
-        enums=(EnumAbi("DNS_CNT_", dns.KERNEL_COUNTERS, {
-            "DNS_CNT_EVENTS": "kernel_events", "DNS_CNT_RINGBUF_FULL": "ringbuf_lost",
-            "DNS_CNT_MALFORMED": "kernel_malformed", "DNS_CNT_NO_OWNER": "no_owner",
-            "DNS_CNT_INFLIGHT_ADDED": "kernel_inflight_added", "DNS_CNT_PAIRED": "kernel_paired",
-            "DNS_CNT_RESENT": "kernel_resent", "DNS_CNT_LOST_PAIRS": "pairs_lost",
-            "DNS_CNT_UNPAIRED_FULL": "kernel_unpaired_full"}, count_define="DNS_CNT_MAX"),),
-        constants={"DNS_QUERY_CAPTURE": dns.DNS_QUERY_CAPTURE, "DNS_DIR_EGRESS": dns.DIR_EGRESS,
-                   "DNS_DIR_INGRESS": dns.DIR_INGRESS, "DNS_KIND_PACKET": dns.KIND_PACKET,
-                   "DNS_KIND_PAIR": dns.KIND_PAIR, "DNS_KIND_OWNER": dns.KIND_OWNER},
-        offsets={"dns_event.data": dns.EVENT_HDR_SIZE, "dns_pair.data": dns.PAIR_QUERY_START,
-                 "dns_query.data": dns.QUERY_ENTRY_DATA},
-    )
-
-
-SIGNAL_ABIS = {"gai": gai_abi, "tcp": tcp_abi, "drops": drops_abi, "dns": dns_abi}
+SIGNAL_ABIS = header_abis()
 
 
 # --- the C side ---------------------------------------------------------------------------------
@@ -288,8 +178,7 @@ def python_fields(layout: struct.Struct, base: int) -> list[tuple[int, int, str]
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict[str, tuple[HeaderAbi, dict[str, list[Member]], dict[str, int]]]:
     out = {}
-    for signal, declare in SIGNAL_ABIS.items():
-        abi = declare()
+    for signal, abi in SIGNAL_ABIS.items():
         text = abi.header.read_text()
         tmp = tmp_path_factory.mktemp(signal)
         out[signal] = (abi, compile_layouts(abi.header, parse_structs(text), tmp),

@@ -13,8 +13,8 @@ from dnstrace.signals.gai.source import (
     GAI_SHORT_NAME_LEN,
     GaiDecoder,
     error_name,
-    make_sources,
 )
+from dnstrace.signals.gai.spec import make_sources
 from support import fake_ring, fake_ring_reader
 
 
@@ -116,7 +116,7 @@ def test_make_sources_from_the_trace_flags():
 
     from dnstrace.cli.trace import add_common_arguments, add_option_flags, options_from_args
     from dnstrace.kernel.ringsource import define_lines
-    from dnstrace.signals.gai.source import SIGNAL
+    from dnstrace.signals.gai.spec import SIGNAL
 
     parser = argparse.ArgumentParser()
     add_common_arguments(parser)
