@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from dnstrace.events import undeclared_fields
+
 REPO = Path(__file__).resolve().parent.parent
 DNSTRACE = [sys.executable, "-m", "dnstrace"]
 
@@ -65,6 +67,7 @@ class TraceProcess:
             DNSTRACE + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         )
         self.events: list[dict] = []
+        self.undeclared: set[tuple[str, str]] = set()  # (kind, field) the vocabulary does not name
         self.stderr_lines: list[str] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -78,8 +81,10 @@ class TraceProcess:
         for line in self.proc.stdout:
             line = line.strip()
             if line:
+                event = json.loads(line)
                 with self._lock:
-                    self.events.append(json.loads(line))
+                    self.events.append(event)
+                    self.undeclared.update((str(event.get("kind")), name) for name in undeclared_fields(event))
 
     def _read_stderr(self):
         for line in self.proc.stderr:
@@ -113,6 +118,10 @@ class TraceProcess:
                 self.proc.kill()
                 self.proc.wait()
         time.sleep(0.1)  # let the reader threads finish
+        with self._lock:
+            undeclared, self.undeclared = sorted(self.undeclared), set()
+        # Every field the kernel path emitted is named by dnstrace.events (and so by docs/events.md).
+        assert not undeclared, f"fields dnstrace.events does not declare, as (kind, field): {undeclared}"
         return self.proc.returncode
 
 

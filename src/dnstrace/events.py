@@ -272,6 +272,14 @@ def kind_fields(kind: str) -> tuple[str, ...]:
     return COMMON_FIELDS + tuple(KINDS.get(kind, {}))
 
 
+def undeclared_fields(event: Mapping[str, Any]) -> set[str]:
+    """The fields of ``event`` its kind does not declare (all of them, for an unknown kind)."""
+    kind = event.get("kind")
+    if kind not in EVENT_TYPES:
+        return set(event)
+    return set(event) - set(kind_fields(str(kind)))
+
+
 def markdown() -> str:
     """The vocabulary as a Markdown document (docs/events.md)."""
     lines = ["# Event vocabulary", "",

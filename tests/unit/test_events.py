@@ -39,3 +39,10 @@ def test_is_failed_covers_every_connect_result_and_no_healthy_answer():
     results = ("established", "refused", "timeout", "reset", "closed", "unreachable")
     assert {r for r in results if events.is_failed({"kind": "connect", "result": r})} == events.FAILED_RESULTS
     assert not events.is_failed({"kind": "dns", "rcode": "NOERROR", "answered": True, "latency_ns": 5})
+
+
+def test_undeclared_fields_names_what_the_vocabulary_lacks():
+    # tests/support.TraceProcess holds every event of the kernel tests to this.
+    assert events.undeclared_fields({"kind": "dns", "ts": 1, "qname": "a.", "bogus": 1}) == {"bogus"}
+    assert events.undeclared_fields({"kind": "nonsense", "ts": 1}) == {"kind", "ts"}
+    assert events.undeclared_fields({"kind": "connect", "result": "refused", "count": 3}) == set()
