@@ -270,7 +270,7 @@ def test_spool_depth_evictions_and_drops_are_live_metrics_and_agent_events(tmp_p
 
     from collector_helpers import free_port
 
-    from dnstrace.pipeline.runner import LossMonitor
+    from dnstrace.pipeline.losses import LossMonitor
     from dnstrace.sinks.metrics import MetricsSink
 
     store = open_store("duckdb::memory:")

@@ -348,7 +348,7 @@ class LossySource(Source):
 
 
 def test_loss_monitor_emits_deltas_of_loss_counters_only():
-    from dnstrace.pipeline.runner import LossMonitor
+    from dnstrace.pipeline.losses import LossMonitor
 
     dns, lookups, quiet = LossySource("dns"), LossySource("lookups"), LossySource("tcp")
     lookups.counters = {"dns_ringbuf_lost": 0, "gai_ringbuf_full": 0, "gai_events": 0}
