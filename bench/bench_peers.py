@@ -16,8 +16,10 @@
 4. DNS flood: the dns wire source at 8,192 queries/s (where Inspektor Gadget's
    trace_dns starts dropping in its own benchmark, the figure the issue quotes), at
    50k/s and flat out (bench_dns_flood.py): queries seen of sent.
-5. User-space CPU per event per signal, from the runs above: gai, dns, tcp. drops
-   has no load generator here and is not measured.
+5. drops: a flood of UDP datagrams that the router of seed 003's lab drops for
+   rp_filter (``lab.kernel_scenarios.rp_filter_no_address``), traced by ``trace drops
+   --json``; ground truth is the router's IPReversePathFilter counter. CPU per drop.
+6. User-space CPU per event per signal, from the runs above: gai, dns, tcp, drops.
 
 Run as root: ``.venv/bin/python bench/bench_peers.py [--quick]``.
 """
@@ -107,6 +109,43 @@ def syn_storm(rounds: int, storm_s: float) -> dict:
     return out
 
 
+def drops_flood(rounds: int, count: int) -> dict:
+    """``trace drops --json`` under ``count`` rp_filter drops per round: CPU per drop, drops counted vs the kernel's."""
+    from dnstrace.lab.kernel_scenarios import rp_filter_no_address
+    from dnstrace.lab.netns import Lab
+
+    out: dict = {"cpu_per_drop_us": [], "counted": [], "kernel": [], "lines": []}
+    with Lab() as lab:
+        scenario = rp_filter_no_address(lab, rp_filter=2)
+        for _ in range(rounds):
+            tracer = Tracer(DNSTRACE + ["trace", "drops", "--json", "--reason", "IP_RPFILTER"], "stderr", "attached")
+            try:
+                time.sleep(0.5)
+                idle0 = tracer.cpu()
+                time.sleep(1.0)
+                idle_per_s = tracer.cpu() - idle0
+                lines0 = tracer.lines()
+                cpu0, t0 = tracer.cpu(), time.monotonic()
+                before = scenario.rp_filter_drops()
+                scenario.send_udp(count)
+                time.sleep(1.5)  # the next tick reports what the event budget only counted
+                cpu = tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0)
+                kernel = scenario.rp_filter_drops() - before
+                tracer.proc.send_signal(2)
+                tracer.proc.wait(timeout=30)
+                text = Path(tracer.out.name).read_text(errors="replace").splitlines()[lines0:]
+            finally:
+                tracer.stop()
+            # sampled drops are aggregated per (reason, device): they name the device, not the sender
+            events = [e for e in (json.loads(line) for line in text if line.startswith("{"))
+                      if e.get("kind") == "drop" and e.get("iif_name") == scenario.ingress_dev]
+            out["counted"].append(sum(e["count"] for e in events))
+            out["kernel"].append(kernel)
+            out["lines"].append(len(events))
+            out["cpu_per_drop_us"].append(cpu / max(kernel, 1) * 1e6)
+    return out
+
+
 def dns_flood(seconds: float) -> dict:
     rows = {}
     for rate in (IG_TRACE_DNS_LIMIT, 50_000, 0):
@@ -164,7 +203,17 @@ def main() -> int:
               f"{row['percent']:.2f}%  ({row['sent'] / 5.0 / IG_TRACE_DNS_LIMIT:.1f}x IG's limit); agent "
               f"{row['cpu'] / max(row['records'], 1) * 1e6:.2f} µs CPU per record")
 
-    print("\n=== 5. user-space CPU per event, per signal ===")
+    print("\n=== 5. drops: trace drops --json under an rp_filter drop flood ===")
+    drops = drops_flood(2 if args.quick else 3, 200_000)
+    drops_cpu = statistics.median(drops["cpu_per_drop_us"])
+    print(f"  CPU per drop: median {drops_cpu:.2f} µs (range {min(drops['cpu_per_drop_us']):.2f}-"
+          f"{max(drops['cpu_per_drop_us']):.2f}); drops counted / kernel's IPReversePathFilter per round: "
+          + ", ".join(f"{c}/{k}" for c, k in zip(drops["counted"], drops["kernel"], strict=True))
+          + f"; output lines {drops['lines']}")
+    verdicts["trace drops counts every rp_filter drop"] = all(
+        c == k for c, k in zip(drops["counted"], drops["kernel"], strict=True))
+
+    print("\n=== 6. user-space CPU per event, per signal ===")
     for name in (gai_bench.AGENT, gai_bench.TRACE_JSON):
         print(f"  gai  {name:34s} {statistics.median(gai[name]['per_100k']) * 10:6.2f} µs")
     flat = flood[0]
@@ -173,7 +222,8 @@ def main() -> int:
     tcp = storm["dnstrace trace tcp --json"]
     print(f"  tcp  {'trace tcp --json, SYN storm':34s} {medians['dnstrace trace tcp --json']:6.2f} µs per SYN "
           f"retransmit counted ({statistics.median(tcp['lines'])} lines per round)")
-    print("  drops: not measured (no drop flood generator in bench/)")
+    print(f"  drops {'trace drops --json, rp_filter flood':33s} {drops_cpu:6.2f} µs per drop counted "
+          f"({statistics.median(drops['lines'])} lines per round)")
 
     print("\n=== verdicts ===")
     for goal, met in verdicts.items():
