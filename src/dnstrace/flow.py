@@ -53,8 +53,8 @@ class Sink:
     def handle(self, events: list[dict]) -> None:
         """Take a batch of events. Must not block for long: the kernel buffers are waiting."""
 
-    def tick(self, now_ns: int) -> None:
-        """About once a second: flush windows, ship batches, refresh views."""
+    def tick(self, now_ns: int) -> list[dict] | None:
+        """About once a second: flush windows, ship batches, refresh views (a Stage returns what it derived)."""
 
     def stats(self) -> dict:
         return {}

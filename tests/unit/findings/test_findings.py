@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dnstrace.findings.engine import RULE_IDS, FindingsEngine, evaluate
+from dnstrace.findings.engine import FindingsEngine, evaluate
+from dnstrace.findings.registry import RULE_IDS
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -307,7 +308,7 @@ def test_flood_from_one_process_does_not_evict_another_processes_ndots_evidence(
     stats = engine.stats()
     # bounded: the flooder paid for the bound, with its own events only
     assert engine.events["dns"].total <= 20_000 and stats["evicted_over_bound"] == 100_021 - 20_000
-    assert len(engine.events["dns"].by_pid[77]) == 21
+    assert len(engine.events["dns"].by_owner[77]) == 21
 
 
 def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
@@ -315,7 +316,7 @@ def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
     engine.handle([ev("dns", i / 1000, pid=10_000 + i, comm="p", qname="x", server="10.0.0.2", answered=True,
                       rcode="NOERROR") for i in range(50_000)])
     buffer = engine.events["dns"]
-    assert buffer.total == 1000 and len(buffer.by_pid) <= 1000 and buffer.evicted == 49_000
+    assert buffer.total == 1000 and len(buffer.by_owner) <= 1000 and buffer.evicted == 49_000
     # max-min fair: ten flooders share the bound; a quieter process keeps all of its 50 events
     engine = FindingsEngine(max_events_per_kind=1000)
     buffer = engine.events["dns"]
@@ -323,15 +324,15 @@ def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
                       answered=True, rcode="NOERROR") for i in range(100_000)])
     engine.handle([ev("dns", 58, pid=5, comm="q", qname="y", server="10.0.0.2", answered=True, rcode="NOERROR")
                    for _ in range(50)])
-    assert len(buffer.by_pid[5]) == 50 and buffer.total == 1000
-    assert all(90 <= len(buffer.by_pid[100 + i]) <= 96 for i in range(10))
+    assert len(buffer.by_owner[5]) == 50 and buffer.total == 1000
+    assert all(90 <= len(buffer.by_owner[100 + i]) <= 96 for i in range(10))
 
 
 def test_buffered_events_keep_only_fields_rules_read():
     engine = FindingsEngine()
     engine.handle([ev("dns", 1, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR",
                       answers=["1.2.3.4"] * 16, pair_of={"ts": 1}, ns_index=0)])
-    kept = engine.events["dns"].by_pid[4711][0]
+    kept = engine.events["dns"].by_owner[4711][0]
     assert "answers" not in kept and "pair_of" not in kept
     assert kept["qname"] == "a" and kept["server"] == "10.0.0.2" and kept["pid"] == 4711
 
