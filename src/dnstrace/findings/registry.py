@@ -4,10 +4,14 @@ come from it.
 
 Adding a rule: write its check and its ``Rule`` (ids and what each means) in its family's
 module under ``rules/`` (or a new module there), then add one line below.
-``python -m dnstrace.findings.registry`` prints the README's list, which a test compares.
+``python -m dnstrace.findings.registry --update-readme README.md`` rewrites the README's list
+(a test checks it is current).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from dnstrace.findings.model import Rule
 from dnstrace.findings.rules import caches, conntrack, nameservers, resolvers, rp_filter, search_list, tcp_syn, truncation
@@ -47,8 +51,20 @@ def markdown() -> str:
     return "\n".join(rows + [README_END]) + "\n"
 
 
-def main() -> None:
-    print(markdown(), end="")
+def readme_with_rules(readme: str) -> str:
+    """``readme`` with the text between its markers replaced by ``markdown()``."""
+    start, end = readme.index(README_START), readme.index(README_END) + len(README_END) + 1
+    return readme[:start] + markdown() + readme[end:]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the README's list of rules; with ``--update-readme PATH``, rewrite it in that file."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--update-readme"] and len(args) == 2:
+        path = Path(args[1])
+        path.write_text(readme_with_rules(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(markdown(), end="")
 
 
 if __name__ == "__main__":

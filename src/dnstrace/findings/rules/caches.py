@@ -207,8 +207,8 @@ def local_cache_upstream(w: Window) -> list[Finding]:
 
 
 CACHE_MISS_STORM = Rule(cache_miss_storm, {
-    "cache-miss-storm": "one name asked 50 times or more in the window, and 4 times more often than its TTL "
-                        "allows, on one hop: nothing between the asker and the server caches it"})
+    "cache-miss-storm": "one name asked 50 times or more in the window on one hop (app -> server or cache -> "
+                        "upstream), 4 times as often as its TTL allows: nothing on that hop caches it"})
 LOCAL_CACHE_UPSTREAM = Rule(local_cache_upstream, {
     "local-cache-upstream": "lookups through a cache on this node fail or are slow: the fault is the cache's "
                             "upstream hop (named from its own traffic), not the cache"})

@@ -202,10 +202,10 @@ def timeout_multiple_latency(w: Window) -> list[Finding]:
 
 
 DEAD_NAMESERVER = Rule(dead_nameserver, {
-    "dead-nameserver": "a nameserver in the process's resolv.conf never answered its queries while another did "
-                       "(seed 000): which one, its position, how long lookups wait"})
+    "dead-nameserver": "a nameserver never answered two or more of a process's queries, and answered none: "
+                       "which one, its place in the resolv.conf the process sees, how long lookups wait (seed 000)"})
 SLOW_NAMESERVER = Rule(slow_nameserver, {
-    "slow-nameserver": "a nameserver whose median answer takes 300 ms or more"})
+    "slow-nameserver": "a nameserver's median answer over UDP takes 300 ms or more (three answers or more)"})
 TIMEOUT_MULTIPLE_LATENCY = Rule(timeout_multiple_latency, {
     "timeout-multiple-latency": "a process's lookups take whole multiples of its resolver timeout: queries are "
                                 "lost and retried only after the timeout"})
