@@ -104,8 +104,6 @@ CACHE_UDP_HINT = {
     "dnsmasq": "drop the TCP-only upstream (dnsmasq uses UDP unless the answer is truncated)",
     "systemd-resolved": "resolved.conf DNSOverTLS=no / a reachable DNS=",
 }
-
-
 CACHE_UPSTREAM_CONFIG = {
     "unbound": "forward-addr in unbound.conf", "dnsmasq": "'server=' in dnsmasq.conf",
     "NodeLocal DNSCache": "the forward plugin of its Corefile", "CoreDNS": "the forward plugin of its Corefile",
