@@ -222,6 +222,23 @@ def test_resolver_bypasses_libc_only_when_gai_is_traced():
     assert "resolver-bypasses-libc" not in rules_of(evaluate(server + other_gai))
 
 
+def test_resolver_bypasses_libc_names_every_such_process_from_three_queries_on():
+    def queries(pid, comm, n, sport=50000):
+        return [ev("dns", i, pid=pid, comm=comm, qname=f"q{i % 7}.test", qtype="A", server=f"10.0.0.{i % 10}",
+                   sport=sport + i, answered=True, rcode="NOERROR", latency_ns=1000) for i in range(n)]
+
+    other_gai = [ev("gai", 1, pid=32, comm="curl", name="x", latency_ns=1000, error=None)]
+    server = [dict(q, sport=53) for q in queries(20, "authoritative", 4)]  # answers from port 53: a server
+    found = evaluate(queries(33, "few", 2) + server + queries(30, "goapp", 3) + queries(31, "javaapp", 12)
+                     + other_gai)
+    bypass = {f.pids[0]: f for f in found if f.rule == "resolver-bypasses-libc"}
+    assert sorted(bypass) == [30, 31]  # three queries are enough; two are not; the server is left out
+    assert bypass[30].summary.startswith("pid 30 (goapp) sent 3 DNS queries without calling getaddrinfo")
+    evidence = bypass[31].evidence
+    assert evidence["queries"] == 12 and len(evidence["servers"]) == 8 and evidence["servers"][0] == "10.0.0.0"
+    assert evidence["qnames"][:2] == ["q0.test", "q1.test"] and len(evidence["qnames"]) == 5
+
+
 def test_healthy_stream_has_no_findings():
     events = []
     for i in range(50):
