@@ -109,6 +109,59 @@ def test_truncated_not_cached_and_tcp_fallback():
     assert not ({"truncated-not-cached", "tcp-fallback"} & rules_of(evaluate(truncation_stream(2))))
 
 
+def test_truncation_rules_fire_from_five_repeats_and_say_who_caches():
+    def tc(qname, server, n, comm="consul-client", pid=61):
+        return [ev("dns", i * 0.5, pid=pid, comm=comm, qname=qname, qtype="A", server=server, answered=True,
+                   rcode="NOERROR", tc=True, latency_ns=1000, proto="udp", id=i) for i in range(n)]
+
+    found = evaluate(tc("four.test", "10.0.0.8", 4) + tc("five.test", "10.0.0.8", 5)
+                     + tc("cached.test", "10.0.0.9", 5, comm="dnsmasq", pid=62))
+    truncated = {f.evidence["qname"]: f for f in found if f.rule == "truncated-not-cached"}
+    assert sorted(truncated) == ["cached.test", "five.test"]  # four repeats are not enough
+    five = truncated["five.test"]
+    assert five.summary.endswith("nothing caches the truncated answer, so every lookup goes to the server again "
+                                 "(and 0 retries over TCP)")
+    assert five.evidence["tcp_fallbacks"] == 0 and five.evidence["per_second"] == 0.08
+    assert "dnsmasq does not cache truncated answers" in truncated["cached.test"].summary
+
+
+def test_tcp_fallback_from_five_retries_with_servers_names_and_tcp_latency():
+    def fallbacks(pid, comm, n, latency_ns=None):
+        return [ev("dns", i * 0.5, pid=pid, comm=comm, qname=f"n{i % 6}.test", qtype="A", server=f"10.0.0.{i % 9}",
+                   answered=True, rcode="NOERROR", latency_ns=latency_ns, proto="tcp", tcp_fallback=True, id=i)
+                for i in range(n)]
+
+    found = evaluate(fallbacks(41, "few", 4) + fallbacks(42, "app", 10, latency_ns=3_000_000)
+                     + fallbacks(43, "quiet", 5))
+    by_pid = {f.pids[0]: f for f in found if f.rule == "tcp-fallback"}
+    assert sorted(by_pid) == [42, 43]
+    app = by_pid[42]
+    assert app.summary.endswith("after truncated UDP answers from 10.0.0.0, 10.0.0.1, 10.0.0.2 (TCP answers take "
+                                "3.0ms)")
+    assert len(app.evidence["servers"]) == 8 and len(app.evidence["qnames"]) == 5
+    assert by_pid[43].summary.endswith("from 10.0.0.0, 10.0.0.1, 10.0.0.2")  # no TCP latency seen: none claimed
+
+
+def test_rp_filter_reads_the_interface_its_address_and_packet_counts():
+    def drop(i, **fields):
+        base = dict(pid=77, comm="ksoftirqd/0", reason="IP_RPFILTER", location="ip_rcv_finish_core",
+                    saddr=f"10.0.5.{i % 6}", daddr="10.0.9.9", iif=7, why="return route via eth1")
+        return ev("drop", i * 0.1, **{**base, **fields})
+
+    drops = [drop(0, count=3), drop(1, count=3)] + [drop(i) for i in range(2, 7)]
+    [plain] = [f for f in evaluate(drops) if f.rule.startswith("rp-filter")]
+    assert plain.rule == "rp-filter-drops" and plain.key == "7" and plain.evidence["drops"] == 11
+    assert plain.pids == [77] and len(plain.evidence["flows"]) == 5
+    no_ipv4 = [dict(d, why="", iif_has_ipv4=False) for d in drops]
+    assert [f.rule for f in evaluate(no_ipv4) if f.rule.startswith("rp-filter")] == ["rp-filter-no-address"]
+    has_ipv4 = [dict(d, why="", iif_has_ipv4=True) for d in drops]
+    assert [f.rule for f in evaluate(has_ipv4) if f.rule.startswith("rp-filter")] == ["rp-filter-drops"]
+    syns = [ev("syn_retry", i * 0.2, pid=55, comm="grpc-client", daddr="10.0.9.9", dport=443, retry=1)
+            for i in range(2)]
+    [with_syns] = [f for f in evaluate(drops + syns) if f.rule.startswith("rp-filter")]
+    assert with_syns.pids == [55]  # the process retrying, not the one the drops were charged to
+
+
 def test_syn_retransmits_to_dns_server_over_tcp():
     events = [ev("syn_retry", i * 0.3, pid=321, comm="node-cache", saddr="10.0.0.3", sport=5000 + i // 3,
                  daddr="10.96.0.10", dport=53, retry=1 + i % 3) for i in range(12)]
