@@ -173,6 +173,31 @@ def test_syn_retransmits_to_dns_server_over_tcp():
     assert "syn-retransmits" not in rules_of(evaluate(events[:2]))
 
 
+def test_syn_retransmits_thresholds_severity_and_the_apps_behind_a_cache():
+    def syns(daddr, dport, n, pid, comm, **fields):
+        return [ev("syn_retry", i * 0.1, pid=pid, comm=comm, daddr=daddr, dport=dport, **fields) for i in range(n)]
+
+    apps = [ev("lookup", 1, pid=401 + i, comm=f"app{i}", name="web.test", latency_ns=2 * S,
+               via={"pid": 300, "comm": "unbound", "server": "127.0.0.1"}) for i in range(4)]
+    apps.append(ev("lookup", 1, pid=400, comm="other", name="web.test", via={"pid": 999, "server": "127.0.0.2"}))
+    connects = [ev("connect", 2, pid=300, comm="unbound", daddr="10.0.3.3", dport=53, result="timeout",
+                   latency_ns=3 * S) for _ in range(2)]
+    events = (syns("10.0.1.1", 443, 2, 70, "two") + syns("10.0.2.2", 443, 19, 0, "")
+              + syns("10.0.3.3", 53, 20, 300, "unbound", retry=1) + syns("10.0.4.4", 443, 3, 71, "three")
+              + apps + connects)
+    by_dest = {f.key: f for f in evaluate(events) if f.rule == "syn-retransmits"}
+    assert sorted(by_dest) == ["10.0.2.2:443", "10.0.3.3:53", "10.0.4.4:443"]  # three retries are enough
+    anonymous = by_dest["10.0.2.2:443"]
+    assert anonymous.severity == "warning" and anonymous.summary == (
+        "processes on this node retransmitted 19 SYNs to 10.0.2.2:443 in 60 s: the destination does not answer "
+        "connection attempts")
+    assert anonymous.evidence["max_retry"] == 0 and anonymous.evidence["per_second"] == 0.32
+    cache = by_dest["10.0.3.3:53"]
+    assert cache.severity == "critical" and cache.pids == [300, 401, 402, 403]
+    assert "it is the local cache of pid 401 (app0), pid 402 (app1), pid 403 (app2); connects took" in cache.summary
+    assert cache.summary.endswith("(2 timeout)") and cache.evidence["connect_results"] == {"timeout": 2}
+
+
 def test_rp_filter_no_address_vs_plain_rp_filter():
     drops = [ev("drop", i * 0.1, pid=0, comm="", reason="IP_RPFILTER", location="ip_rcv_finish_core",
                 saddr="10.0.5.7", daddr="10.0.9.9", iif_name="eni3", why="eni3 has no IPv4 address", count=1)
