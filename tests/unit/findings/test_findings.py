@@ -277,6 +277,51 @@ def test_ndots_nxdomain_storm():
     assert "ndots-nxdomain-storm" not in rules_of(evaluate(unrelated))
 
 
+def test_ndots_nxdomain_storm_thresholds_and_which_resolv_conf_it_reads():
+    search = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    resolv = {"search": search, "resolv_options": ["ndots:5"], "nameservers": ["10.96.0.10"]}
+
+    def q(pid, qname, rcode="NXDOMAIN", server="10.96.0.10", **fields):
+        return ev("dns", 1, pid=pid, comm=f"p{pid}", qname=qname, qtype="A", server=server, answered=True,
+                  rcode=rcode, latency_ns=1000, **{**resolv, **fields})
+
+    def expansions(pid, n, base="api.test"):
+        return [q(pid, f"{base}.{search[i % 3]}") for i in range(n)]
+
+    def typos(pid, n):
+        return [q(pid, f"typo{i}.example.org") for i in range(n)]
+
+    def answers(pid, n, name="api.test"):
+        return [q(pid, name, rcode="NOERROR") for _ in range(n)]
+
+    skipped = (
+        [q(100, None) for _ in range(10)]  # NXDOMAIN without a name to judge
+        + expansions(101, 9)  # one short of ten
+        + expansions(107, 10) + answers(107, 30)  # most of its queries were answered
+        + expansions(108, 10) + typos(108, 21)  # most of its NXDOMAINs are not expansions
+    )
+    by_base = [q(103, f"db.internal.corp{i}.example", search=[], resolv_options=[]) for i in range(10)] \
+        + [q(103, "db.internal", rcode="NOERROR", search=[], resolv_options=[]) for _ in range(10)]
+    # resolv.conf edited after the first query: the query's own search list is the one expanded
+    edited = [q(106, f"n{i}.a.svc", search=["a.svc"] if i == 0 else []) for i in range(10)]
+    half = expansions(105, 10) + typos(105, 10)
+    varied = [q(102, name, server=f"10.0.0.{i % 9}") for i, name in enumerate(
+        ["api.test.default.svc.cluster.local"] * 4 + ["api.test.svc.cluster.local"] * 3
+        + ["api.test.cluster.local"] * 2 + ["web.test.cluster.local", "typo.example.org", "typo2.example.org"])]
+    varied += answers(102, 12)
+    storms = {f.pids[0]: f for f in evaluate(skipped + by_base + edited + half + varied)
+              if f.rule == "ndots-nxdomain-storm"}
+    assert sorted(storms) == [102, 103, 105, 106]
+    assert storms[103].summary.startswith("10 of 20 queries by pid 103 (p103) in 60 s got NXDOMAIN from "
+                                          "search-list expansion (e.g. db.internal.corp0.example)")
+    assert storms[106].evidence["search"] == ["a.svc"]
+    varied_storm = storms[102]
+    assert "(e.g. api.test.default.svc.cluster.local)" in varied_storm.summary
+    assert varied_storm.evidence["examples"] == ["api.test.default.svc.cluster.local", "api.test.svc.cluster.local",
+                                                 "api.test.cluster.local"]
+    assert len(varied_storm.evidence["servers"]) == 8 and varied_storm.evidence["ndots"] == "5"
+
+
 def test_cache_miss_storm_respects_ttl():
     events = [ev("dns", i * 0.5, pid=9, comm="worker", qname="db.internal", qtype="A", server="127.0.0.53",
                  answered=True, rcode="NOERROR", latency_ns=1000, proto="udp") for i in range(110)]
