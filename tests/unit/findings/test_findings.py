@@ -258,6 +258,49 @@ def test_conntrack_table_full():
     assert not rules_of(evaluate(calm))
 
 
+def test_conntrack_table_full_counts_only_drops_beyond_insert_failures_and_quotes_the_latest_fill():
+    def ct(t, **counters):
+        return ev("conntrack", t, pid=0, comm="", netns="x", **counters)
+
+    [full] = [f for f in evaluate([ct(1, insert_failed=30, drop=40, early_drop=2, count=65000, max=65536),
+                                   ct(2, count=64000, max=65536)]) if f.rule == "conntrack-table-full"]
+    assert full.summary == ("the conntrack table is full: 12 packets dropped for lack of room in 60 s "
+                            "(64000/65536 entries)")
+    assert (full.evidence["drop"], full.evidence["early_drop"], full.evidence["count"], full.evidence["max"]) == \
+        (40, 2, 64000, 65536)
+    [at_90] = [f for f in evaluate([ct(1, count=900, max=1000)]) if f.rule == "conntrack-table-full"]
+    assert at_90.summary.endswith("0 packets dropped for lack of room in 60 s (900/1000 entries)")
+    assert not [f for f in evaluate([ct(1, count=899, max=1000)]) if f.rule == "conntrack-table-full"]
+    [drops_only] = [f for f in evaluate([ct(1, drop=5, count=10, max=1000)]) if f.rule == "conntrack-table-full"]
+    assert drops_only.summary.endswith("5 packets dropped for lack of room in 60 s")
+    assert drops_only.evidence["count"] is None and drops_only.evidence["max"] is None
+
+
+def test_aaaa_race_summary_parts_follow_what_was_seen():
+    events = race_stream()
+    [race] = [f for f in evaluate(events) if f.rule == "aaaa-same-port-race"]
+    assert race.summary == (
+        "pid 77 (app) sends A and AAAA in parallel from one socket and 3 of those queries were never answered "
+        "while conntrack refused 3 inserts: the conntrack race drops one of the pair and the resolver waits its "
+        "5 s timeout (3 lookups took ≥ 5 s)")
+    assert race.evidence["bypasses_libc"] is False and race.evidence["clash_resolve"] == 2
+    assert sorted(race.evidence["ports"]) == [33000, 33001, 33002]
+    # gai traced, but no getaddrinfo call from this process: it resolves without libc
+    no_gai = [e for e in events if e["kind"] != "gai"] + [ev("gai", 1, pid=5, comm="curl", name="x", latency_ns=1)]
+    [bypass] = [f for f in evaluate(no_gai) if f.rule == "aaaa-same-port-race"]
+    assert bypass.summary.endswith("; this process resolves without libc, so resolv.conf options may not help")
+    assert bypass.evidence["bypasses_libc"] is True
+    # one lost query and no insert failure is not enough; with insert failures it is
+    one = [e for e in events if e["kind"] != "conntrack" and not (e["kind"] == "dns" and e["sport"] != 33000)]
+    assert not [f for f in evaluate(one) if f.rule == "aaaa-same-port-race"]
+    one_with_failures = one + [e for e in events if e["kind"] == "conntrack"]
+    assert [f.evidence["lost_same_port_queries"] for f in evaluate(one_with_failures)
+            if f.rule == "aaaa-same-port-race"] == [1]
+    for option in ("single-request", "use-vc", "single-request-reopen"):
+        configured = [dict(e, resolv_options=[option]) if e.get("pid") == 77 else e for e in events]
+        assert not [f for f in evaluate(configured) if f.rule == "aaaa-same-port-race"], option
+
+
 def test_ndots_nxdomain_storm():
     base = {"search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
             "resolv_options": ["ndots:5"], "nameservers": ["10.96.0.10"]}
