@@ -18,7 +18,7 @@ import subprocess
 import pytest
 import yaml
 
-from dnstrace.findings.engine import RULE_IDS
+from dnstrace.findings.registry import RULE_IDS
 from prom_support import (
     DASHBOARDS,
     PROMTOOL,

@@ -41,7 +41,7 @@ def test_incident_produces_its_finding(tracer, name):
         assert f"pid {running.pid} ({running.comm})" in finding["summary"]
         assert running.address in finding["summary"] or running.address in str(finding["evidence"])
         # Other tests on this host may flood DNS hard enough for the agent to lose records: a rule that
-        # concludes from silence then says so and lowers its severity (see findings._unreliable).
+        # concludes from silence then says so and lowers its severity (see findings.window.mark_unreliable).
         assert finding["fix"]
         summary, severity = finding["summary"], finding["severity"]
         if not summary.startswith("unreliable: the agent itself lost"):

@@ -9,6 +9,12 @@ source and enrichment both read resolv.conf through it.
 Parsing follows glibc's resolv.conf(5): nameserver (max 3 used), search/domain
 (the last one wins), options ndots/timeout/attempts (clamped as glibc does),
 rotate, single-request, single-request-reopen, use-vc, edns0.
+
+Events carry it in two shapes: the enricher's ``enrichment_fields`` (nameservers, search,
+``resolv_options`` words, what top and the collector show) and the lookups signal's
+``resolv_conf`` (``as_dict``). ``ResolvConf.of_event`` reads either back into the one
+typed object, with the same option reader as ``parse``, so consumers (the findings)
+read typed fields and never parse option words themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dnstrace.bounded import BoundedDict
 from dnstrace.enrich import proc
@@ -43,7 +51,8 @@ class ResolvConf:
     source: str | None = None  # the path read, None for defaults (file missing)
     extra_nameservers: tuple[str, ...] = field(default=())  # listed beyond glibc's 3: ignored by glibc
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
+        """The lookups signal's ``resolv_conf`` field: every setting by name (``from_dict`` reads it back)."""
         return {
             "nameservers": list(self.nameservers), "search": list(self.search), "ndots": self.ndots,
             "timeout": self.timeout_s, "attempts": self.attempts, "rotate": self.rotate,
@@ -51,11 +60,48 @@ class ResolvConf:
             "use_vc": self.use_vc, "edns0": self.edns0,
         }
 
-    def enrichment_fields(self) -> dict:
-        """What enrichment adds to an event: the process's nameservers, search list and options."""
+    def options(self) -> list[str]:
+        """The settings as resolv.conf ``options`` words: ndots, timeout, attempts, then the flags set."""
         options = [f"ndots:{self.ndots}", f"timeout:{self.timeout_s}", f"attempts:{self.attempts}"]
-        options += [name.replace("_", "-") for name in _FLAG_FIELDS if getattr(self, name)]
-        return {"nameservers": list(self.nameservers), "search": list(self.search), "resolv_options": options}
+        return options + [name.replace("_", "-") for name in _FLAG_FIELDS if getattr(self, name)]
+
+    def enrichment_fields(self) -> dict[str, Any]:
+        """What enrichment adds to an event: the process's nameservers, search list and options
+        (``from_enrichment_fields`` reads them back)."""
+        return {"nameservers": list(self.nameservers), "search": list(self.search), "resolv_options": self.options()}
+
+    @classmethod
+    def from_dict(cls, conf: Mapping[str, Any]) -> ResolvConf:
+        """The inverse of ``as_dict`` (missing or bad values: glibc's defaults, clamped as ``parse`` does)."""
+        settings = _Settings()
+        for name in ("ndots", "timeout", "attempts"):
+            if conf.get(name) is not None:
+                settings.set(name, conf[name])
+        for name in _FLAG_FIELDS:
+            settings.flags[name] = bool(conf.get(name))
+        return settings.conf(tuple(conf.get("nameservers") or ()), tuple(conf.get("search") or ()))
+
+    @classmethod
+    def from_enrichment_fields(cls, fields: Mapping[str, Any]) -> ResolvConf:
+        """The inverse of ``enrichment_fields``: its option words read as ``parse`` reads an options line."""
+        settings = _Settings()
+        for option in fields.get("resolv_options") or ():
+            settings.option(str(option))
+        return settings.conf(tuple(fields.get("nameservers") or ()), tuple(fields.get("search") or ()))
+
+    @classmethod
+    def of_event(cls, event: Mapping[str, Any]) -> ResolvConf | None:
+        """The resolv.conf an event carries, in whichever shape: the enricher's fields (``nameservers``,
+        ``search``, ``resolv_options``) when they list nameservers, else the lookups signal's
+        ``resolv_conf`` dict, else the enricher's fields as they are; None when it carries neither."""
+        if event.get("nameservers"):
+            return cls.from_enrichment_fields(event)
+        conf = event.get("resolv_conf")
+        if isinstance(conf, dict):
+            return cls.from_dict(conf)
+        if any(name in event for name in _ENRICHMENT_NAMES):
+            return cls.from_enrichment_fields(event)
+        return None
 
     def server_index(self, address: str) -> int | None:
         """Position (0-based) of ``address`` in the nameserver list, None if not listed."""
@@ -66,14 +112,47 @@ class ResolvConf:
 
 
 _FLAG_FIELDS = ("rotate", "single_request", "single_request_reopen", "use_vc", "edns0")
+_FLAG_OPTIONS = {name.replace("_", "-"): name for name in _FLAG_FIELDS}  # "use-vc" -> "use_vc"
+_ENRICHMENT_NAMES = ("nameservers", "search", "resolv_options")
 
 
-def _int_option(value: str, low: int, high: int, default: int) -> int:
+def _clamped(value: Any, low: int, high: int, default: int) -> int:
     try:
         number = int(value)
-    except ValueError:
+    except (TypeError, ValueError):  # bad values (text, None...) keep the default
         return default
     return max(low, min(high, number))
+
+
+class _Settings:
+    """The settings an ``options`` line (or its words in an event) sets, glibc's defaults before."""
+
+    LIMITS = {"ndots": (0, 15), "timeout": (1, 30), "attempts": (1, 5)}
+
+    def __init__(self) -> None:
+        self.values = {"ndots": DEFAULT_NDOTS, "timeout": DEFAULT_TIMEOUT_S, "attempts": DEFAULT_ATTEMPTS}
+        self.flags = dict.fromkeys(_FLAG_FIELDS, False)
+
+    def set(self, name: str, value: Any) -> None:
+        low, high = self.LIMITS[name]
+        self.values[name] = _clamped(value, low, high, self.values[name])
+
+    def option(self, word: str) -> None:
+        """One option word (``timeout:2``, ``rotate``); unknown ones are ignored, as glibc does."""
+        name, _, value = word.partition(":")
+        if name in self.values:
+            self.set(name, value)
+        elif name in _FLAG_OPTIONS:
+            self.flags[_FLAG_OPTIONS[name]] = True
+
+    def conf(self, nameservers: tuple[str, ...], search: tuple[str, ...], source: str | None = None,
+             extra_nameservers: tuple[str, ...] = ()) -> ResolvConf:
+        flags = self.flags
+        return ResolvConf(nameservers=nameservers, search=search, ndots=self.values["ndots"],
+                          timeout_s=self.values["timeout"], attempts=self.values["attempts"],
+                          rotate=flags["rotate"], single_request=flags["single_request"],
+                          single_request_reopen=flags["single_request_reopen"], use_vc=flags["use_vc"],
+                          edns0=flags["edns0"], source=source, extra_nameservers=extra_nameservers)
 
 
 def _normalise_address(text: str) -> str | None:
@@ -89,9 +168,7 @@ def parse(text: str, source: str | None = None) -> ResolvConf:
     """Parse resolv.conf text; unknown lines and bad values are ignored, as glibc does."""
     nameservers: list[str] = []
     search: tuple[str, ...] = ()
-    values = {"ndots": DEFAULT_NDOTS, "timeout": DEFAULT_TIMEOUT_S, "attempts": DEFAULT_ATTEMPTS}
-    flags = {"rotate": False, "single-request": False, "single-request-reopen": False,
-             "use-vc": False, "edns0": False}
+    settings = _Settings()
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line:
@@ -106,24 +183,9 @@ def parse(text: str, source: str | None = None) -> ResolvConf:
             search = tuple(a.rstrip(".").lower() for a in args if a != ".")[:32]
         elif keyword == "options":
             for option in args:
-                name, _, value = option.partition(":")
-                if name == "ndots":
-                    values["ndots"] = _int_option(value, 0, 15, values["ndots"])
-                elif name == "timeout":
-                    values["timeout"] = _int_option(value, 1, 30, values["timeout"])
-                elif name == "attempts":
-                    values["attempts"] = _int_option(value, 1, 5, values["attempts"])
-                elif name in flags:
-                    flags[name] = True
-                elif name == "no-reload":
-                    pass
-    return ResolvConf(
-        nameservers=tuple(nameservers[:GLIBC_MAXNS]), search=search, ndots=values["ndots"],
-        timeout_s=values["timeout"], attempts=values["attempts"], rotate=flags["rotate"],
-        single_request=flags["single-request"], single_request_reopen=flags["single-request-reopen"],
-        use_vc=flags["use-vc"], edns0=flags["edns0"], source=source,
-        extra_nameservers=tuple(nameservers[GLIBC_MAXNS:]),
-    )
+                settings.option(option)
+    return settings.conf(tuple(nameservers[:GLIBC_MAXNS]), search, source=source,
+                         extra_nameservers=tuple(nameservers[GLIBC_MAXNS:]))
 
 
 def _path(pid: int) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from dnstrace.enrich import resolvconf
-from dnstrace.enrich.resolvconf import ResolvConfCache, parse
+from dnstrace.enrich.resolvconf import ResolvConf, ResolvConfCache, parse
 
 
 def test_full_file():
@@ -47,6 +48,37 @@ def test_as_dict_names_every_option():
     keys = set(parse("").as_dict())
     assert {"nameservers", "search", "ndots", "timeout", "attempts", "rotate", "single_request",
             "single_request_reopen", "use_vc", "edns0"} <= keys
+
+
+FILES = ("", "nameserver 10.0.0.9\nnameserver 10.0.0.2\nsearch b.svc c.svc\noptions ndots:5 timeout:1 attempts:3\n",
+         "nameserver fd53::2\noptions rotate single-request use-vc edns0 single-request-reopen timeout:30\n")
+
+
+def test_both_event_shapes_read_back_into_the_same_typed_conf():
+    for text in FILES:
+        conf = replace(parse(text), source=None)
+        assert ResolvConf.of_event(conf.enrichment_fields()) == conf
+        assert ResolvConf.of_event({"resolv_conf": conf.as_dict()}) == conf
+        assert conf.enrichment_fields()["resolv_options"] == conf.options()
+
+
+def test_event_shapes_are_read_as_parse_reads_options():
+    words = {"nameservers": ["10.0.0.1"], "resolv_options": ["ndots:99", "timeout:0", "attempts:x", "use_vc", "rotate"]}
+    conf = ResolvConf.of_event(words)
+    assert conf == parse("nameserver 10.0.0.1\noptions ndots:99 timeout:0 attempts:x use_vc rotate\n")
+    assert (conf.ndots, conf.timeout_s, conf.attempts, conf.use_vc, conf.rotate) == (15, 1, 2, False, True)
+    as_dict = ResolvConf.of_event({"resolv_conf": {"nameservers": ["10.0.0.1"], "timeout": 1.0, "ndots": None}})
+    assert (as_dict.timeout_s, as_dict.ndots, as_dict.attempts) == (1, 1, 2)
+
+
+def test_which_shape_an_event_is_read_from():
+    enriched = {"nameservers": ["10.0.0.1"], "search": [], "resolv_options": ["timeout:2"]}
+    signal = {"resolv_conf": {"nameservers": ["10.0.0.7"], "timeout": 3}}
+    assert ResolvConf.of_event({**enriched, **signal}).nameservers == ("10.0.0.1",)
+    # the enricher found no nameserver: the lookups signal's dict says more
+    assert ResolvConf.of_event({**enriched, "nameservers": [], **signal}).timeout_s == 3
+    assert ResolvConf.of_event({"search": ["a.test"]}).search == ("a.test",)
+    assert ResolvConf.of_event({"kind": "dns", "qname": "x"}) is None
 
 
 def test_cache_reads_once_per_mount_namespace_and_notices_edits(tmp_path, monkeypatch):

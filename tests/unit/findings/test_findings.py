@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dnstrace.findings.engine import RULE_IDS, FindingsEngine, evaluate
+from dnstrace.findings.engine import FindingsEngine, evaluate
+from dnstrace.findings.registry import RULE_IDS
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -108,6 +109,59 @@ def test_truncated_not_cached_and_tcp_fallback():
     assert not ({"truncated-not-cached", "tcp-fallback"} & rules_of(evaluate(truncation_stream(2))))
 
 
+def test_truncation_rules_fire_from_five_repeats_and_say_who_caches():
+    def tc(qname, server, n, comm="consul-client", pid=61):
+        return [ev("dns", i * 0.5, pid=pid, comm=comm, qname=qname, qtype="A", server=server, answered=True,
+                   rcode="NOERROR", tc=True, latency_ns=1000, proto="udp", id=i) for i in range(n)]
+
+    found = evaluate(tc("four.test", "10.0.0.8", 4) + tc("five.test", "10.0.0.8", 5)
+                     + tc("cached.test", "10.0.0.9", 5, comm="dnsmasq", pid=62))
+    truncated = {f.evidence["qname"]: f for f in found if f.rule == "truncated-not-cached"}
+    assert sorted(truncated) == ["cached.test", "five.test"]  # four repeats are not enough
+    five = truncated["five.test"]
+    assert five.summary.endswith("nothing caches the truncated answer, so every lookup goes to the server again "
+                                 "(and 0 retries over TCP)")
+    assert five.evidence["tcp_fallbacks"] == 0 and five.evidence["per_second"] == 0.08
+    assert "dnsmasq does not cache truncated answers" in truncated["cached.test"].summary
+
+
+def test_tcp_fallback_from_five_retries_with_servers_names_and_tcp_latency():
+    def fallbacks(pid, comm, n, latency_ns=None):
+        return [ev("dns", i * 0.5, pid=pid, comm=comm, qname=f"n{i % 6}.test", qtype="A", server=f"10.0.0.{i % 9}",
+                   answered=True, rcode="NOERROR", latency_ns=latency_ns, proto="tcp", tcp_fallback=True, id=i)
+                for i in range(n)]
+
+    found = evaluate(fallbacks(41, "few", 4) + fallbacks(42, "app", 10, latency_ns=3_000_000)
+                     + fallbacks(43, "quiet", 5))
+    by_pid = {f.pids[0]: f for f in found if f.rule == "tcp-fallback"}
+    assert sorted(by_pid) == [42, 43]
+    app = by_pid[42]
+    assert app.summary.endswith("after truncated UDP answers from 10.0.0.0, 10.0.0.1, 10.0.0.2 (TCP answers take "
+                                "3.0ms)")
+    assert len(app.evidence["servers"]) == 8 and len(app.evidence["qnames"]) == 5
+    assert by_pid[43].summary.endswith("from 10.0.0.0, 10.0.0.1, 10.0.0.2")  # no TCP latency seen: none claimed
+
+
+def test_rp_filter_reads_the_interface_its_address_and_packet_counts():
+    def drop(i, **fields):
+        base = dict(pid=77, comm="ksoftirqd/0", reason="IP_RPFILTER", location="ip_rcv_finish_core",
+                    saddr=f"10.0.5.{i % 6}", daddr="10.0.9.9", iif=7, why="return route via eth1")
+        return ev("drop", i * 0.1, **{**base, **fields})
+
+    drops = [drop(0, count=3), drop(1, count=3)] + [drop(i) for i in range(2, 7)]
+    [plain] = [f for f in evaluate(drops) if f.rule.startswith("rp-filter")]
+    assert plain.rule == "rp-filter-drops" and plain.key == "7" and plain.evidence["drops"] == 11
+    assert plain.pids == [77] and len(plain.evidence["flows"]) == 5
+    no_ipv4 = [dict(d, why="", iif_has_ipv4=False) for d in drops]
+    assert [f.rule for f in evaluate(no_ipv4) if f.rule.startswith("rp-filter")] == ["rp-filter-no-address"]
+    has_ipv4 = [dict(d, why="", iif_has_ipv4=True) for d in drops]
+    assert [f.rule for f in evaluate(has_ipv4) if f.rule.startswith("rp-filter")] == ["rp-filter-drops"]
+    syns = [ev("syn_retry", i * 0.2, pid=55, comm="grpc-client", daddr="10.0.9.9", dport=443, retry=1)
+            for i in range(2)]
+    [with_syns] = [f for f in evaluate(drops + syns) if f.rule.startswith("rp-filter")]
+    assert with_syns.pids == [55]  # the process retrying, not the one the drops were charged to
+
+
 def test_syn_retransmits_to_dns_server_over_tcp():
     events = [ev("syn_retry", i * 0.3, pid=321, comm="node-cache", saddr="10.0.0.3", sport=5000 + i // 3,
                  daddr="10.96.0.10", dport=53, retry=1 + i % 3) for i in range(12)]
@@ -117,6 +171,31 @@ def test_syn_retransmits_to_dns_server_over_tcp():
     assert f and "10.96.0.10:53" in f[0].summary and "DNS server over TCP" in f[0].summary
     assert "force_tcp" in f[0].fix and f[0].pids == [321]
     assert "syn-retransmits" not in rules_of(evaluate(events[:2]))
+
+
+def test_syn_retransmits_thresholds_severity_and_the_apps_behind_a_cache():
+    def syns(daddr, dport, n, pid, comm, **fields):
+        return [ev("syn_retry", i * 0.1, pid=pid, comm=comm, daddr=daddr, dport=dport, **fields) for i in range(n)]
+
+    apps = [ev("lookup", 1, pid=401 + i, comm=f"app{i}", name="web.test", latency_ns=2 * S,
+               via={"pid": 300, "comm": "unbound", "server": "127.0.0.1"}) for i in range(4)]
+    apps.append(ev("lookup", 1, pid=400, comm="other", name="web.test", via={"pid": 999, "server": "127.0.0.2"}))
+    connects = [ev("connect", 2, pid=300, comm="unbound", daddr="10.0.3.3", dport=53, result="timeout",
+                   latency_ns=3 * S) for _ in range(2)]
+    events = (syns("10.0.1.1", 443, 2, 70, "two") + syns("10.0.2.2", 443, 19, 0, "")
+              + syns("10.0.3.3", 53, 20, 300, "unbound", retry=1) + syns("10.0.4.4", 443, 3, 71, "three")
+              + apps + connects)
+    by_dest = {f.key: f for f in evaluate(events) if f.rule == "syn-retransmits"}
+    assert sorted(by_dest) == ["10.0.2.2:443", "10.0.3.3:53", "10.0.4.4:443"]  # three retries are enough
+    anonymous = by_dest["10.0.2.2:443"]
+    assert anonymous.severity == "warning" and anonymous.summary == (
+        "processes on this node retransmitted 19 SYNs to 10.0.2.2:443 in 60 s: the destination does not answer "
+        "connection attempts")
+    assert anonymous.evidence["max_retry"] == 0 and anonymous.evidence["per_second"] == 0.32
+    cache = by_dest["10.0.3.3:53"]
+    assert cache.severity == "critical" and cache.pids == [300, 401, 402, 403]
+    assert "it is the local cache of pid 401 (app0), pid 402 (app1), pid 403 (app2); connects took" in cache.summary
+    assert cache.summary.endswith("(2 timeout)") and cache.evidence["connect_results"] == {"timeout": 2}
 
 
 def test_rp_filter_no_address_vs_plain_rp_filter():
@@ -179,6 +258,49 @@ def test_conntrack_table_full():
     assert not rules_of(evaluate(calm))
 
 
+def test_conntrack_table_full_counts_only_drops_beyond_insert_failures_and_quotes_the_latest_fill():
+    def ct(t, **counters):
+        return ev("conntrack", t, pid=0, comm="", netns="x", **counters)
+
+    [full] = [f for f in evaluate([ct(1, insert_failed=30, drop=40, early_drop=2, count=65000, max=65536),
+                                   ct(2, count=64000, max=65536)]) if f.rule == "conntrack-table-full"]
+    assert full.summary == ("the conntrack table is full: 12 packets dropped for lack of room in 60 s "
+                            "(64000/65536 entries)")
+    assert (full.evidence["drop"], full.evidence["early_drop"], full.evidence["count"], full.evidence["max"]) == \
+        (40, 2, 64000, 65536)
+    [at_90] = [f for f in evaluate([ct(1, count=900, max=1000)]) if f.rule == "conntrack-table-full"]
+    assert at_90.summary.endswith("0 packets dropped for lack of room in 60 s (900/1000 entries)")
+    assert not [f for f in evaluate([ct(1, count=899, max=1000)]) if f.rule == "conntrack-table-full"]
+    [drops_only] = [f for f in evaluate([ct(1, drop=5, count=10, max=1000)]) if f.rule == "conntrack-table-full"]
+    assert drops_only.summary.endswith("5 packets dropped for lack of room in 60 s")
+    assert drops_only.evidence["count"] is None and drops_only.evidence["max"] is None
+
+
+def test_aaaa_race_summary_parts_follow_what_was_seen():
+    events = race_stream()
+    [race] = [f for f in evaluate(events) if f.rule == "aaaa-same-port-race"]
+    assert race.summary == (
+        "pid 77 (app) sends A and AAAA in parallel from one socket and 3 of those queries were never answered "
+        "while conntrack refused 3 inserts: the conntrack race drops one of the pair and the resolver waits its "
+        "5 s timeout (3 lookups took ≥ 5 s)")
+    assert race.evidence["bypasses_libc"] is False and race.evidence["clash_resolve"] == 2
+    assert sorted(race.evidence["ports"]) == [33000, 33001, 33002]
+    # gai traced, but no getaddrinfo call from this process: it resolves without libc
+    no_gai = [e for e in events if e["kind"] != "gai"] + [ev("gai", 1, pid=5, comm="curl", name="x", latency_ns=1)]
+    [bypass] = [f for f in evaluate(no_gai) if f.rule == "aaaa-same-port-race"]
+    assert bypass.summary.endswith("; this process resolves without libc, so resolv.conf options may not help")
+    assert bypass.evidence["bypasses_libc"] is True
+    # one lost query and no insert failure is not enough; with insert failures it is
+    one = [e for e in events if e["kind"] != "conntrack" and not (e["kind"] == "dns" and e["sport"] != 33000)]
+    assert not [f for f in evaluate(one) if f.rule == "aaaa-same-port-race"]
+    one_with_failures = one + [e for e in events if e["kind"] == "conntrack"]
+    assert [f.evidence["lost_same_port_queries"] for f in evaluate(one_with_failures)
+            if f.rule == "aaaa-same-port-race"] == [1]
+    for option in ("single-request", "use-vc", "single-request-reopen"):
+        configured = [dict(e, resolv_options=[option]) if e.get("pid") == 77 else e for e in events]
+        assert not [f for f in evaluate(configured) if f.rule == "aaaa-same-port-race"], option
+
+
 def test_ndots_nxdomain_storm():
     base = {"search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
             "resolv_options": ["ndots:5"], "nameservers": ["10.96.0.10"]}
@@ -196,6 +318,51 @@ def test_ndots_nxdomain_storm():
                     answered=True, rcode="NXDOMAIN", latency_ns=1000, search=[], resolv_options=[])
                  for i in range(20)]
     assert "ndots-nxdomain-storm" not in rules_of(evaluate(unrelated))
+
+
+def test_ndots_nxdomain_storm_thresholds_and_which_resolv_conf_it_reads():
+    search = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    resolv = {"search": search, "resolv_options": ["ndots:5"], "nameservers": ["10.96.0.10"]}
+
+    def q(pid, qname, rcode="NXDOMAIN", server="10.96.0.10", **fields):
+        return ev("dns", 1, pid=pid, comm=f"p{pid}", qname=qname, qtype="A", server=server, answered=True,
+                  rcode=rcode, latency_ns=1000, **{**resolv, **fields})
+
+    def expansions(pid, n, base="api.test"):
+        return [q(pid, f"{base}.{search[i % 3]}") for i in range(n)]
+
+    def typos(pid, n):
+        return [q(pid, f"typo{i}.example.org") for i in range(n)]
+
+    def answers(pid, n, name="api.test"):
+        return [q(pid, name, rcode="NOERROR") for _ in range(n)]
+
+    skipped = (
+        [q(100, None) for _ in range(10)]  # NXDOMAIN without a name to judge
+        + expansions(101, 9)  # one short of ten
+        + expansions(107, 10) + answers(107, 30)  # most of its queries were answered
+        + expansions(108, 10) + typos(108, 21)  # most of its NXDOMAINs are not expansions
+    )
+    by_base = [q(103, f"db.internal.corp{i}.example", search=[], resolv_options=[]) for i in range(10)] \
+        + [q(103, "db.internal", rcode="NOERROR", search=[], resolv_options=[]) for _ in range(10)]
+    # resolv.conf edited after the first query: the query's own search list is the one expanded
+    edited = [q(106, f"n{i}.a.svc", search=["a.svc"] if i == 0 else []) for i in range(10)]
+    half = expansions(105, 10) + typos(105, 10)
+    varied = [q(102, name, server=f"10.0.0.{i % 9}") for i, name in enumerate(
+        ["api.test.default.svc.cluster.local"] * 4 + ["api.test.svc.cluster.local"] * 3
+        + ["api.test.cluster.local"] * 2 + ["web.test.cluster.local", "typo.example.org", "typo2.example.org"])]
+    varied += answers(102, 12)
+    storms = {f.pids[0]: f for f in evaluate(skipped + by_base + edited + half + varied)
+              if f.rule == "ndots-nxdomain-storm"}
+    assert sorted(storms) == [102, 103, 105, 106]
+    assert storms[103].summary.startswith("10 of 20 queries by pid 103 (p103) in 60 s got NXDOMAIN from "
+                                          "search-list expansion (e.g. db.internal.corp0.example)")
+    assert storms[106].evidence["search"] == ["a.svc"]
+    varied_storm = storms[102]
+    assert "(e.g. api.test.default.svc.cluster.local)" in varied_storm.summary
+    assert varied_storm.evidence["examples"] == ["api.test.default.svc.cluster.local", "api.test.svc.cluster.local",
+                                                 "api.test.cluster.local"]
+    assert len(varied_storm.evidence["servers"]) == 8 and varied_storm.evidence["ndots"] == "5"
 
 
 def test_cache_miss_storm_respects_ttl():
@@ -219,6 +386,23 @@ def test_resolver_bypasses_libc_only_when_gai_is_traced():
     assert "resolver-bypasses-libc" not in rules_of(evaluate(dns + own_gai))
     server = [dict(e, comm="dnsmasq") for e in dns]
     assert "resolver-bypasses-libc" not in rules_of(evaluate(server + other_gai))
+
+
+def test_resolver_bypasses_libc_names_every_such_process_from_three_queries_on():
+    def queries(pid, comm, n, sport=50000):
+        return [ev("dns", i, pid=pid, comm=comm, qname=f"q{i % 7}.test", qtype="A", server=f"10.0.0.{i % 10}",
+                   sport=sport + i, answered=True, rcode="NOERROR", latency_ns=1000) for i in range(n)]
+
+    other_gai = [ev("gai", 1, pid=32, comm="curl", name="x", latency_ns=1000, error=None)]
+    server = [dict(q, sport=53) for q in queries(20, "authoritative", 4)]  # answers from port 53: a server
+    found = evaluate(queries(33, "few", 2) + server + queries(30, "goapp", 3) + queries(31, "javaapp", 12)
+                     + other_gai)
+    bypass = {f.pids[0]: f for f in found if f.rule == "resolver-bypasses-libc"}
+    assert sorted(bypass) == [30, 31]  # three queries are enough; two are not; the server is left out
+    assert bypass[30].summary.startswith("pid 30 (goapp) sent 3 DNS queries without calling getaddrinfo")
+    evidence = bypass[31].evidence
+    assert evidence["queries"] == 12 and len(evidence["servers"]) == 8 and evidence["servers"][0] == "10.0.0.0"
+    assert evidence["qnames"][:2] == ["q0.test", "q1.test"] and len(evidence["qnames"]) == 5
 
 
 def test_healthy_stream_has_no_findings():
@@ -307,7 +491,7 @@ def test_flood_from_one_process_does_not_evict_another_processes_ndots_evidence(
     stats = engine.stats()
     # bounded: the flooder paid for the bound, with its own events only
     assert engine.events["dns"].total <= 20_000 and stats["evicted_over_bound"] == 100_021 - 20_000
-    assert len(engine.events["dns"].by_pid[77]) == 21
+    assert len(engine.events["dns"].by_owner[77]) == 21
 
 
 def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
@@ -315,7 +499,7 @@ def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
     engine.handle([ev("dns", i / 1000, pid=10_000 + i, comm="p", qname="x", server="10.0.0.2", answered=True,
                       rcode="NOERROR") for i in range(50_000)])
     buffer = engine.events["dns"]
-    assert buffer.total == 1000 and len(buffer.by_pid) <= 1000 and buffer.evicted == 49_000
+    assert buffer.total == 1000 and len(buffer.by_owner) <= 1000 and buffer.evicted == 49_000
     # max-min fair: ten flooders share the bound; a quieter process keeps all of its 50 events
     engine = FindingsEngine(max_events_per_kind=1000)
     buffer = engine.events["dns"]
@@ -323,15 +507,15 @@ def test_fair_buffer_bounds_memory_whatever_the_number_of_processes():
                       answered=True, rcode="NOERROR") for i in range(100_000)])
     engine.handle([ev("dns", 58, pid=5, comm="q", qname="y", server="10.0.0.2", answered=True, rcode="NOERROR")
                    for _ in range(50)])
-    assert len(buffer.by_pid[5]) == 50 and buffer.total == 1000
-    assert all(90 <= len(buffer.by_pid[100 + i]) <= 96 for i in range(10))
+    assert len(buffer.by_owner[5]) == 50 and buffer.total == 1000
+    assert all(90 <= len(buffer.by_owner[100 + i]) <= 96 for i in range(10))
 
 
 def test_buffered_events_keep_only_fields_rules_read():
     engine = FindingsEngine()
     engine.handle([ev("dns", 1, qname="a", server="10.0.0.2", answered=True, rcode="NOERROR",
                       answers=["1.2.3.4"] * 16, pair_of={"ts": 1}, ns_index=0)])
-    kept = engine.events["dns"].by_pid[4711][0]
+    kept = engine.events["dns"].by_owner[4711][0]
     assert "answers" not in kept and "pair_of" not in kept
     assert kept["qname"] == "a" and kept["server"] == "10.0.0.2" and kept["pid"] == 4711
 
