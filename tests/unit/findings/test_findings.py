@@ -429,8 +429,16 @@ def test_engine_emits_each_finding_once_per_minute_and_bounds_events():
     assert engine.stats()["evicted_over_bound"] == 62
 
 
+# Ids users have alerts, dashboards and queries on: never renamed or dropped (new rules come after).
+SHIPPED_RULE_IDS = ("dead-nameserver", "slow-nameserver", "timeout-multiple-latency", "truncated-not-cached",
+                    "tcp-fallback", "cache-miss-storm", "syn-retransmits", "rp-filter-no-address", "rp-filter-drops",
+                    "conntrack-insert-failed", "conntrack-table-full", "aaaa-same-port-race", "ndots-nxdomain-storm",
+                    "resolver-bypasses-libc", "local-cache-upstream")
+
+
 def test_rule_ids_are_stable():
-    assert len(set(RULE_IDS)) == len(RULE_IDS) == 15 and RULE_IDS[-1] == "local-cache-upstream"
+    assert len(set(RULE_IDS)) == len(RULE_IDS)
+    assert set(SHIPPED_RULE_IDS) <= set(RULE_IDS)
 
 
 def test_dns_queries_refused_by_conntrack_vs_firewall_drop():
