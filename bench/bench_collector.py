@@ -220,7 +220,7 @@ def incident_queries(now_ns: int):
 
 
 def bench_queries(store_url: str, n: int, repeats: int) -> dict[str, list[float]]:
-    from dnstrace.collector.store.base import open_store
+    from dnstrace.collector.store.from_url import open_store
     from dnstrace.wire.client import CollectorClient
 
     now_ns = time.time_ns()
@@ -404,7 +404,7 @@ def bench_fleet(workdir: Path, replicas: int, agents: int, rate: int, seconds: f
     procs = []
     try:
         url = cluster.url_for("bench_fleet")
-        from dnstrace.collector.store.base import open_store
+        from dnstrace.collector.store.from_url import open_store
 
         open_store(url).close()  # create the schema once, before the replicas race to
         collectors = [start_collector(url) for _ in range(replicas)]

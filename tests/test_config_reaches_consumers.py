@@ -97,7 +97,7 @@ def _server_credentials_args(config, tmp: Path, monkeypatch_box: list) -> tuple:
 
 
 def _memory_store():
-    from dnstrace.collector.store.base import open_store
+    from dnstrace.collector.store.from_url import open_store
 
     return open_store("duckdb::memory:")
 
@@ -288,7 +288,7 @@ PROBES: dict[str, Probe] = {
                                     _collector_metrics_address),
     "collector.listen": Probe("127.0.0.1:7111", "127.0.0.1:7111", _collector_listen),
     "collector.store": Probe("duckdb:@TMP/c.duckdb", "@TMP/c.duckdb",
-                             lambda c, t: __import__("dnstrace.collector.store.base", fromlist=["x"])
+                             lambda c, t: __import__("dnstrace.collector.store.from_url", fromlist=["x"])
                              .open_store(c["collector.store"]).path),
     "collector.retention": Probe("3d", 3 * 86_400 * 10**9, _embedded(5)),
     "collector.insecure": Probe("true", True, lambda c, t, box: _server_credentials_args(c, t, box)[1]),

@@ -26,7 +26,7 @@ PROMETHEUS_BUCKETS_S: tuple[float, ...] = tuple(2**octave / 1e9 for octave in ra
 
 
 def bucket_of(latency_ns: int) -> int:
-    """The grid bucket of a latency (SQL twin: ``dnstrace.wire.rollup.bucket_sql``)."""
+    """The grid bucket of a latency (SQL twin: ``dnstrace.collector.query.rollup.bucket_sql``)."""
     return 0 if latency_ns < 1 else math.floor(math.log2(latency_ns) * BUCKETS_PER_OCTAVE)
 
 

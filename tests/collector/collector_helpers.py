@@ -195,7 +195,7 @@ class ClickHouseCluster:
 
 
 def failed_by_definition(event: dict) -> bool:
-    """The README's "failed", written out independently of collector/codec.py (whose
+    """The README's "failed", written out independently of dnstrace.wire.codec (whose
     ``events.is_failed`` is pinned to literal cases in tests/unit/wire/test_codec.py)."""
     return (event.get("error") is not None
             or event.get("rcode") not in (None, "NOERROR")

@@ -6,7 +6,8 @@ import pytest
 from recorded import BASE_TS
 
 from dnstrace.collector.store import native
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.wire.codec import decode_batch, encode_events
 from dnstrace.wire.query import QuerySpec
 

@@ -21,7 +21,7 @@ from collector_helpers import DNSTRACE
 from recorded import make_events
 
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.errors import DnstraceError, EnvironmentProblem
 from dnstrace.ship.shipper import LocalTransport, Shipper
 from dnstrace.ship.spool import Spool, SpoolRecord

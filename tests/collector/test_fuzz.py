@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from recorded import make_events
 
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.wire import dnstrace_pb2
 from dnstrace.wire.client import CollectorClient
 from dnstrace.wire.codec import COLUMN_NAMES, SCHEMA_VERSION, BatchError, decode_batch, encode_events

@@ -10,7 +10,8 @@ import time
 
 from recorded import make_events
 
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.wire.codec import decode_batch, encode_events
 from prom_support import DASHBOARDS
 

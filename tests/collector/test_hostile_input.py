@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from dnstrace.cli.output import to_json
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.errors import UsageError
 from dnstrace.wire import auth, dnstrace_pb2
 from dnstrace.wire.codec import (

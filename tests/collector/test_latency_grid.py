@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.latency import QUANTILE_PRECISION
 from dnstrace.sinks.aggregate import Aggregator
 from dnstrace.wire.codec import decode_batch, encode_events

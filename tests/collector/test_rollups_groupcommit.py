@@ -11,16 +11,19 @@ import pytest
 from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
+from dnstrace.collector.query import rollup
 from dnstrace.collector.query.sql import plan_query
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
 from dnstrace.collector.store.duckdb import DuckDBStore
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.latency import QUANTILE_PRECISION
-from dnstrace.wire import dnstrace_pb2, rollup
+from dnstrace.wire import dnstrace_pb2
 from dnstrace.wire.codec import BatchError, decode_batch, encode_events
 from dnstrace.wire.query import QuerySpec
+from dnstrace.wire.rollup import MINUTE_NS
 
-MINUTE = rollup.MINUTE_NS
+MINUTE = MINUTE_NS
 T0 = (BASE_TS // MINUTE) * MINUTE
 HOSTS = ("r-a", "r-b", "r-c")
 

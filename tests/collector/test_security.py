@@ -10,7 +10,7 @@ from collector_helpers import DNSTRACE, free_port
 from recorded import make_events
 
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.errors import DnstraceError
 from dnstrace.wire import dnstrace_pb2
 from dnstrace.wire.client import CollectorClient

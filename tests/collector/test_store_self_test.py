@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dnstrace.cli import doctor
-from dnstrace.wire import rollup
+from dnstrace.collector.query import rollup
 
 
 def test_working_embedded_store_passes(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from collector_helpers import failed_by_definition
 from recorded import BASE_TS, make_events
 
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.wire.codec import decode_batch, encode_events
 from dnstrace.wire.query import QuerySpec
 

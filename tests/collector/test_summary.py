@@ -14,7 +14,7 @@ import pytest
 from recorded import BASE_TS, make_events
 
 from dnstrace.collector.server import CollectorServer
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.events import is_failed
 from dnstrace.latency import QUANTILE_PRECISION
 from dnstrace.ship.shipper import LocalTransport, Shipper

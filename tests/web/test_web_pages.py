@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from dnstrace.collector.store.base import BatchKey, open_store
+from dnstrace.collector.store.base import BatchKey
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.collector.web import WebView
 from dnstrace.wire.codec import decode_batch, encode_events
 from support import click_and_wait

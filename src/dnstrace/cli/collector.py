@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from dnstrace import config as config_mod
     from dnstrace.collector.server import from_config as server_from_config
-    from dnstrace.collector.store.base import open_store
+    from dnstrace.collector.store.from_url import open_store
     from dnstrace.collector.web import start_web
     from dnstrace.stop import StopFlag, install_signal_handlers
 

@@ -297,7 +297,7 @@ def _one_line(text: object) -> str:
 
 def check_store(url: str) -> Check:
     """Can the store the agent (embedded) or collector writes to work with the installed engine?"""
-    from dnstrace.collector.store.base import self_test  # noqa: PLC0415
+    from dnstrace.collector.store.from_url import self_test  # noqa: PLC0415
 
     name = "store " + url.split(":", 1)[0]
     try:

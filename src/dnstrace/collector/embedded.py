@@ -12,7 +12,7 @@ from typing import Any
 from dnstrace import log
 from dnstrace.collector.server import CollectorServer
 from dnstrace.collector.server import from_config as server_from_config
-from dnstrace.collector.store.base import open_store
+from dnstrace.collector.store.from_url import open_store
 from dnstrace.collector.web import start_web
 
 

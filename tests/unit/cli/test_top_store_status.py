@@ -11,8 +11,8 @@ from dnstrace import config as config_mod
 from dnstrace import log
 from dnstrace.cli.top.model import TopModel
 from dnstrace.cli.top.view import TopView
+from dnstrace.collector.query import rollup
 from dnstrace.pipeline import shipping
-from dnstrace.wire import rollup
 
 
 def wait_until(predicate, timeout_s: float = 10.0) -> None:

@@ -84,7 +84,8 @@ def test_top_detail_pane_draws_the_waterfall():
 def test_query_kind_lookup_prints_trees(tmp_path):
     """`dnstrace query --kind lookup --min-latency 1s` against a collector holding recorded lookups."""
     from dnstrace.collector.server import CollectorServer
-    from dnstrace.collector.store.base import BatchKey, open_store
+    from dnstrace.collector.store.base import BatchKey
+    from dnstrace.collector.store.from_url import open_store
     from dnstrace.wire.codec import decode_batch, encode_events
 
     store = open_store(f"duckdb:{tmp_path}/c.duckdb")

@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dnstrace.wire import rollup
+from dnstrace.collector.query import rollup
 from dnstrace.wire.query import DEFAULT_LIMIT, EVENT_SELECT, GROUP_KEYS, MAX_LIMIT, MODES, ORDERS, QuerySpec  # noqa: F401
+from dnstrace.wire.rollup import MINUTE_NS
 
 
 class Dialect:
@@ -236,7 +237,7 @@ def plan_query(spec: QuerySpec, dialect: Dialect, has_rollups: bool = True) -> P
 
 def _rollup_parts(spec: QuerySpec, dialect: Dialect, b: _Builder, group: str, raw_select: str) -> list[str]:
     """The rollups of the whole minutes in range, and the raw events of the partial minutes at either end."""
-    minute = rollup.MINUTE_NS
+    minute = MINUTE_NS
     first_full = -(-spec.since_ns // minute) * minute if spec.since_ns else 0
     end_full = (spec.until_ns // minute) * minute if spec.until_ns else 0
     dims: list[str] = []

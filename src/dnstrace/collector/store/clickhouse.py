@@ -46,12 +46,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
+from dnstrace.collector.query import rollup
 from dnstrace.collector.query.sql import ClickHouseDialect
 from dnstrace.collector.store import native
 from dnstrace.collector.store.base import BatchKey, Store
 from dnstrace.errors import EnvironmentProblem, UsageError
-from dnstrace.wire import rollup
 from dnstrace.wire.codec import COLUMNS, DecodedBatch
+from dnstrace.wire.rollup import DIMENSIONS, MINUTE_NS
 
 _LOW_CARDINALITY = ("host", "kind", "comm", "container", "pod", "namespace", "rcode", "error", "reason",
                     "rule", "severity", "qtype")
@@ -191,7 +192,7 @@ class ClickHouseStore(Store):
             f"CREATE TABLE IF NOT EXISTS events{local} ({', '.join(defs)}) ENGINE = {self._engine('events')} "
             f"PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000000000))) ORDER BY (kind, host, ts){ttl}")
         nullable = "LowCardinality(Nullable(String))" if lowcard else "Nullable(String)"
-        dims = ", ".join(f"{d} {text if d in ('host', 'kind') else nullable}" for d in rollup.DIMENSIONS)
+        dims = ", ".join(f"{d} {text if d in ('host', 'kind') else nullable}" for d in DIMENSIONS)
         had_rollups = bool(client.execute(f"EXISTS TABLE rollups{local}")[0][0])
         client.execute(
             f"CREATE TABLE IF NOT EXISTS rollups{local} (minute Int64, {dims}, failed UInt8, "
@@ -213,7 +214,7 @@ class ClickHouseStore(Store):
         ingest = ", ".join(f"{n} {t}" for n, t in ingest_columns())
         client.execute(f"CREATE TABLE IF NOT EXISTS ingest{local} ({ingest}) ENGINE = Null")
         event_names = ", ".join(n for n, _ in ingest_columns()[:-len(ROLLUP_ROW_COLUMNS)])
-        dims_plain = ", ".join(rollup.DIMENSIONS)
+        dims_plain = ", ".join(DIMENSIONS)
         views = {
             "ingest_events_mv": (f"events{local}", f"SELECT {event_names} FROM ingest{local} WHERE r_events = 0"),
             "ingest_rollups_mv": (f"rollups{local}", rollup.ingest_select(f"ingest{local}", "clickhouse",
@@ -409,7 +410,7 @@ class ClickHouseStore(Store):
         with self._query_lock:
             if not self._ttl_native:  # else the tables' TTL does it
                 self._on_every_table(f"ALTER TABLE {{events}} DELETE WHERE ts < {int(cutoff_ns)}")
-                self._on_every_table(f"ALTER TABLE {{rollups}} DELETE WHERE minute + {rollup.MINUTE_NS} <= "
+                self._on_every_table(f"ALTER TABLE {{rollups}} DELETE WHERE minute + {MINUTE_NS} <= "
                                      f"{int(cutoff_ns)}")
             # dedup keys age out with the events (the table has no TTL)
             self._on_every_table(f"ALTER TABLE {{ingest_batches}} DELETE WHERE received_ns < {int(cutoff_ns)}")

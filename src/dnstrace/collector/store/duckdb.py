@@ -19,11 +19,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dnstrace.collector.query import limits as query_limits
+from dnstrace.collector.query import rollup
 from dnstrace.collector.query.sql import DuckDialect
 from dnstrace.collector.store.base import BatchKey, Store
 from dnstrace.errors import EnvironmentProblem
-from dnstrace.wire import rollup
 from dnstrace.wire.codec import COLUMNS, BatchError, DecodedBatch
+from dnstrace.wire.rollup import DIMENSIONS, MINUTE_NS
 
 if TYPE_CHECKING:
     import duckdb
@@ -72,7 +73,7 @@ class DuckDBStore(Store):
         self._con.execute(f"CREATE TABLE IF NOT EXISTS events ({', '.join(columns)})")
         had_rollups = bool(self._con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'rollups'").fetchall()[0][0])
-        dims = ", ".join(f"{d} VARCHAR" + (" NOT NULL" if d in ("host", "kind") else "") for d in rollup.DIMENSIONS)
+        dims = ", ".join(f"{d} VARCHAR" + (" NOT NULL" if d in ("host", "kind") else "") for d in DIMENSIONS)
         self._con.execute(f"CREATE TABLE IF NOT EXISTS rollups (minute BIGINT NOT NULL, {dims}, failed BOOLEAN, "
                           "lat_bucket INTEGER, events BIGINT NOT NULL, latency_max BIGINT)")
         if not had_rollups:
@@ -141,7 +142,7 @@ class DuckDBStore(Store):
                 if kept:
                     con.register("agent_rollups", pa.concat_tables(kept))
                     try:
-                        con.execute(f"INSERT INTO rollups SELECT minute, {', '.join(rollup.DIMENSIONS)}, failed, "
+                        con.execute(f"INSERT INTO rollups SELECT minute, {', '.join(DIMENSIONS)}, failed, "
                                     "lat_bucket, events, latency_max FROM agent_rollups")
                     finally:
                         con.unregister("agent_rollups")
@@ -209,7 +210,7 @@ class DuckDBStore(Store):
 
     def _delete_before(self, cutoff_ns: int) -> None:
         self._con.execute("DELETE FROM events WHERE ts < ?", [cutoff_ns])
-        self._con.execute("DELETE FROM rollups WHERE minute + ? <= ?", [rollup.MINUTE_NS, cutoff_ns])
+        self._con.execute("DELETE FROM rollups WHERE minute + ? <= ?", [MINUTE_NS, cutoff_ns])
         self._con.execute("DELETE FROM ingest_batches WHERE received_ns < ?", [cutoff_ns])
 
     def count(self) -> int:
