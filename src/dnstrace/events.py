@@ -196,6 +196,8 @@ class FindingEvent(CommonFields, total=False):
     containers: Annotated[list[str], "their containers"]
     key: Annotated[str, "what tells two findings of one rule apart (server, destination, pid...)"]
     first_seen: Annotated[int, "when this finding was first seen (unix ns)"]
+    confidence: Annotated[str, "what it rests on: measured (libc calls timed), wire (grouped from the wire, "
+                               "resolver known), wire-only (resolver unknown); empty = not stated"]
 
 
 # kind -> its definition, in documentation order.
