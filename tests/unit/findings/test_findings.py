@@ -583,3 +583,15 @@ def test_wire_lookups_at_timeout_multiples_are_unreliable_under_loss():
     gai_measured = [dict(e, source="gai") for e in lookups]
     assert [f.severity for f in evaluate(gai_measured + [agent_loss(10, 100)])
             if f.rule == "timeout-multiple-latency"] == ["warning"]
+
+
+def test_finding_events_use_only_the_vocabulary():
+    from dnstrace.events import undeclared_fields
+
+    refused = [ev("drop", i * 0.3, pid=19, comm="grpc-app", reason="NETFILTER_DROP", location="nf_hook_slow",
+                  protocol="udp", saddr="10.97.0.2", daddr="10.97.0.1", sport=40000 + i, dport=53, count=1)
+               for i in range(4)]
+    findings = evaluate(refused)
+    assert findings
+    for finding in findings:
+        assert undeclared_fields(finding.event(int(T0 + 1), "n1")) == set()
