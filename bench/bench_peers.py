@@ -86,7 +86,8 @@ def syn_storm(rounds: int, storm_s: float) -> dict:
                     run_syn_storm(scenario, binary, storm_s, hold=0)
                     holder.wait(timeout=60)
                     time.sleep(1.5)
-                    cpu = tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0)
+                    # /proc/PID/stat counts 10 ms ticks: below one tick over the idle rate reads as 0, not less
+                    cpu = max(0.0, tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0))
                     dropped = scenario.dropped_syns() - dropped0
                     tracer.proc.send_signal(2)  # stopped first: dnstrace flushes what it sampled
                     tracer.proc.wait(timeout=30)
@@ -129,7 +130,7 @@ def drops_flood(rounds: int, count: int) -> dict:
                 before = scenario.rp_filter_drops()
                 scenario.send_udp(count)
                 time.sleep(1.5)  # the next tick reports what the event budget only counted
-                cpu = tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0)
+                cpu = max(0.0, tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0))
                 kernel = scenario.rp_filter_drops() - before
                 tracer.proc.send_signal(2)
                 tracer.proc.wait(timeout=30)
