@@ -47,6 +47,20 @@ HOLD_S = 4.5
 IG_TRACE_DNS_LIMIT = 8192  # events/s where Inspektor Gadget's trace_dns drops in its own benchmark
 
 
+def idle_rate(tracer: Tracer) -> float:
+    """CPU seconds per second the attached tool burns with nothing to trace."""
+    time.sleep(0.5)
+    idle0 = tracer.cpu()
+    time.sleep(1.0)
+    return tracer.cpu() - idle0
+
+
+def busy_cpu(tracer: Tracer, cpu0: float, t0: float, idle_per_s: float) -> float:
+    """CPU seconds since (cpu0, t0) beyond the idle rate. /proc/PID/stat counts 10 ms ticks: below one
+    tick over the idle rate reads as 0, not less."""
+    return max(0.0, tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0))
+
+
 def holder_code(addr: str, port: int) -> str:
     return ("import resource, socket, time\n"
             f"resource.setrlimit(resource.RLIMIT_NOFILE, ({HOLDERS + 100}, {HOLDERS + 100}))\n"
@@ -75,10 +89,7 @@ def syn_storm(rounds: int, storm_s: float) -> dict:
                 argv, ready_in, ready_text = tools[name]
                 tracer = Tracer(argv, ready_in, ready_text)
                 try:
-                    time.sleep(0.5)
-                    idle0 = tracer.cpu()
-                    time.sleep(1.0)
-                    idle_per_s = tracer.cpu() - idle0
+                    idle_per_s = idle_rate(tracer)
                     lines0 = tracer.lines()
                     cpu0, t0 = tracer.cpu(), time.monotonic()
                     dropped0 = scenario.dropped_syns()
@@ -86,8 +97,7 @@ def syn_storm(rounds: int, storm_s: float) -> dict:
                     run_syn_storm(scenario, binary, storm_s, hold=0)
                     holder.wait(timeout=60)
                     time.sleep(1.5)
-                    # /proc/PID/stat counts 10 ms ticks: below one tick over the idle rate reads as 0, not less
-                    cpu = max(0.0, tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0))
+                    cpu = busy_cpu(tracer, cpu0, t0, idle_per_s)
                     dropped = scenario.dropped_syns() - dropped0
                     tracer.proc.send_signal(2)  # stopped first: dnstrace flushes what it sampled
                     tracer.proc.wait(timeout=30)
@@ -121,16 +131,13 @@ def drops_flood(rounds: int, count: int) -> dict:
         for _ in range(rounds):
             tracer = Tracer(DNSTRACE + ["trace", "drops", "--json", "--reason", "IP_RPFILTER"], "stderr", "attached")
             try:
-                time.sleep(0.5)
-                idle0 = tracer.cpu()
-                time.sleep(1.0)
-                idle_per_s = tracer.cpu() - idle0
+                idle_per_s = idle_rate(tracer)
                 lines0 = tracer.lines()
                 cpu0, t0 = tracer.cpu(), time.monotonic()
                 before = scenario.rp_filter_drops()
                 scenario.send_udp(count)
                 time.sleep(1.5)  # the next tick reports what the event budget only counted
-                cpu = max(0.0, tracer.cpu() - cpu0 - idle_per_s * (time.monotonic() - t0))
+                cpu = busy_cpu(tracer, cpu0, t0, idle_per_s)
                 kernel = scenario.rp_filter_drops() - before
                 tracer.proc.send_signal(2)
                 tracer.proc.wait(timeout=30)
