@@ -1,6 +1,7 @@
 """What a signal declares, once, as data: ``SignalSpec`` with its typed Options.
 
-A signal's folder (``signals/<name>/``) holds its kernel program, its Source and one
+A signal's folder (``signals/<name>/``) holds its kernel program, its Source
+(``source.py``), its ABI declaration (``abi.py``) and, in ``spec.py``, one
 ``SIGNAL = SignalSpec(...)``: the name, what ``dnstrace trace <name> --help`` says, the
 table columns, a frozen dataclass of Options with their defaults, how Options become
 Sources and, optionally, which events ``dnstrace trace`` shows. The registry
