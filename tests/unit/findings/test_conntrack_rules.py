@@ -231,3 +231,49 @@ def test_aaaa_race_without_gai_tracing_does_not_claim_a_libc_bypass():
     events = [e for e in race_stream() if e["kind"] != "gai"]
     [race] = of_rule(events, "aaaa-same-port-race")
     assert race.evidence["bypasses_libc"] is False and "without libc" not in race.summary
+
+
+def test_an_answered_query_of_another_type_on_the_pairs_port_does_not_make_it_the_race():
+    mx = ev("dns", 1, pid=77, comm="app", qname="db", qtype="MX", server="10.96.0.10", sport=33000,
+            same_port_pair=False, answered=True, rcode="NOERROR", latency_ns=1000)
+    events = both_lost_stream() + [mx]
+    assert not of_rule(events, "aaaa-same-port-race")
+    [nat] = of_rule(events, "conntrack-insert-failed")
+    assert nat.evidence["both_of_pair_lost"] == 6
+
+
+def test_pairs_without_a_loss_do_not_hide_the_pairs_with_one():
+    events = race_stream()
+    for i in range(20):  # twenty more pairs, all answered, on their own ports
+        for qtype in ("A", "AAAA"):
+            events.append(ev("dns", 20 + i, pid=77, comm="app", qname="db", qtype=qtype, server="10.96.0.10",
+                             sport=35000 + i, same_port_pair=True, answered=True, rcode="NOERROR", latency_ns=1000))
+    [race] = of_rule(events, "aaaa-same-port-race")
+    assert race.evidence["lost_same_port_queries"] == 3
+
+
+def test_nat_collision_counts_pairs_by_port_and_name():
+    both = [ev("dns", 30, pid=88, comm="other", qname=qname, qtype=qtype, server="10.96.0.11", sport=34000,
+               same_port_pair=True, answered=False)
+            for qname in ("cache", "store") for qtype in ("A", "AAAA")]
+    [nat] = of_rule(both + [ct(1, insert_failed=1)], "conntrack-insert-failed")
+    assert nat.evidence["pairs"] == 2 and nat.evidence["both_of_pair_lost"] == 4
+
+
+def test_evidence_lists_keep_the_five_most_common():
+    both = [ev("dns", 30, pid=88, comm="other", qname="db", qtype=qtype, server=f"10.96.0.{i}", sport=34000 + i,
+               same_port_pair=True, answered=False) for i in range(6) for qtype in ("A", "AAAA")]
+    [nat] = of_rule(both + [ct(1, insert_failed=1)], "conntrack-insert-failed")
+    assert len(nat.evidence["servers"]) == 5
+    refused = [ev("drop", 1, pid=19, comm="grpc-app", reason="NETFILTER_DROP", location="nf_hook_slow",
+                  daddr=f"10.97.0.{i}", sport=40000, dport=53) for i in range(6)]
+    [f] = of_rule(refused, "conntrack-insert-failed")
+    assert len(f.evidence["destinations"]) == 5 and f.evidence["dropped_queries"] == 6
+    one_lost = []
+    for i in range(6):
+        for qtype, answered in (("A", True), ("AAAA", False)):
+            one_lost.append(ev("dns", i, pid=77, comm="app", qname="db", qtype=qtype, server="10.96.0.10",
+                               sport=33000 + i, same_port_pair=True, answered=answered, rcode="NOERROR"
+                               if answered else None, latency_ns=1000 if answered else None))
+    [race] = of_rule(one_lost, "aaaa-same-port-race")
+    assert race.evidence["lost_same_port_queries"] == 6 and len(race.evidence["ports"]) == 5
