@@ -325,15 +325,72 @@ def test_lookups_through_a_node_local_cache_name_it_and_its_upstream_queries():
     direct = dns(T0 + MS, "w.test", "AAAA", server="10.53.0.2", pid=5, dport=None)
     upstream = dns(T0 + 2 * MS, "w.test", server="127.0.0.53", pid=900, msg_id=77)  # its own address
     upstream["comm"] = "unbound"
-    for event in (app, direct, upstream):
+    again = dns(T0 + 2 * MS, "w.test", "AAAA", server="127.0.0.53", pid=5, latency=5 * MS, msg_id=9, retransmit=True)
+    for event in (app, direct, upstream, again):
         j.add(event, T0 + 3 * MS)
-    assert (5, "127.0.0.53", 53) in finder.calls and (5, "10.53.0.2", 53) in finder.calls
+    # looked up once per (process, server) while the process lives, a missing port read as 53
+    assert finder.calls == [(5, "127.0.0.53", 53), (5, "10.53.0.2", 53), (900, "127.0.0.53", 53)]
     lookups = {lk["pid"]: lk for lk in j.flush(T0 + 3 * S)}
     lookup = lookups[5]
     assert lookup["via"] == {"pid": 900, "comm": "unbound", "program": "unbound", "server": "127.0.0.53",
                              "port": 53}
-    to_cache, to_server = lookup["attempts"]
+    to_cache, to_server, to_cache_again = lookup["attempts"]
     assert [u["id"] for u in to_cache["upstream"]] == [77] and "upstream" not in to_server
+    assert to_cache_again["upstream"] == []  # the cache asked for A only
     # the cache's own lookup does not go through itself
     assert lookups[900]["via"] is None
     assert j.stats()["local_server_scans"] == 3
+
+
+def test_a_cache_on_another_port_is_found_on_that_port():
+    from dnstrace.enrich.chains import LocalServer
+
+    cache = LocalServer(pid=900, comm="dnsmasq", program="dnsmasq", server="127.0.0.1", port=5353)
+    finder = FakeLocalServers(cache)
+    j = LookupJoiner(local_servers=finder)
+    j.add(dns(T0, "w.test", server="127.0.0.1", pid=5, dport=5353), T0)
+    [lookup] = j.flush(T0 + 3 * S)
+    assert lookup["via"]["port"] == 5353
+    assert finder.calls == [(5, "127.0.0.1", 5353), (5, "127.0.0.1", 5353)]
+
+
+def test_a_query_exactly_one_gap_after_the_last_answer_joins_the_lookup():
+    j = joiner()
+    j.add(dns(T0, "a.test", pid=5, latency=200_000), T0)
+    j.add(dns(T0 + 200_000 + S, "a.test", "AAAA", pid=5), T0 + 200_000 + S)
+    assert [len(lk["attempts"]) for lk in j.flush(T0 + 5 * S)] == [2]
+    j.add(dns(T0, "b.test", pid=5, latency=200_000), T0)
+    j.add(dns(T0 + 200_000 + S + 1, "b.test", "AAAA", pid=5), T0 + 200_000 + S)
+    assert [len(lk["attempts"]) for lk in j.flush(T0 + 5 * S)] == [1, 1]
+
+
+def test_calls_are_joined_in_order_each_when_due():
+    j = joiner()
+    j.add(gai(T0, MS, "a.test"), T0 + MS)
+    j.add(gai(T0 + S, MS, "b.test"), T0 + S + MS)
+    assert [lk["name"] for lk in j.flush(T0 + 201 * MS)] == ["a.test"]
+    assert j.stats()["gai_buffered"] == 1
+    assert [lk["name"] for lk in j.flush(T0 + S + 201 * MS)] == ["b.test"]
+
+
+def test_a_held_process_or_name_does_not_hold_the_others():
+    j = joiner()
+    j.add(dns(T0 + 2 * S, "late.test", pid=5), T0 + 2 * S)  # pid 5 first, still within its hold
+    j.add(dns(T0, "early.test", pid=6), T0)
+    [lookup] = j.flush(T0 + 2 * S + MS)
+    assert lookup["pid"] == 6
+    j = joiner()
+    j.add(dns(T0, "slow.test", pid=7), T0)  # first name of the process, still in flight
+    j.add(dns(T0 + MS, "done.test", pid=7), T0 + MS)
+    [lookup] = j.flush(T0 + 2 * S, [dns(T0 + MS, "slow.test", "AAAA", pid=7, answered=False)])
+    assert lookup["name"] == "done.test"
+    assert j.stats()["wire_buffered"] == 1
+
+
+def test_a_wire_lookup_starts_at_its_first_query():
+    j = joiner()
+    j.add(dns(T0 + MS, "a.test", "AAAA", pid=5, tid=51), T0 + MS)
+    j.add(dns(T0, "a.test", pid=5, tid=50), T0 + MS)
+    [lookup] = j.flush(T0 + 3 * S)
+    assert lookup["ts"] == T0 and lookup["tid"] == 50
+    assert [a["qtype"] for a in lookup["attempts"]] == ["A", "AAAA"]
