@@ -169,15 +169,16 @@ def test_a_call_claims_queries_up_to_two_milliseconds_either_side_of_it():
     for event in inside + outside:
         j.add(event, T0 + 13 * MS)
     pending_inside = dns(T0 - 2 * MS, "w.test", "AAAA", answered=False, msg_id=5)
+    pending_at_end = dns(T0 + 12 * MS, "w.test", "AAAA", answered=False, msg_id=10)
     pending_outside = dns(T0 + 12 * MS + 1, "w.test", "AAAA", answered=False, msg_id=6)
     pending_other_pid = dns(T0, "w.test", "AAAA", answered=False, msg_id=7, pid=PID + 1)
     pending_other_name = dns(T0, "x.test", "AAAA", answered=False, msg_id=8)
     j.add(gai(T0, 10 * MS, "w.test"), T0 + 13 * MS)
-    inflight = [pending_inside, pending_outside, pending_other_pid, pending_other_name]
+    inflight = [pending_inside, pending_at_end, pending_outside, pending_other_pid, pending_other_name]
     [lookup] = j.flush(T0 + 10 * MS + 200 * MS, inflight)
-    assert [a["id"] for a in lookup["attempts"]] == [1, 5, 2]
+    assert [a["id"] for a in lookup["attempts"]] == [1, 5, 2, 10]
     assert lookup["attempts"][1]["answered"] is False and lookup["attempts"][1]["timeout_ns"] == S
-    assert lookup["timeouts"] == 1
+    assert lookup["timeouts"] == 2
     assert j.stats()["wire_buffered"] == 2 and j.stats()["lookups_gai"] == 1
     # an in-flight query already claimed is not claimed twice
     j.add(gai(T0, 10 * MS, "w.test"), T0 + 13 * MS)
@@ -394,3 +395,14 @@ def test_a_wire_lookup_starts_at_its_first_query():
     [lookup] = j.flush(T0 + 3 * S)
     assert lookup["ts"] == T0 and lookup["tid"] == 50
     assert [a["qtype"] for a in lookup["attempts"]] == ["A", "AAAA"]
+
+
+def test_default_bounds_hold_65536_queries_and_16384_calls():
+    j = LookupJoiner()
+    for i in range(65537):
+        j.add({"kind": "dns", "ts": T0 + i, "pid": 1 + i // 4096, "qname": "n.test", "id": i}, T0 + i)
+    for i in range(16385):
+        j.add({"kind": "gai", "ts": T0 + i, "pid": 1, "name": "n.test", "latency_ns": 1}, T0 + i)
+    stats = j.stats()
+    assert (stats["wire_buffered"], stats["wire_evicted"]) == (65536, 1)
+    assert (stats["gai_buffered"], stats["gai_evicted"]) == (16384, 1)
