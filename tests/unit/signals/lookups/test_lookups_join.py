@@ -406,3 +406,18 @@ def test_default_bounds_hold_65536_queries_and_16384_calls():
     stats = j.stats()
     assert (stats["wire_buffered"], stats["wire_evicted"]) == (65536, 1)
     assert (stats["gai_buffered"], stats["gai_evicted"]) == (16384, 1)
+
+
+def test_the_first_seen_set_is_cleared_at_65536_entries():
+    from dnstrace.enrich.chains import LocalServer
+
+    finder = FakeLocalServers(LocalServer(pid=900, comm="unbound", program="unbound", server="none", port=53))
+    j = LookupJoiner(local_servers=finder)
+    for i in range(65537):
+        j.add({"kind": "dns", "ts": T0 + i, "pid": 5, "server": f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
+               "id": i}, T0 + i)
+    assert len(finder.calls) == 65537
+    j.add({"kind": "dns", "ts": T0 + 70_000, "pid": 5, "server": "10.0.0.0", "id": 70_000}, T0 + 70_000)
+    assert len(finder.calls) == 65538  # forgotten at the clear: looked up again
+    j.add({"kind": "dns", "ts": T0 + 70_001, "pid": 5, "server": "10.0.0.0", "id": 70_001}, T0 + 70_001)
+    assert len(finder.calls) == 65538
