@@ -340,6 +340,9 @@ def test_lookups_through_a_node_local_cache_name_it_and_its_upstream_queries():
     assert to_cache_again["upstream"] == []  # the cache asked for A only
     # the cache's own lookup does not go through itself
     assert lookups[900]["via"] is None
+    # the join asks again per attempt (the answers are cached by the finder), a missing port read as 53
+    assert finder.calls[3:] == [(5, "127.0.0.53", 53), (5, "10.53.0.2", 53), (5, "127.0.0.53", 53),
+                                (900, "127.0.0.53", 53)]
     assert j.stats()["local_server_scans"] == 3
 
 
@@ -421,3 +424,11 @@ def test_the_first_seen_set_is_cleared_at_65536_entries():
     assert len(finder.calls) == 65538  # forgotten at the clear: looked up again
     j.add({"kind": "dns", "ts": T0 + 70_001, "pid": 5, "server": "10.0.0.0", "id": 70_001}, T0 + 70_001)
     assert len(finder.calls) == 65538
+
+
+def test_a_process_held_thirty_seconds_still_holds_its_names_of_the_last_hold_time():
+    j = joiner()
+    j.add(dns(T0, "a.test", pid=5), T0)
+    j.add(dns(T0 + 30 * S, "b.test", pid=5), T0 + 30 * S)
+    assert [lk["name"] for lk in j.flush(T0 + 30 * S + MS)] == ["a.test"]
+    assert [lk["name"] for lk in j.flush(T0 + 31 * S + 500 * MS)] == ["b.test"]
