@@ -293,3 +293,35 @@ def test_insert_failed_summary_names_at_most_three_processes():
     assert head.endswith("; 4 DNS queries sent as A+AAAA on one port went unanswered")
     assert named.endswith(")") and named[:-1].split(", ") == f.comms[:3]
     assert sorted(f.comms) == ["app-a", "app-b", "app-c", "app-d"]
+
+
+def race_pair(pid, n, t=0, sport=33000, **fields):
+    """n same-port A+AAAA pairs of one process, each AAAA lost."""
+    events = []
+    for i in range(n):
+        for qtype, answered in (("A", True), ("AAAA", False)):
+            events.append(ev("dns", t + i, pid=pid, comm=f"app{pid}", qname=f"db{pid}", qtype=qtype,
+                             server="10.96.0.10", sport=sport + i, same_port_pair=True, answered=answered,
+                             rcode="NOERROR" if answered else None, latency_ns=1000 if answered else None, **fields))
+    return events
+
+
+def test_queries_of_other_processes_before_the_pairs_do_not_stop_the_grouping():
+    other = ev("dns", 0, pid=5, comm="curl", qname="x.test", qtype="A", server="10.96.0.10", sport=1000,
+               answered=True, rcode="NOERROR", latency_ns=1000)
+    mx = ev("dns", 0, pid=77, comm="app", qname="db", qtype="MX", server="10.96.0.10", sport=1001,
+            answered=True, rcode="NOERROR", latency_ns=1000)
+    for first in (other, mx):
+        [race] = of_rule([first] + race_stream(), "aaaa-same-port-race")
+        assert race.evidence["lost_same_port_queries"] == 3
+
+
+def test_every_process_is_judged_on_its_own():
+    # twenty processes with one loss each and no insert failure (not enough), or configured with
+    # single-request-reopen (already fixed), do not hide the one process that shows the race
+    quiet = [e for pid in range(100, 120) for e in race_pair(pid, 1)]
+    configured = [e for pid in range(200, 220)
+                  for e in race_pair(pid, 2, resolv_options=["single-request-reopen"], nameservers=["10.96.0.10"])]
+    for others in (quiet, configured):
+        found = of_rule(others + race_pair(300, 2, t=30), "aaaa-same-port-race")
+        assert [f.pids for f in found] == [[300]]

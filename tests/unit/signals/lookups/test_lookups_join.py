@@ -432,3 +432,23 @@ def test_a_process_held_thirty_seconds_still_holds_its_names_of_the_last_hold_ti
     j.add(dns(T0 + 30 * S, "b.test", pid=5), T0 + 30 * S)
     assert [lk["name"] for lk in j.flush(T0 + 30 * S + MS)] == ["a.test"]
     assert [lk["name"] for lk in j.flush(T0 + 31 * S + 500 * MS)] == ["b.test"]
+
+
+def test_a_process_with_a_recent_query_holds_all_its_names():
+    j = joiner()
+    j.add(dns(T0, "a.test", pid=5), T0)
+    j.add(dns(T0 + S, "b.test", pid=5), T0 + S)
+    assert j.flush(T0 + S + 500 * MS) == []  # a.test is old, but a libc call may still claim it
+    assert [lk["name"] for lk in j.flush(T0 + S + 1_500 * MS)] == ["a.test", "b.test"]
+
+
+def test_the_claimed_attempts_remembered_are_the_newest_65536():
+    j = joiner()
+    pending = [dns(T0 + i, "w.test", answered=False, msg_id=i) for i in range(65537)]
+    j.add(gai(T0, S, "w.test"), T0 + S)
+    [lookup] = j.flush(T0 + S + 200 * MS, pending)
+    assert len(lookup["attempts"]) == 65537
+    j.add(pending[1], T0 + 2 * S)  # its timeout: still known as claimed
+    assert j.stats()["wire_buffered"] == 0
+    j.add(pending[0], T0 + 2 * S)  # the oldest claim was forgotten
+    assert j.stats()["wire_buffered"] == 1
