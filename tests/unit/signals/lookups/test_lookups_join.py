@@ -420,9 +420,10 @@ def test_the_first_seen_set_is_cleared_at_65536_entries():
         j.add({"kind": "dns", "ts": T0 + i, "pid": 5, "server": f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
                "id": i}, T0 + i)
     assert len(finder.calls) == 65537
-    j.add({"kind": "dns", "ts": T0 + 70_000, "pid": 5, "server": "10.0.0.0", "id": 70_000}, T0 + 70_000)
+    # the 65536th server was still remembered until the 65537th came and the set was cleared
+    j.add({"kind": "dns", "ts": T0 + 70_000, "pid": 5, "server": "10.0.255.255", "id": 70_000}, T0 + 70_000)
     assert len(finder.calls) == 65538  # forgotten at the clear: looked up again
-    j.add({"kind": "dns", "ts": T0 + 70_001, "pid": 5, "server": "10.0.0.0", "id": 70_001}, T0 + 70_001)
+    j.add({"kind": "dns", "ts": T0 + 70_001, "pid": 5, "server": "10.0.255.255", "id": 70_001}, T0 + 70_001)
     assert len(finder.calls) == 65538
 
 
@@ -452,3 +453,26 @@ def test_the_claimed_attempts_remembered_are_the_newest_65536():
     assert j.stats()["wire_buffered"] == 0
     j.add(pending[0], T0 + 2 * S)  # the oldest claim was forgotten
     assert j.stats()["wire_buffered"] == 1
+
+
+def test_the_process_evicted_is_the_one_with_the_oldest_query_not_the_oldest_last_query():
+    j = LookupJoiner(max_wire_events=3)
+    j.add(dns(T0 + 1, "a.test", pid=1, msg_id=1), T0 + 1)
+    j.add(dns(T0 + 5, "b.test", pid=2, msg_id=2), T0 + 5)
+    j.add(dns(T0 + 10, "a.test", pid=1, msg_id=3), T0 + 10)
+    j.add(dns(T0 + 11, "c.test", pid=3, msg_id=4), T0 + 11)
+    assert [e["id"] for _, e in j.wire[1]] == [3] and [e["id"] for _, e in j.wire[2]] == [2]
+
+
+def test_waited_timeouts_threshold_scales_with_the_configured_timeout():
+    conf = parse("nameserver 10.53.0.2\noptions timeout:2\n")
+
+    def waited(latency):
+        j = LookupJoiner(resolv_for_pid=lambda pid: conf)
+        j.add(dns(T0 + MS, "w.test", answered=False), T0 + MS)
+        j.add(gai(T0, latency, "w.test"), T0 + latency)
+        [lookup] = j.flush(T0 + latency + 200 * MS)
+        return lookup["waited_timeouts"]
+
+    assert waited(1_600 * MS) is True
+    assert waited(1_600 * MS - 1) is False
