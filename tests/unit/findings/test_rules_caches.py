@@ -242,3 +242,59 @@ def test_servfail_and_slow_upstreams_of_the_cache():
     under = slow_lookups() + [cache_query(1, "10.53.0.2", latency_ns=299_999_999),
                               cache_query(2, "10.53.0.2", latency_ns=299_999_999)]
     assert "nothing failing was seen" in local_cache_upstream(window(under))[0].summary
+
+
+def test_exactly_fifty_queries_in_the_window_are_enough():
+    [f] = cache_miss_storm(window(asked(50)))
+    assert f.evidence["queries"] == 50 and f.evidence["per_second"] == 0.83
+
+
+def test_retransmits_and_tcp_queries_of_a_frequent_name_are_not_counted():
+    events = asked(50) + [dict(q, retransmit=True) for q in asked(5)] + [dict(q, proto="tcp") for q in asked(5)]
+    [f] = cache_miss_storm(window(events))
+    assert f.evidence["queries"] == 50 and f.evidence["hops"] == {"app -> 127.0.0.53": 50}
+
+
+def test_a_hop_storms_from_point_eight_queries_per_second():
+    events = asked(48, server="10.0.0.1") + asked(12, server="10.0.0.2", pid=10, comm="other")
+    [f] = cache_miss_storm(window(events), min_queries=10)
+    assert f.key == "db.internal/A" and f.evidence["hops"] == {"app -> 10.0.0.1": 48, "app -> 10.0.0.2": 12}
+    assert f.summary.startswith("db.internal (A) was asked 48 times in 60 s (0.8/s, hop app -> 10.0.0.1, ")
+
+
+def test_the_cache_named_is_the_one_of_the_latest_lookup():
+    old = {"pid": 300, "comm": "unbound", "program": "unbound", "server": "127.0.0.1"}
+    new = dict(old, program="NodeLocal DNSCache", comm="node-cache")
+    events = [through_cache(0, error="EAI_AGAIN", via=old), through_cache(1, error="EAI_AGAIN", via=old),
+              through_cache(2, error="EAI_AGAIN", via=new)]
+    [f] = local_cache_upstream(window(events))
+    assert "through the local cache NodeLocal DNSCache (pid 300, node-cache) on 127.0.0.1" in f.summary
+    assert f.comms == ["checkout-api", "node-cache"] and f.evidence["cache"] == new
+
+
+def test_the_five_busiest_upstreams_are_listed_and_ipv6_ports_split_off():
+    events = [through_cache(i, error="EAI_AGAIN") for i in range(2)]
+    events += [syn(1, daddr="fd00::53", count=7)] + [syn(2 + i, daddr=f"10.53.0.{i}") for i in range(1, 7)]
+    events += [syn(9, daddr="fd00::53")]
+    [f] = local_cache_upstream(window(events))
+    assert f.evidence["upstream"] == {"fd00::53:53": 2, "10.53.0.1:53": 1, "10.53.0.2:53": 1, "10.53.0.3:53": 1,
+                                      "10.53.0.4:53": 1}
+    assert f.evidence["upstream_syn_retransmits"] == 14
+    assert f.fix.startswith("Fix unbound's upstream hop, not the app: fd00::53 drops TCP SYNs on port 53; ")
+
+
+def test_the_five_most_failing_upstreams_are_listed():
+    lost = [cache_query(t, f"10.53.0.{t}", answered=False) for t in range(1, 7) for _ in range(2)]
+    lost = [dict(q, id=i, sport=i) for i, q in enumerate(lost)] + [cache_query(20, "10.53.0.1", answered=False)]
+    [f] = local_cache_upstream(window(slow_lookups() + lost))
+    assert f.evidence["upstream_unanswered"] == {"10.53.0.1": 3, "10.53.0.2": 2, "10.53.0.3": 2, "10.53.0.4": 2,
+                                                 "10.53.0.5": 2}
+    failed = [cache_query(t, f"10.53.0.{t}", rcode="SERVFAIL") for t in range(1, 7)]
+    failed.append(cache_query(20, "10.53.0.6", rcode="SERVFAIL"))
+    [f] = local_cache_upstream(window(slow_lookups() + failed))
+    assert f.evidence["upstream_servfail"] == {"10.53.0.6": 2, "10.53.0.1": 1, "10.53.0.2": 1, "10.53.0.3": 1,
+                                               "10.53.0.4": 1}
+    assert f.summary.endswith(": unbound's upstream 10.53.0.6 answered SERVFAIL 2 times")
+    assert f.summary == ("2 of 2 lookups by pid 4711 (checkout-api) through the local cache unbound (pid 300, unbound) "
+                         "on 127.0.0.1 failed or were slow (median 1.00s): unbound's upstream 10.53.0.6 answered "
+                         "SERVFAIL 2 times")

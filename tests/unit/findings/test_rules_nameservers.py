@@ -315,3 +315,20 @@ def test_timeout_multiples_from_the_wire_are_marked_under_agent_losses():
     [f] = timeout_multiple_latency(window(unknown))
     assert f.confidence == "wire-only" and f.summary.endswith(
         " (judged from the wire alone: this process's resolver is not known)")
+
+
+def test_a_process_whose_lookups_all_take_exactly_eight_tenths_of_a_one_second_timeout():
+    one = resolv("10.0.0.1", options=["timeout:1"])
+    [f] = timeout_multiple_latency(window([lookup(0, 0.8, conf=one), lookup(1, 0.8, conf=one)]))
+    assert f.evidence["multiples"] == {1: 2}
+    # a nanosecond past the 0.25 s tolerance is not a multiple
+    past = [lookup(0, 1.0, conf=one), lookup(1, 1.0, conf=one),
+            ev("lookup", 2, name="x", latency_ns=1_250_000_001, error=None, source="gai", **one)]
+    [f] = timeout_multiple_latency(window(past))
+    assert f.evidence["at_timeout_multiples"] == 2 and f.evidence["lookups"] == 3
+
+
+def test_fast_lookups_do_not_count_against_the_sixty_percent():
+    [f] = timeout_multiple_latency(window([lookup(0, 2.0), lookup(1, 4.0), lookup(2, 0.1), lookup(3, 0.1)]))
+    assert f.evidence["at_timeout_multiples"] == 2 and f.evidence["lookups"] == 4
+    assert f.summary.startswith("2 of 4 lookups by pid 4711 (kafka-writer) took whole multiples of its 2 s ")
