@@ -298,3 +298,26 @@ def test_the_five_most_failing_upstreams_are_listed():
     assert f.summary == ("2 of 2 lookups by pid 4711 (checkout-api) through the local cache unbound (pid 300, unbound) "
                          "on 127.0.0.1 failed or were slow (median 1.00s): unbound's upstream 10.53.0.6 answered "
                          "SERVFAIL 2 times")
+
+
+def test_an_upstream_median_of_exactly_300_ms_is_slow():
+    slow = slow_lookups() + [cache_query(1, "10.53.0.2", latency_ns=300_000_000),
+                             cache_query(2, "10.53.0.2", latency_ns=300_000_000)]
+    [f] = local_cache_upstream(window(slow))
+    assert f.evidence["upstream_median_ns"] == 300_000_000
+
+
+def test_each_cache_rule_goes_on_past_a_name_or_app_it_skips():
+    # NXDOMAIN storm first, then a storm the rule reports
+    nx = [dict(q, rcode="NXDOMAIN") for q in asked(60, qname="nx.test")]
+    assert [f.key for f in cache_miss_storm(window(nx + asked(60)))] == ["db.internal/A"]
+    # an app hop to a local cache first (its cache's own hop is judged), then another app's storm
+    via = {"pid": 300, "comm": "dnsmasq", "program": "dnsmasq", "server": "127.0.0.1", "port": 53}
+    events = (asked(60, server="127.0.0.1", pid=42, comm="api")
+              + [ev("lookup", 1, pid=42, comm="api", name="db.internal", latency_ns=1000, source="gai", via=via)]
+              + asked(60, server="10.0.0.2", pid=10, comm="other"))
+    assert [f.key for f in cache_miss_storm(window(events))] == ["db.internal/A@10.0.0.2"]
+    # local-cache-upstream: an app whose lookups are fine, then one whose lookups fail
+    events = [through_cache(i, pid=1, comm="fine") for i in range(3)]
+    events += [through_cache(i, error="EAI_AGAIN") for i in range(3)]
+    assert [f.key for f in local_cache_upstream(window(events))] == ["4711/300/127.0.0.1"]

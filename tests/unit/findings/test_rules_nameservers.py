@@ -332,3 +332,21 @@ def test_fast_lookups_do_not_count_against_the_sixty_percent():
     [f] = timeout_multiple_latency(window([lookup(0, 2.0), lookup(1, 4.0), lookup(2, 0.1), lookup(3, 0.1)]))
     assert f.evidence["at_timeout_multiples"] == 2 and f.evidence["lookups"] == 4
     assert f.summary.startswith("2 of 4 lookups by pid 4711 (kafka-writer) took whole multiples of its 2 s ")
+
+
+def test_each_rule_goes_on_past_a_server_or_process_it_skips():
+    conf = resolv("10.0.0.9", "10.0.0.2")
+    # dead-nameserver: one lost query to 10.0.0.8 first, then a cache, then the dead server
+    via = {"pid": 300, "comm": "unbound", "server": "10.0.0.7"}
+    events = [lost("10.0.0.8", 0, **conf), lost("10.0.0.7", 1, **conf), lost("10.0.0.7", 2, **conf),
+              ev("lookup", 3, name="kafka.service", latency_ns=S, error=None, source="gai", via=via, **conf),
+              lost("10.0.0.9", 4, **conf), lost("10.0.0.9", 5, **conf)]
+    assert [f.key for f in dead_nameserver(window(events))] == ["10.0.0.9/4711"]
+    # slow-nameserver: too few answers, then fast answers, then the slow server
+    events = ([answer("10.0.0.1", 0, latency_ns=S)] + [answer("10.0.0.2", i, latency_ns=1000) for i in range(3)]
+              + [answer("10.0.0.5", i, latency_ns=S) for i in range(3)])
+    assert [f.key for f in slow_nameserver(window(events))] == ["10.0.0.5"]
+    # timeout-multiple-latency: a process with no slow lookup, one with one, one off the multiples, then one that fires
+    events = ([lookup(0, 0.1, pid=1), lookup(1, 2.0, pid=2), lookup(2, 3.0, pid=3), lookup(3, 3.0, pid=3)]
+              + [lookup(4, 2.0, pid=4), lookup(5, 4.0, pid=4)])
+    assert [f.pids for f in timeout_multiple_latency(window(events))] == [[4]]
