@@ -350,3 +350,9 @@ def test_each_rule_goes_on_past_a_server_or_process_it_skips():
     events = ([lookup(0, 0.1, pid=1), lookup(1, 2.0, pid=2), lookup(2, 3.0, pid=3), lookup(3, 3.0, pid=3)]
               + [lookup(4, 2.0, pid=4), lookup(5, 4.0, pid=4)])
     assert [f.pids for f in timeout_multiple_latency(window(events))] == [[4]]
+
+
+def test_timeout_multiples_name_the_five_most_frequent_names():
+    events = [lookup(t, 2.0) for t in range(6)] + [dict(lookup(9, 4.0), name="n0.test")]
+    [f] = timeout_multiple_latency(window(events))
+    assert f.evidence["names"] == ["n0.test", "n1.test", "n2.test", "n3.test", "n4.test"]
