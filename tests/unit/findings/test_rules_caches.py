@@ -321,3 +321,11 @@ def test_each_cache_rule_goes_on_past_a_name_or_app_it_skips():
     events = [through_cache(i, pid=1, comm="fine") for i in range(3)]
     events += [through_cache(i, error="EAI_AGAIN") for i in range(3)]
     assert [f.key for f in local_cache_upstream(window(events))] == ["4711/300/127.0.0.1"]
+
+
+def test_of_two_dead_upstreams_the_one_with_more_lost_queries_is_named():
+    events = slow_lookups() + [cache_query(t, "10.53.0.9", answered=False) for t in range(1, 4)]
+    events += [cache_query(t, "10.53.0.8", answered=False) for t in range(4, 6)]
+    [f] = local_cache_upstream(window(events))
+    assert f.summary.endswith(": unbound's upstream 10.53.0.9 never answered 3 of its queries")
+    assert f.fix.startswith("Fix or replace the upstream 10.53.0.9 of unbound ")

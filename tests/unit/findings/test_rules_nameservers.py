@@ -356,3 +356,17 @@ def test_timeout_multiples_name_the_five_most_frequent_names():
     events = [lookup(t, 2.0) for t in range(6)] + [dict(lookup(9, 4.0), name="n0.test")]
     [f] = timeout_multiple_latency(window(events))
     assert f.evidence["names"] == ["n0.test", "n1.test", "n2.test", "n3.test", "n4.test"]
+
+
+def test_a_two_second_timeout_still_gets_the_advice_to_lower_it():
+    conf = resolv("10.0.0.9", options=["timeout:2"])
+    [f] = dead_nameserver(window([lost("10.0.0.9", i, **conf) for i in range(2)]))
+    assert f.evidence["timeout_s"] == 2.0 and f.fix.endswith(FIX_TAIL + TIMEOUT_HINT)
+
+
+def test_gai_calls_of_another_process_do_not_make_a_claim_measured():
+    conf = resolv("10.0.0.9")
+    events = [lost("10.0.0.9", i, **conf) for i in range(2)]
+    events.append(ev("gai", 3, pid=99, comm="other", name="x", latency_ns=S, **conf))
+    [f] = dead_nameserver(window(events))
+    assert f.confidence == "wire-only" and f.evidence["lookup_latency_ns"] == {"median": None, "max": None}
