@@ -274,13 +274,13 @@ def test_the_cache_named_is_the_one_of_the_latest_lookup():
 
 def test_the_five_busiest_upstreams_are_listed_and_ipv6_ports_split_off():
     events = [through_cache(i, error="EAI_AGAIN") for i in range(2)]
-    events += [syn(1, daddr="fd00::53", count=7)] + [syn(2 + i, daddr=f"10.53.0.{i}") for i in range(1, 7)]
-    events += [syn(9, daddr="fd00::53")]
+    events += [syn(1, daddr="fd00::1", count=7)] + [syn(2 + i, daddr=f"10.53.0.{i}") for i in range(1, 7)]
+    events += [syn(9, daddr="fd00::1")]
     [f] = local_cache_upstream(window(events))
-    assert f.evidence["upstream"] == {"fd00::53:53": 2, "10.53.0.1:53": 1, "10.53.0.2:53": 1, "10.53.0.3:53": 1,
+    assert f.evidence["upstream"] == {"fd00::1:53": 2, "10.53.0.1:53": 1, "10.53.0.2:53": 1, "10.53.0.3:53": 1,
                                       "10.53.0.4:53": 1}
     assert f.evidence["upstream_syn_retransmits"] == 14
-    assert f.fix.startswith("Fix unbound's upstream hop, not the app: fd00::53 drops TCP SYNs on port 53; ")
+    assert f.fix.startswith("Fix unbound's upstream hop, not the app: fd00::1 drops TCP SYNs on port 53; ")
 
 
 def test_the_five_most_failing_upstreams_are_listed():
