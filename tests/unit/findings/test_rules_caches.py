@@ -329,3 +329,11 @@ def test_of_two_dead_upstreams_the_one_with_more_lost_queries_is_named():
     [f] = local_cache_upstream(window(events))
     assert f.summary.endswith(": unbound's upstream 10.53.0.9 never answered 3 of its queries")
     assert f.fix.startswith("Fix or replace the upstream 10.53.0.9 of unbound ")
+
+
+def test_upstream_answers_without_a_latency_or_unanswered_queries_are_not_timed():
+    events = slow_lookups() + [cache_query(1, "10.53.0.2", latency_ns=None), cache_query(2, "10.53.0.2"),
+                               cache_query(3, "10.53.0.2"),
+                               cache_query(4, "10.53.0.2", answered=False, latency_ns=2 * S)]
+    [f] = local_cache_upstream(window(events))
+    assert "nothing failing was seen" in f.summary and "upstream_median_ns" not in f.evidence

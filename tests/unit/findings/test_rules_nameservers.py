@@ -308,6 +308,8 @@ def test_timeout_multiples_from_the_wire_are_marked_under_agent_losses():
     agent = ev("agent", 3, pid=1, comm="dnstrace", source="dns", dns_lost=2)
     [f] = timeout_multiple_latency(window(wire + [agent]))
     assert f.severity == "info" and f.evidence["agent_lost_dns_records"] == 2
+    assert f.summary.startswith("unreliable: the agent itself lost 2 DNS records in the last 60 s, enough to explain "
+                                "the 2 missing answers: 3 of 3 lookups by pid 4711")
     agent1 = dict(agent, dns_lost=1)
     [f] = timeout_multiple_latency(window(wire + [agent1]))
     assert f.severity == "info" and "so some answers may not have been seen" in f.summary
