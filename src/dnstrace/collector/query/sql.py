@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnstrace.collector.query import rollup
-from dnstrace.wire.query import DEFAULT_LIMIT, EVENT_SELECT, GROUP_KEYS, MAX_LIMIT, MODES, ORDERS, QuerySpec  # noqa: F401
+from dnstrace.wire.query import DEFAULT_LIMIT, EVENT_SELECT, GROUP_KEYS, QuerySpec
 from dnstrace.wire.rollup import MINUTE_NS
 
 
