@@ -33,6 +33,31 @@ def test_string_data_lays_out_rows_with_length_prefixes():
         native.varint(len((w or "").encode())) + (w or "").encode() for w in rows)
 
 
+def test_dictionaries_small_and_large_lay_out_null_rows_as_empty_strings():
+    import pyarrow as pa
+
+    def laid(values):
+        return b"".join(b"\x00" if v is None else native.varint(len(v.encode())) + v.encode() for v in values)
+
+    words = [f"w{i}-" * (i % 7) for i in range(100)]  # more entries than the Python path takes: Arrow lays them out
+    big = pa.DictionaryArray.from_arrays(pa.array([99, None, 0, 64, 65, 3], pa.int32()), pa.array(words))
+    assert native.string_data(big) == laid([words[99], None, words[0], words[64], words[65], words[3]])
+    small = pa.DictionaryArray.from_arrays(pa.array([1, 2, None, 0], pa.int32()), pa.array(["a", None, "bé"]))
+    assert native.string_data(small) == laid([None, "bé", None, "a"])
+    assert native.string_data(small.slice(1, 2)) == laid(["bé", None])
+
+
+def test_fixed_width_columns_honour_the_array_offset():
+    import pyarrow as pa
+
+    ints = pa.array([1, None, 3, 2**40], pa.int64()).slice(1, 3)
+    null_map, values = native.column_parts(ints, "Nullable(Int64)")
+    assert bytes(null_map) == b"\x01\x00\x00"
+    assert bytes(values)[8:] == (3).to_bytes(8, "little") + (2**40).to_bytes(8, "little")
+    flags = pa.array([True, False, True]).slice(1)
+    assert native.column_parts(flags, "UInt8") == (None, b"\x00\x01")
+
+
 def _events(n: int) -> list[dict]:
     events = []
     for i in range(n):

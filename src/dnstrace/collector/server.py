@@ -62,7 +62,7 @@ _ENVELOPE_SLACK = 1 << 20
 
 
 class CollectorServer:
-    def __init__(self, store: Store, listen: str, *, insecure: bool = False, tls_cert: str = "",
+    def __init__(self, store: Store[Any], listen: str, *, insecure: bool = False, tls_cert: str = "",
                  tls_key: str = "", tls_client_ca: str = "", ingest_token: str = "", query_token: str = "",
                  max_batch_bytes: int = 64 << 20, workers: int = 4, retention_interval_s: float = 60.0,
                  max_streams: int = 4096, max_inflight_bytes: int = 256 << 20, max_queries: int = 4,
@@ -216,7 +216,7 @@ class CollectorServer:
         """Validate and store one ``Batch`` message: (stored now, events). Raises BatchError."""
         return self.finish(self.admit(batch))
 
-    def admit(self, batch: Any) -> _Pending:
+    def admit(self, batch: Any) -> _Pending[Any]:
         """Validate, decode and queue one ``Batch`` for the store's writer; ``finish`` waits for its commit."""
         self._count("batches_received")
         if batch.schema_version not in SUPPORTED_VERSIONS:
@@ -239,7 +239,7 @@ class CollectorServer:
         key = BatchKey(batch.host_id, batch.boot_id, batch.instance, batch.seq)
         return self.store.submit(key, decoded)
 
-    def finish(self, pending: _Pending) -> tuple[bool, int]:
+    def finish(self, pending: _Pending[Any]) -> tuple[bool, int]:
         try:
             stored = pending.wait()
         except BatchError:
@@ -306,7 +306,7 @@ class _ByteBudget:
                 waiter.set_result(None)
 
 
-def _awaitable(pending: _Pending, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+def _awaitable(pending: _Pending[Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
     """An asyncio future resolved (in the loop) when the store's writer resolves ``pending``."""
     future = loop.create_future()
 
@@ -479,7 +479,7 @@ class _Servicer:
                                            stats=msgpack.packb(self.server.stats(), use_bin_type=True, default=str))
 
 
-def from_config(store: Store, config: Config, listen: str, workers: int = 16) -> CollectorServer:
+def from_config(store: Store[Any], config: Config, listen: str, workers: int = 16) -> CollectorServer:
     """A server for ``store`` on ``listen``, secured and bounded by the ``collector.*`` keys of ``config``
     (the standalone collector and the agent's embedded one are set up the same way)."""
     return CollectorServer(store, listen, insecure=config["collector.insecure"],

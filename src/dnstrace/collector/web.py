@@ -87,7 +87,7 @@ def _time(ns: int | None) -> str:
 
 
 class WebView:
-    def __init__(self, store: Store, listen: str, *, insecure: bool = False, tls_cert: str = "", tls_key: str = "",
+    def __init__(self, store: Store[Any], listen: str, *, insecure: bool = False, tls_cert: str = "", tls_key: str = "",
                  tls_client_ca: str = "", query_token: str = "") -> None:
         self.store = store
         self.listen = listen
@@ -485,7 +485,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _method_not_allowed
 
 
-def start_web(cfg: Config, store: Store, listen: str) -> WebView | None:
+def start_web(cfg: Config, store: Store[Any], listen: str) -> WebView | None:
     """The read-only web view over ``store`` on ``listen`` (None when empty), with the collector's TLS and token."""
     if not listen:
         return None

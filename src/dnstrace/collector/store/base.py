@@ -20,13 +20,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from dnstrace.collector.query import limits as query_limits
 from dnstrace.collector.query.limits import QueryControl
 from dnstrace.collector.query.sql import Dialect, plan_query, shape_rows
 from dnstrace.wire.codec import DecodedBatch
 from dnstrace.wire.query import QuerySpec
+
+# What a backend's writer takes for one batch: its ``_prepare`` turns the decoded batch into it.
+Prepared = TypeVar("Prepared")
 
 
 @dataclass(frozen=True)
@@ -37,25 +40,25 @@ class BatchKey:
     seq: int
 
 
-class _Pending:
+class _Pending(Generic[Prepared]):
     """One batch waiting for the writer: resolved with True (stored), False (duplicate) or an exception.
 
-    Resolving lets go of the decoded batch: a stream holds its pending acks, not their events.
+    Resolving lets go of the batch: a stream holds its pending acks, not their events.
     """
 
     __slots__ = ("key", "batch", "count", "done", "result", "error", "_callbacks", "_callback_lock")
 
-    def __init__(self, key: BatchKey, batch: DecodedBatch):
+    def __init__(self, key: BatchKey, batch: Prepared, count: int):
         self.key = key
-        self.batch: DecodedBatch | None = batch
-        self.count = batch.count
+        self.batch: Prepared | None = batch
+        self.count = count
         self.done = threading.Event()
         self.result = False
         self.error: BaseException | None = None
-        self._callbacks: list[Callable[[_Pending], object]] = []
+        self._callbacks: list[Callable[[_Pending[Prepared]], object]] = []
         self._callback_lock = threading.Lock()
 
-    def unwritten(self) -> DecodedBatch:
+    def unwritten(self) -> Prepared:
         """The batch, while it waits to be written (``resolve`` lets go of it)."""
         if self.batch is None:
             raise RuntimeError("this batch was already resolved")
@@ -70,7 +73,7 @@ class _Pending:
         for callback in callbacks:
             callback(self)
 
-    def add_done_callback(self, callback: Callable[[_Pending], object]) -> None:
+    def add_done_callback(self, callback: Callable[[_Pending[Prepared]], object]) -> None:
         """Call ``callback(self)`` once resolved (at once if it already is), in the resolving thread."""
         with self._callback_lock:
             if not self.done.is_set():
@@ -86,8 +89,9 @@ class _Pending:
         return self.result
 
 
-class Store:
-    """Base class: subclasses implement ``_write_group``, ``_load_watermarks``, ``_execute``, ``_delete_before``.
+class Store(Generic[Prepared]):
+    """Base class: subclasses implement ``_prepare``, ``_write_group``, ``_load_watermarks``, ``_execute``,
+    ``_delete_before``.
 
     Group commit: ``submit`` queues a decoded batch for one writer thread, which takes
     everything queued (up to ``GROUP_MAX_EVENTS``) and writes it as one transaction
@@ -96,7 +100,9 @@ class Store:
     batches are retried one by one so one bad batch cannot fail the others. After a
     batch of an instance fails, later batches of that instance are failed too until the
     agent resends the failed one: storing seq N+1 without N would make N look like a
-    replay (the watermark would be past it).
+    replay (the watermark would be past it). ``_prepare`` runs in the submitting thread
+    (the collector's decode pool), so what a backend can do per batch before the write
+    (ClickHouse: laying out its Native columns) overlaps the writer's commit.
     """
 
     kind = "store"
@@ -118,7 +124,7 @@ class Store:
         self._write_lock = threading.Lock()  # the writer's transaction vs retention deletes
         self._watermarks: dict[tuple[str, str, int], int] = {}
         self._poisoned: dict[tuple[str, str, int], int] = {}
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Pending[Prepared]] = deque()
         self._queued_events = 0
         self._held_events = 0  # queued + being written
         self._queue_cond = threading.Condition()
@@ -139,11 +145,11 @@ class Store:
         """Store the batch unless it was stored before; True when stored now (waits for the commit)."""
         return self.submit(key, batch).wait()
 
-    def submit(self, key: BatchKey, batch: DecodedBatch) -> _Pending:
+    def submit(self, key: BatchKey, batch: DecodedBatch) -> _Pending[Prepared]:
         """Queue the batch for the writer; the caller waits on the returned ``_Pending`` when it needs the result."""
         if not self.keeps_column_lists:
             batch.drop_lists()  # the Arrow arrays are all the backend reads: free the Python objects now
-        pending = _Pending(key, batch)
+        pending = _Pending(key, self._prepare(key, batch), batch.count)
         with self._queue_cond:
             if self._closing:
                 raise RuntimeError("store is closed")
@@ -158,7 +164,7 @@ class Store:
             self._queue_cond.notify_all()
         return pending
 
-    def _take_group(self) -> list[_Pending]:
+    def _take_group(self) -> list[_Pending[Prepared]]:
         with self._queue_cond:
             while not self._queue and not self._closing:
                 self._queue_cond.wait(0.5)
@@ -171,7 +177,7 @@ class Store:
                 self._queue_cond.wait(min(remaining, 0.02))
                 if len(self._queue) == before:
                     break  # nothing more is arriving: write what there is
-            group: list[_Pending] = []
+            group: list[_Pending[Prepared]] = []
             events = 0
             while self._queue and (not group or events + self._queue[0].count <= self.GROUP_MAX_EVENTS):
                 item = self._queue.popleft()
@@ -199,9 +205,9 @@ class Store:
                     self._held_events -= sum(item.count for item in group)
                     self._queue_cond.notify_all()
 
-    def _write_group_safely(self, group: list[_Pending]) -> None:
+    def _write_group_safely(self, group: list[_Pending[Prepared]]) -> None:
         self._sync_watermarks({(i.key.host, i.key.boot_id, i.key.instance) for i in group})
-        fresh: list[_Pending] = []
+        fresh: list[_Pending[Prepared]] = []
         planned: dict[tuple[str, str, int], int] = {}
         for item in group:
             key = item.key
@@ -259,10 +265,10 @@ class Store:
             else:
                 self._committed([item])
 
-    def _poison(self, item: _Pending) -> None:
+    def _poison(self, item: _Pending[Prepared]) -> None:
         self._poisoned[(item.key.host, item.key.boot_id, item.key.instance)] = item.key.seq
 
-    def _committed(self, items: list[_Pending]) -> None:
+    def _committed(self, items: list[_Pending[Prepared]]) -> None:
         self.counters["commits"] += 1
         for item in items:
             key = item.key
@@ -376,7 +382,11 @@ class Store:
     def _sync_watermarks(self, idents: set[tuple[str, str, int]]) -> None:
         """Bring these instances' watermarks up to date before a write (shared stores: other replicas write too)."""
 
-    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
+    def _prepare(self, key: BatchKey, batch: DecodedBatch) -> Prepared:
+        """The batch as the writer takes it (called in the submitting thread); a ``BatchError`` refuses it."""
+        raise NotImplementedError
+
+    def _write_group(self, batches: list[tuple[BatchKey, Prepared]]) -> dict[int, BaseException]:
         """Store all batches atomically (events, rollups, watermark rows); raise to store none.
 
         Returns {index: BatchError} for batches refused on content (those are left out, the rest stored).

@@ -7,10 +7,11 @@ Native like every later release). ``ingest`` is a ``Null`` table: materialized v
 on it write, from that one block, the raw ``events`` (carrying each row's batch key
 columns), the per-minute ``rollups`` of those events (``wire.rollup``), the
 rollup rows agents ship in ``summary`` mode, and one ``ingest_batches`` row per batch.
-A group is streamed as blocks of whole batches (the next block is built while the
-server writes the previous one); the server applies a block only once it has read all
-of it, so a collector killed mid-insert leaves whole batches or nothing, and the
-batches it left are seen by the dedup check below.
+Each batch's rows of that block are laid out when it arrives, in the collector's decode
+threads (``_prepare``), so the writer only strings a group's chunks together and sends
+them, piece by piece, as blocks of whole batches; the server applies a block only once
+it has read all of it, so a collector killed mid-insert leaves whole batches or nothing,
+and the batches it left are seen by the dedup check below.
 
 Exactly-once across collector replicas: the dedup state is ``ingest_batches`` in
 ClickHouse, not a collector's memory. Before writing a group the writer reads the
@@ -39,10 +40,8 @@ get a periodic ``ALTER TABLE ... DELETE``). URL parameters: ``http_port`` (defau
 from __future__ import annotations
 
 import http.client
-import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -51,7 +50,7 @@ from dnstrace.collector.query.sql import ClickHouseDialect
 from dnstrace.collector.store import native
 from dnstrace.collector.store.base import BatchKey, Store
 from dnstrace.errors import EnvironmentProblem, UsageError
-from dnstrace.wire.codec import COLUMNS, DecodedBatch
+from dnstrace.wire.codec import COLUMNS, BatchError, DecodedBatch
 from dnstrace.wire.rollup import DIMENSIONS, MINUTE_NS
 
 _LOW_CARDINALITY = ("host", "kind", "comm", "container", "pod", "namespace", "rcode", "error", "reason",
@@ -73,7 +72,7 @@ def ingest_columns() -> list[tuple[str, str]]:
     return columns + list(KEY_COLUMNS) + list(ROLLUP_ROW_COLUMNS)
 
 
-class ClickHouseStore(Store):
+class ClickHouseStore(Store[native.Chunk]):
     kind = "clickhouse"
     dialect = ClickHouseDialect()
     keeps_column_lists = False
@@ -270,108 +269,76 @@ class ClickHouseStore(Store):
                 self._watermarks[ident] = int(seq)
 
     # --- ingest ------------------------------------------------------------------------------------------------
-    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
-        batches = [(k, b) for k, b in batches if b.count or b.rollup_count]
-        if not batches:
+    def _prepare(self, key: BatchKey, batch: DecodedBatch) -> native.Chunk:
+        """The batch's rows of the ingest block, laid out in the decode thread: its events, then its agent rollup rows.
+
+        The writer then only strings chunks together, so a group's commit is the server's work alone.
+        """
+        import pyarrow as pa
+
+        columns = _INGEST_COLUMNS
+        null_types = {"Nullable(String)": pa.string(), "Nullable(Int64)": pa.int64(), "Nullable(Int32)": pa.int32()}
+        chunk = native.Chunk(columns)
+        keys = {"host": key.host, "boot_id": key.boot_id, "instance": key.instance, "seq": key.seq}
+        try:
+            for part, count in ((batch.arrays, batch.count), (batch.rollup_arrays(), batch.rollup_count)):
+                if not count:
+                    continue
+                events = part is batch.arrays
+                for index, (name, ch_type) in enumerate(columns):
+                    if name in keys:
+                        chunk.add_constant(index, keys[name], count)
+                    elif name == "r_events" and events:
+                        chunk.add_constant(index, 0, count)
+                    else:
+                        source = name if events else _ROLLUP_SOURCE.get(name, name)
+                        chunk.add(index, part[source] if source in part else pa.nulls(count, null_types[ch_type]))
+                chunk.rows += count
+        except ValueError as err:  # a value the column type cannot hold (e.g. NULL where NULL is not allowed)
+            raise BatchError(str(err)) from None
+        return chunk
+
+    def _write_group(self, batches: list[tuple[BatchKey, native.Chunk]]) -> dict[int, BaseException]:
+        chunks = [chunk for _, chunk in batches if chunk.rows]
+        if not chunks:
             return {}
-        # Blocks of whole batches, built while the server works on the previous one (one INSERT streams them).
-        # A block is applied whole or not at all and carries its batches' ingest_batches rows, so an insert that
-        # breaks between blocks leaves whole batches the dedup check will see.
-        chunks, chunk, rows = [], [], 0
-        for item in batches:
-            chunk.append(item)
-            rows += item[1].count + item[1].rollup_count
-            if rows >= self.BLOCK_EVENTS:
-                chunks.append(chunk)
-                chunk, rows = [], 0
-        if chunk:
-            chunks.append(chunk)
+        # Blocks of whole batches: the server applies a block whole or not at all and each carries its batches'
+        # ingest_batches rows, so an insert that breaks between blocks leaves whole batches the dedup check sees.
+        pieces: list[native.Piece] = []
+        block: list[native.Chunk] = []
+        rows = 0
+        for chunk in chunks:
+            block.append(chunk)
+            rows += chunk.rows
+            if rows >= self.BLOCK_EVENTS or chunk is chunks[-1]:
+                pieces += native.block(block)
+                block, rows = [], 0
         settings = {"max_insert_block_size": max(self.BLOCK_EVENTS * 2, 1_048_576), "insert_deduplicate": 0}
         if self.cluster:
             settings["insert_distributed_sync"] = 1
-        self._http_insert("INSERT INTO ingest FORMAT Native", (self._block(c) for c in chunks), settings)
+        self._http_insert("INSERT INTO ingest FORMAT Native", pieces, settings)
         return {}
 
     BLOCK_EVENTS = 100_000
 
-    def _block(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> bytes:
-        """One Native block of the ingest table: every batch's events, then its agent rollup rows."""
-        import pyarrow as pa
-
-        columns = {name: native.Column(name, ch_type) for name, ch_type in ingest_columns()}
-        null_types = {"Nullable(String)": pa.string(), "Nullable(Int64)": pa.int64(), "Nullable(Int32)": pa.int32()}
-        key_names = {name for name, _ in KEY_COLUMNS} | {"host"}
-        rows = 0
-        for key, batch in batches:
-            keys = {"host": key.host, "boot_id": key.boot_id, "instance": key.instance, "seq": key.seq}
-            for part, count in ((batch.arrays, batch.count), (batch.rollup_arrays(), batch.rollup_count)):
-                if not count:
-                    continue
-                for name, column in columns.items():
-                    if name in key_names:
-                        column.add_constant(keys[name], count)
-                    elif name == "r_events" and part is batch.arrays:
-                        column.add_constant(0, count)
-                    else:
-                        source = name if part is batch.arrays else _ROLLUP_SOURCE.get(name, name)
-                        column.add(part[source] if source in part else pa.nulls(count, null_types[column.ch_type]))
-                rows += count
-        return native.block(rows, list(columns.values()))
-
-    def _http_insert(self, query: str, blocks: Iterable[bytes], settings: dict[str, Any]) -> None:
-        """One INSERT over the HTTP interface, its body streamed from ``blocks`` (an iterator of bytes).
-
-        A sender thread writes the request while the caller builds the next block; raises with the
-        server's message when it refuses.
-        """
+    def _http_insert(self, query: str, pieces: list[native.Piece], settings: dict[str, Any]) -> None:
+        """One INSERT over the HTTP interface, its body sent piece by piece (nothing is joined or copied here);
+        raises with the server's message when it refuses."""
         params = urlencode(dict(settings, query=query, database=self.database, user=self.user,
                                 password=self.password))
-        handoff: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
-        outcome: dict[str, Any] = {}
-        done = None  # the end of the body (blocks are bytes)
-
-        def body() -> Iterator[bytes]:
-            while True:
-                item = handoff.get()
-                if item is None:
-                    return
-                yield item
-
-        def send() -> None:
-            conn = http.client.HTTPConnection(self.host, self.http_port, timeout=300)
-            try:
-                conn.request("POST", f"/?{params}", body=body(), encode_chunked=True,
-                             headers={"Content-Type": "application/octet-stream"})
-                response = conn.getresponse()
-                outcome["status"], outcome["answer"] = response.status, response.read()
-            except (OSError, http.client.HTTPException) as err:
-                outcome["error"] = err
-            finally:
-                conn.close()
-
-        sender = threading.Thread(target=send, name="clickhouse-insert", daemon=True)
-        sender.start()
+        conn = http.client.HTTPConnection(self.host, self.http_port, timeout=300)
         try:
-            for block in blocks:
-                while sender.is_alive():
-                    try:
-                        handoff.put(block, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
+            conn.request("POST", f"/?{params}", body=iter(pieces),
+                         headers={"Content-Type": "application/octet-stream",
+                                  "Content-Length": str(sum(len(p) for p in pieces))})
+            response = conn.getresponse()
+            status, answer = response.status, response.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise EnvironmentProblem(f"ClickHouse insert over HTTP failed: {err}") from None
         finally:
-            while sender.is_alive():
-                try:
-                    handoff.put(done, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            sender.join()
-        if "error" in outcome:
-            raise EnvironmentProblem(f"ClickHouse insert over HTTP failed: {outcome['error']}")
-        if outcome.get("status") != 200:
-            raise RuntimeError("ClickHouse refused the insert: "
-                               f"{outcome.get('answer', b'').decode(errors='replace')[:500]}")
+            conn.close()
+        if status != 200:
+            raise RuntimeError(f"ClickHouse refused the insert: {answer.decode(errors='replace')[:500]}")
 
     # --- queries and upkeep -----------------------------------------------------------------------------------
     def rebuild_rollups(self) -> None:
@@ -430,4 +397,6 @@ class ClickHouseStore(Store):
 
 # Agent rollup rows in the ingest block: ingest column -> rollup row column (same name otherwise).
 _ROLLUP_SOURCE = {"ts": "minute", "latency_ns": "latency_max", "r_events": "events", "r_bucket": "lat_bucket"}
+_INGEST_COLUMNS = ingest_columns()
+
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _SQL_TYPES = {"int": "BIGINT", "str": "VARCHAR", "bool": "BOOLEAN"}
 
 
-class DuckDBStore(Store):
+class DuckDBStore(Store[DecodedBatch]):
     kind = "duckdb"
     dialect = DuckDialect()
     validates_attrs_json = True
@@ -87,6 +87,9 @@ class DuckDBStore(Store):
         rows = self._con.execute("SELECT host, boot_id, instance, max(seq) FROM ingest_batches "
                                  "GROUP BY host, boot_id, instance").fetchall()
         return {(h, b, int(i)): int(s) for h, b, i, s in rows}
+
+    def _prepare(self, key: BatchKey, batch: DecodedBatch) -> DecodedBatch:
+        return batch  # the writer concatenates the batches' Arrow tables
 
     def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
         import pyarrow as pa

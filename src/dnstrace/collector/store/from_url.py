@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from dnstrace.collector.store.base import BatchKey, Store
 from dnstrace.errors import UsageError
@@ -11,12 +12,12 @@ from dnstrace.wire.codec import decode_batch, encode_events
 from dnstrace.wire.query import QuerySpec
 
 
-def open_store(url: str, retention_ns: int = 0) -> Store:
+def open_store(url: str, retention_ns: int = 0) -> Store[Any]:
     """``duckdb:PATH`` (``duckdb::memory:`` for tests) or ``clickhouse://HOST:PORT/DB``."""
     if url.startswith("duckdb:"):
         from dnstrace.collector.store.duckdb import DuckDBStore  # DuckDB and ClickHouse load only when used
 
-        store: Store = DuckDBStore(url[len("duckdb:"):], retention_ns)
+        store: Store[Any] = DuckDBStore(url[len("duckdb:"):], retention_ns)
     elif url.startswith("clickhouse://"):
         from dnstrace.collector.store.clickhouse import ClickHouseStore
 

@@ -19,7 +19,10 @@ costs is a few dozen Arrow calls whatever its size.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
+
+Piece = bytes | memoryview  # a run of a block's bytes: socket.sendall takes either
 
 _ARROW_INTS = {"Int64": "int64", "UInt64": "uint64", "Int32": "int32", "UInt8": "uint8"}
 _WIDTHS = {"Int64": 8, "UInt64": 8, "Int32": 4, "UInt8": 1}
@@ -43,13 +46,12 @@ def _name(text: str) -> bytes:
     return varint(len(raw)) + raw
 
 
-def _buffer_bytes(array: Any, width: int) -> bytes:
-    """The value buffer of a fixed-width Arrow array, honouring its offset."""
-    data: bytes = array.buffers()[1].slice(array.offset * width, len(array) * width).to_pybytes()
-    return data
+def _buffer_bytes(array: Any, width: int) -> memoryview:
+    """The value buffer of a fixed-width Arrow array, honouring its offset (a view: nothing is copied)."""
+    return memoryview(array.buffers()[1]).cast("B")[array.offset * width:(array.offset + len(array)) * width]
 
 
-def _null_map(array: Any) -> bytes:
+def _null_map(array: Any) -> Piece:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -101,16 +103,39 @@ def _constants() -> dict[str, Any]:
     return _CONSTANTS
 
 
-def _binary_data(array: Any) -> bytes:
-    """The bytes of a binary array's values, concatenated in row order."""
+def _binary_data(array: Any) -> Piece:
+    """The bytes of a binary array's values, concatenated in row order (a view of its data buffer)."""
     offsets = array.buffers()[1]
     first = struct.unpack_from("<i", offsets, array.offset * 4)[0]
     last = struct.unpack_from("<i", offsets, (array.offset + len(array)) * 4)[0]
     data = array.buffers()[2]
-    return data.slice(first, last - first).to_pybytes() if data is not None else b""
+    return memoryview(data).cast("B")[first:last] if data is not None else b""
 
 
-def string_data(array: Any) -> bytes:
+# A dictionary this small is laid out in Python: a few dozen entries cost less than the dozen Arrow calls
+# of ``_prefixed`` (most of a batch's string columns: kind, comm, rcode, server... have a handful of values).
+_SMALL_DICTIONARY = 64
+
+
+def _dictionary_data(array: Any) -> Piece:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dictionary, indices = array.dictionary, array.indices
+    if len(dictionary) > _SMALL_DICTIONARY:
+        laid_out = pc.take(_prefixed(dictionary), indices)
+        if laid_out.null_count:
+            laid_out = pc.fill_null(laid_out, _constants()["zero"])
+        return _binary_data(laid_out)
+    entries = [b"\x00" if value is None else varint(len(raw)) + raw
+               for value in dictionary.to_pylist() for raw in (value.encode() if isinstance(value, str) else value,)]
+    if indices.null_count:  # NULL rows take an extra entry: the empty string
+        indices = pc.fill_null(indices, pa.scalar(len(entries), indices.type))
+        entries.append(b"\x00")
+    return _binary_data(pc.take(pa.array(entries, pa.binary()), indices))
+
+
+def string_data(array: Any) -> Piece:
     """``String`` column data for an Arrow string (or dictionary of strings) array; NULL becomes ''."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -118,19 +143,17 @@ def string_data(array: Any) -> bytes:
     if not len(array):
         return b""
     if pa.types.is_dictionary(array.type):
-        entries = _prefixed(array.dictionary)
-        laid_out = pc.take(entries, array.indices)
-    else:
-        laid_out = _prefixed(pc.fill_null(array, _constants()["blank"]))
+        return _dictionary_data(array)
+    laid_out = _prefixed(pc.fill_null(array, _constants()["blank"]))
     if laid_out.null_count:
         laid_out = pc.fill_null(laid_out, _constants()["zero"])
     return _binary_data(laid_out)
 
 
-def column_parts(array: Any, ch_type: str) -> tuple[bytes | None, bytes]:
+def column_parts(array: Any, ch_type: str) -> tuple[Piece | None, Piece]:
     """(null map or None when not Nullable, values) of one column chunk from an Arrow array of matching kind.
 
-    A block's column is every chunk's null map followed by every chunk's values (``Column`` joins them).
+    A block's column is every chunk's null map followed by every chunk's values (see ``block``).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -152,33 +175,46 @@ def column_parts(array: Any, ch_type: str) -> tuple[bytes | None, bytes]:
     return (_null_map(array) if nullable else None), body
 
 
-class Column:
-    """One column of a block being assembled from chunks (one per batch)."""
+class Chunk:
+    """Some rows of every column of a block, laid out already: one batch's, made when the batch arrives.
 
-    def __init__(self, name: str, ch_type: str):
-        self.name, self.ch_type = name, ch_type
-        self.null_maps: list[bytes] = []
-        self.values: list[bytes] = []
+    ``nulls[i]`` / ``values[i]`` are column i's pieces (a Nullable column has one null map per part);
+    ``block`` strings chunks together without copying them.
+    """
 
-    def add(self, array: Any) -> None:
-        null_map, values = column_parts(array, self.ch_type)
+    __slots__ = ("columns", "rows", "nulls", "values")
+
+    def __init__(self, columns: Sequence[tuple[str, str]]):
+        self.columns = columns
+        self.rows = 0
+        self.nulls: list[list[Piece]] = [[] for _ in columns]
+        self.values: list[list[Piece]] = [[] for _ in columns]
+
+    def add(self, index: int, array: Any) -> None:
+        null_map, values = column_parts(array, self.columns[index][1])
         if null_map is not None:
-            self.null_maps.append(null_map)
-        self.values.append(values)
+            self.nulls[index].append(null_map)
+        self.values[index].append(values)
 
-    def add_constant(self, value: Any, rows: int) -> None:
-        self.values.append(constant_data(value, self.ch_type, rows))
+    def add_constant(self, index: int, value: Any, rows: int) -> None:
+        self.values[index].append(constant_data(value, self.columns[index][1], rows))
 
-    def data(self) -> bytes:
-        return b"".join(self.null_maps + self.values)
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for pieces in (*self.nulls, *self.values) for p in pieces)
 
 
-def block(rows: int, columns: list[Column]) -> bytes:
-    """One Native block of ``rows`` rows."""
-    out = [varint(len(columns)), varint(rows)]
-    for column in columns:
-        out += [_name(column.name), _name(column.ch_type), column.data()]
-    return b"".join(out)
+def block(chunks: Sequence[Chunk]) -> list[Piece]:
+    """One Native block of these chunks' rows, as pieces to send back to back (the chunks' data is not copied)."""
+    columns = chunks[0].columns
+    out: list[Piece] = [varint(len(columns)) + varint(sum(c.rows for c in chunks))]
+    for index, (name, ch_type) in enumerate(columns):
+        out.append(_name(name) + _name(ch_type))
+        for chunk in chunks:
+            out += chunk.nulls[index]
+        for chunk in chunks:
+            out += chunk.values[index]
+    return out
 
 
 def constant_data(value: Any, ch_type: str, rows: int) -> bytes:
