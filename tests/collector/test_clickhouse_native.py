@@ -51,11 +51,36 @@ def test_fixed_width_columns_honour_the_array_offset():
     import pyarrow as pa
 
     ints = pa.array([1, None, 3, 2**40], pa.int64()).slice(1, 3)
-    null_map, values = native.column_parts(ints, "Nullable(Int64)")
-    assert bytes(null_map) == b"\x01\x00\x00"
-    assert bytes(values)[8:] == (3).to_bytes(8, "little") + (2**40).to_bytes(8, "little")
-    flags = pa.array([True, False, True]).slice(1)
-    assert native.column_parts(flags, "UInt8") == (None, b"\x00\x01")
+    nulls, values = native.column_parts(ints, "Nullable(Int64)")
+    assert bytes(native.piece(nulls)) == b"\x01\x00\x00"
+    assert bytes(native.piece(values))[8:] == (3).to_bytes(8, "little") + (2**40).to_bytes(8, "little")
+    nulls, flags = native.column_parts(pa.array([True, False, True]).slice(1), "UInt8")
+    assert nulls is None and bytes(native.piece(flags)) == b"\x00\x01"
+
+
+def test_blocks_come_out_in_the_tables_sort_order():
+    """kind and host compare as ClickHouse compares String (bytewise, a prefix first), then ts."""
+    import pyarrow as pa
+
+    columns = [("kind", "String"), ("host", "String"), ("ts", "Int64"), ("n", "Int64")]
+    rows = []
+    chunks = []
+    for host, kinds in (("b", ["dns", "gai", "dns", "Z"]), ("a", ["gai", "é", "dns"]), ("ab", ["dns", "dns"])):
+        chunk = native.Chunk(columns, {1: host})
+        ts = [((len(rows) + j) * 7919) % 13 for j in range(len(kinds))]
+        n = list(range(len(rows), len(rows) + len(kinds)))
+        rows += [(k, host, t, i) for k, t, i in zip(kinds, ts, n, strict=True)]
+        chunk.add(0, pa.array(kinds).dictionary_encode(), sort_key=True)
+        chunk.add(2, pa.array(ts, pa.int64()), sort_key=True)
+        chunk.add(3, pa.array(n, pa.int64()))
+        chunk.rows = len(kinds)
+        chunks.append(chunk)
+    expected = sorted(rows, key=lambda r: (r[0].encode(), r[1].encode(), r[2]))
+    order = native.sort_order(chunks, (0, 1, 2)).to_pylist()
+    assert [rows[i] for i in order] == expected
+    pieces = native.block(chunks, (0, 1, 2))
+    n_column = b"".join(bytes(p) for p in pieces).split(native.varint(1) + b"n" + native.varint(5) + b"Int64")[1]
+    assert n_column == b"".join(r[3].to_bytes(8, "little") for r in expected)
 
 
 def _events(n: int) -> list[dict]:

@@ -8,10 +8,11 @@ on it write, from that one block, the raw ``events`` (carrying each row's batch 
 columns), the per-minute ``rollups`` of those events (``wire.rollup``), the
 rollup rows agents ship in ``summary`` mode, and one ``ingest_batches`` row per batch.
 Each batch's rows of that block are laid out when it arrives, in the collector's decode
-threads (``_prepare``), so the writer only strings a group's chunks together and sends
-them, piece by piece, as blocks of whole batches; the server applies a block only once
-it has read all of it, so a collector killed mid-insert leaves whole batches or nothing,
-and the batches it left are seen by the dedup check below.
+threads (``_prepare``); the writer puts a group's rows in the events table's sort order
+(``native.block``: the server then writes the part without sorting it) and sends the
+block piece by piece. The server applies a block only once it has read all of it, so a
+collector killed mid-insert leaves the whole group or nothing, and a group it left is
+seen by the dedup check below.
 
 Exactly-once across collector replicas: the dedup state is ``ingest_batches`` in
 ClickHouse, not a collector's memory. Before writing a group the writer reads the
@@ -57,6 +58,7 @@ _LOW_CARDINALITY = ("host", "kind", "comm", "container", "pod", "namespace", "rc
                     "rule", "severity", "qtype")
 _BASE_TYPES = {"int": "Int64", "str": "String", "bool": "UInt8"}
 KEY_COLUMNS = (("boot_id", "String"), ("instance", "UInt64"), ("seq", "UInt64"))
+EVENTS_ORDER_BY = ("kind", "host", "ts")
 # Ingest block columns after the event columns: an agent rollup row has r_events > 0 (its event count).
 ROLLUP_ROW_COLUMNS = (("r_events", "UInt64"), ("r_bucket", "Nullable(Int32)"))
 
@@ -189,7 +191,7 @@ class ClickHouseStore(Store[native.Chunk]):
         existed = bool(client.execute(f"EXISTS TABLE events{local}")[0][0])
         client.execute(
             f"CREATE TABLE IF NOT EXISTS events{local} ({', '.join(defs)}) ENGINE = {self._engine('events')} "
-            f"PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000000000))) ORDER BY (kind, host, ts){ttl}")
+            f"PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000000000))) ORDER BY ({', '.join(EVENTS_ORDER_BY)}){ttl}")
         nullable = "LowCardinality(Nullable(String))" if lowcard else "Nullable(String)"
         dims = ", ".join(f"{d} {text if d in ('host', 'kind') else nullable}" for d in DIMENSIONS)
         had_rollups = bool(client.execute(f"EXISTS TABLE rollups{local}")[0][0])
@@ -278,21 +280,22 @@ class ClickHouseStore(Store[native.Chunk]):
 
         columns = _INGEST_COLUMNS
         null_types = {"Nullable(String)": pa.string(), "Nullable(Int64)": pa.int64(), "Nullable(Int32)": pa.int32()}
-        chunk = native.Chunk(columns)
         keys = {"host": key.host, "boot_id": key.boot_id, "instance": key.instance, "seq": key.seq}
+        chunk = native.Chunk(columns, {index: keys[name] for index, (name, _) in enumerate(columns) if name in keys})
         try:
             for part, count in ((batch.arrays, batch.count), (batch.rollup_arrays(), batch.rollup_count)):
                 if not count:
                     continue
                 events = part is batch.arrays
                 for index, (name, ch_type) in enumerate(columns):
-                    if name in keys:
-                        chunk.add_constant(index, keys[name], count)
-                    elif name == "r_events" and events:
-                        chunk.add_constant(index, 0, count)
+                    if index in chunk.constants:
+                        continue
+                    if name == "r_events" and events:
+                        array = pa.repeat(pa.scalar(0, pa.uint64()), count)
                     else:
                         source = name if events else _ROLLUP_SOURCE.get(name, name)
-                        chunk.add(index, part[source] if source in part else pa.nulls(count, null_types[ch_type]))
+                        array = part[source] if source in part else pa.nulls(count, null_types[ch_type])
+                    chunk.add(index, array, sort_key=index in _ORDER_BY)
                 chunk.rows += count
         except ValueError as err:  # a value the column type cannot hold (e.g. NULL where NULL is not allowed)
             raise BatchError(str(err)) from None
@@ -302,24 +305,13 @@ class ClickHouseStore(Store[native.Chunk]):
         chunks = [chunk for _, chunk in batches if chunk.rows]
         if not chunks:
             return {}
-        # Blocks of whole batches: the server applies a block whole or not at all and each carries its batches'
-        # ingest_batches rows, so an insert that breaks between blocks leaves whole batches the dedup check sees.
-        pieces: list[native.Piece] = []
-        block: list[native.Chunk] = []
-        rows = 0
-        for chunk in chunks:
-            block.append(chunk)
-            rows += chunk.rows
-            if rows >= self.BLOCK_EVENTS or chunk is chunks[-1]:
-                pieces += native.block(block)
-                block, rows = [], 0
-        settings = {"max_insert_block_size": max(self.BLOCK_EVENTS * 2, 1_048_576), "insert_deduplicate": 0}
+        # One block, in the events table's sort order: the part is written without sorting (a third of the
+        # server's insert CPU), and a block is applied whole or not at all with its batches' ingest_batches rows.
+        settings = {"insert_deduplicate": 0}
         if self.cluster:
             settings["insert_distributed_sync"] = 1
-        self._http_insert("INSERT INTO ingest FORMAT Native", pieces, settings)
+        self._http_insert("INSERT INTO ingest FORMAT Native", native.block(chunks, _ORDER_BY), settings)
         return {}
-
-    BLOCK_EVENTS = 100_000
 
     def _http_insert(self, query: str, pieces: list[native.Piece], settings: dict[str, Any]) -> None:
         """One INSERT over the HTTP interface, its body sent piece by piece (nothing is joined or copied here);
@@ -398,5 +390,7 @@ class ClickHouseStore(Store[native.Chunk]):
 # Agent rollup rows in the ingest block: ingest column -> rollup row column (same name otherwise).
 _ROLLUP_SOURCE = {"ts": "minute", "latency_ns": "latency_max", "r_events": "events", "r_bucket": "lat_bucket"}
 _INGEST_COLUMNS = ingest_columns()
+# The events table's ORDER BY, as ingest column indices: blocks are sent in this order (see collector.native).
+_ORDER_BY = tuple(next(i for i, (n, _) in enumerate(_INGEST_COLUMNS) if n == name) for name in EVENTS_ORDER_BY)
 
 
