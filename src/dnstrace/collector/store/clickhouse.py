@@ -41,8 +41,10 @@ get a periodic ``ALTER TABLE ... DELETE``). URL parameters: ``http_port`` (defau
 from __future__ import annotations
 
 import http.client
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -107,6 +109,8 @@ class ClickHouseStore(Store[native.Chunk]):
         self._ttl_native = False
         # clickhouse-driver clients are not thread-safe: one query at a time per client.
         self._query_lock = threading.Lock()
+        # The writer's helpers for putting a group's columns in order (while it does, the server waits).
+        self._layout_pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="clickhouse-layout")
 
     def _connect(self, database: str | None, host: str | None = None, port: int | None = None) -> Any:
         from clickhouse_driver import Client
@@ -310,7 +314,8 @@ class ClickHouseStore(Store[native.Chunk]):
         settings = {"insert_deduplicate": 0}
         if self.cluster:
             settings["insert_distributed_sync"] = 1
-        self._http_insert("INSERT INTO ingest FORMAT Native", native.block(chunks, _ORDER_BY), settings)
+        self._http_insert("INSERT INTO ingest FORMAT Native", native.block(chunks, _ORDER_BY, self._layout_pool.map),
+                          settings)
         return {}
 
     def _http_insert(self, query: str, pieces: list[native.Piece], settings: dict[str, Any]) -> None:
@@ -383,6 +388,7 @@ class ClickHouseStore(Store[native.Chunk]):
 
     def close(self) -> None:
         self.stop_writer()
+        self._layout_pool.shutdown()
         if self._client is not None:
             self._client.disconnect()
 

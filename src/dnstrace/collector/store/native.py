@@ -25,7 +25,7 @@ the permutation of every column, which were a third of clickhouse-server's inser
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 Piece = bytes | memoryview  # a run of a block's bytes: socket.sendall takes either
@@ -254,9 +254,11 @@ def _chunk_numbers(chunks: Sequence[Chunk]) -> Any:
                             pa.int32()).combine_chunks()
 
 
-def block(chunks: Sequence[Chunk], order_by: Sequence[int] = ()) -> list[Piece]:
+def block(chunks: Sequence[Chunk], order_by: Sequence[int] = (),
+          map_columns: Callable[..., Iterable[list[Piece]]] = map) -> list[Piece]:
     """One Native block of these chunks' rows, in ``order_by`` order (column indices) when given, as pieces to
-    send back to back."""
+    send back to back. Columns are laid out by ``map_columns`` (a thread pool's ``map``: Arrow lets go of the
+    GIL, so the columns of a big block are put in order on every core)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -265,15 +267,17 @@ def block(chunks: Sequence[Chunk], order_by: Sequence[int] = ()) -> list[Piece]:
     chunk_numbers = _chunk_numbers(chunks)
     if order is not None:
         chunk_numbers = pc.take(chunk_numbers, order)
-    out: list[Piece] = [varint(len(columns)) + varint(sum(c.rows for c in chunks))]
-    for index, (name, ch_type) in enumerate(columns):
-        out.append(_name(name) + _name(ch_type))
+
+    def column(index: int) -> list[Piece]:
+        name, ch_type = columns[index]
+        out: list[Piece] = [_name(name) + _name(ch_type)]
         if index in chunks[0].constants:
             _, per_chunk = column_parts(pa.array([c.constants[index] for c in chunks]), ch_type)
-            out.append(piece(pc.take(per_chunk, chunk_numbers)))
-            continue
-        layers = (chunks[0].nulls, chunks[0].values) if index in chunks[0].nulls else (chunks[0].values,)
-        for layer in ("nulls", "values")[-len(layers):]:
+            return out + [piece(pc.take(per_chunk, chunk_numbers))]
+        for layer in ("nulls", "values") if index in chunks[0].nulls else ("values",):
             parts = pa.chunked_array([part for c in chunks for part in getattr(c, layer)[index]])
             out.append(piece((pc.take(parts, order) if order is not None else parts).combine_chunks()))
-    return out
+        return out
+
+    header: list[Piece] = [varint(len(columns)) + varint(sum(c.rows for c in chunks))]
+    return header + [p for pieces in map_columns(column, range(len(columns))) for p in pieces]
