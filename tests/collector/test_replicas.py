@@ -70,11 +70,17 @@ def test_sigkill_one_replica_every_event_once_and_agents_spread_again(tmp_path, 
                                  transport=transport, batch_max_events=100, batch_interval_ns=50_000_000,
                                  boot_id="boot", drain_timeout_s=30)
     sent = {h: make_events(h, 6000, start_ts=BASE_TS + i) for i, h in enumerate(hosts)}
-    gate = {h: threading.Event() for h in hosts}  # the second half waits for the restart
+    # The second quarter is made only once a replica is killed, so there is always something to fail over with
+    # (a fast collector could otherwise store the whole first half before the kill); the second half waits for
+    # the restart.
+    killed = threading.Event()
+    gate = {h: threading.Event() for h in hosts}
 
     def produce(host):
         events, shipper = sent[host], shippers[host]
         for i in range(0, len(events), 50):
+            if i == len(events) // 4:
+                killed.wait(120)
             if i == len(events) // 2:
                 gate[host].wait(120)
             shipper.handle(events[i:i + 50])
@@ -94,6 +100,7 @@ def test_sigkill_one_replica_every_event_once_and_agents_spread_again(tmp_path, 
         victim = next(r for r in replicas.values() if r.address == victim_address)
         survivor = next(r for r in replicas.values() if r is not victim)
         victim.kill()  # mid-stream: its agents keep producing
+        killed.set()
         moved = [h for h in hosts if preferred[h] == victim_address]
         acked = {h: shippers[h].transport.counters["batches_acked"] for h in moved}
         _wait(lambda: all(shippers[h].transport.counters["collector"] == survivor.address and
@@ -125,6 +132,7 @@ def test_sigkill_one_replica_every_event_once_and_agents_spread_again(tmp_path, 
             finally:
                 client.close()
     finally:
+        killed.set()
         for event in gate.values():
             event.set()
         for shipper in shippers.values():
