@@ -121,34 +121,33 @@ def _binary_data(array: Any) -> Piece:
 _SMALL_DICTIONARY = 64
 
 
-def _laid_out_dictionary(array: Any) -> Any:
+def string_codes(array: Any) -> tuple[Any, Any]:
+    """(entries, codes) of an Arrow string (or dictionary of strings) array: a binary array holding each distinct
+    value's ``String`` data (varint length + bytes; NULL is ''), and int32 codes into it, one per row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    dictionary, indices = array.dictionary, array.indices
+    coded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    dictionary, codes = coded.dictionary, coded.indices
     if len(dictionary) > _SMALL_DICTIONARY:
-        return pc.take(_prefixed(dictionary), indices)
-    entries = [b"\x00" if value is None else varint(len(raw)) + raw
-               for value in dictionary.to_pylist() for raw in (value.encode() if isinstance(value, str) else value,)]
-    if indices.null_count:  # NULL rows take an extra entry: the empty string
-        indices = pc.fill_null(indices, pa.scalar(len(entries), indices.type))
-        entries.append(b"\x00")
-    return pc.take(pa.array(entries, pa.binary()), indices)
+        entries = _prefixed(dictionary)
+        if entries.null_count:
+            entries = pc.fill_null(entries, _constants()["zero"])
+    else:
+        entries = pa.array([b"\x00" if value is None else varint(len(raw)) + raw for value in dictionary.to_pylist()
+                            for raw in (value.encode() if isinstance(value, str) else value,)], pa.binary())
+    if codes.null_count:  # NULL rows take an extra entry: the empty string
+        codes = pc.fill_null(codes, pa.scalar(len(entries), codes.type))
+        entries = pa.concat_arrays([entries, pa.array([b"\x00"], pa.binary())])
+    return entries, codes if codes.type == pa.int32() else pc.cast(codes, pa.int32())
 
 
 def laid_out_strings(array: Any) -> Any:
     """Binary array of each row's ``String`` data (varint length + bytes) for an Arrow string (or dictionary of
     strings) array; NULL becomes ''."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_dictionary(array.type):
-        laid_out = _laid_out_dictionary(array)
-    else:
-        laid_out = _prefixed(pc.fill_null(array, _constants()["blank"]))
-    if laid_out.null_count:
-        laid_out = pc.fill_null(laid_out, _constants()["zero"])
-    return laid_out
+    return pc.take(*string_codes(array))
 
 
 def string_data(array: Any) -> Piece:
@@ -158,7 +157,7 @@ def string_data(array: Any) -> Piece:
 
 def column_parts(array: Any, ch_type: str) -> tuple[Any | None, Any]:
     """(null flags or None when not Nullable, values) of one column of rows, as Arrow arrays whose buffers hold the
-    Native data: uint8 flags, the exact integer type, or binary rows of laid-out strings (``laid_out_strings``)."""
+    Native data: uint8 flags, the exact integer type, or for a String the (entries, codes) of ``string_codes``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -167,7 +166,7 @@ def column_parts(array: Any, ch_type: str) -> tuple[Any | None, Any]:
     if not nullable and array.null_count:
         raise ValueError(f"NULL in a non-Nullable {ch_type} column")
     if base == "String":
-        values = laid_out_strings(array)
+        values = string_codes(array)
     else:
         arrow_type = getattr(pa, _ARROW_INTS[base])()
         values = array if array.type == arrow_type else pc.cast(array, arrow_type)
@@ -272,12 +271,23 @@ def block(chunks: Sequence[Chunk], order_by: Sequence[int] = (),
         name, ch_type = columns[index]
         out: list[Piece] = [_name(name) + _name(ch_type)]
         if index in chunks[0].constants:
-            _, per_chunk = column_parts(pa.array([c.constants[index] for c in chunks]), ch_type)
+            per_chunk = pa.array([c.constants[index] for c in chunks])
+            per_chunk = laid_out_strings(per_chunk) if ch_type == "String" else column_parts(per_chunk, ch_type)[1]
             return out + [piece(pc.take(per_chunk, chunk_numbers))]
-        for layer in ("nulls", "values") if index in chunks[0].nulls else ("values",):
-            parts = pa.chunked_array([part for c in chunks for part in getattr(c, layer)[index]])
-            out.append(piece((pc.take(parts, order) if order is not None else parts).combine_chunks()))
-        return out
+        if index in chunks[0].nulls:
+            nulls = pa.chunked_array([part for c in chunks for part in c.nulls[index]])
+            out.append(piece((pc.take(nulls, order) if order is not None else nulls).combine_chunks()))
+        parts = [part for c in chunks for part in c.values[index]]
+        if isinstance(parts[0], tuple):  # strings: one table of entries, every part's codes shifted into it
+            shifted, base = [], 0
+            for entries, codes in parts:
+                shifted.append(pc.add(codes, pa.scalar(base, pa.int32())) if base else codes)
+                base += len(entries)
+            codes = pa.chunked_array(shifted).combine_chunks()
+            table = pa.concat_arrays([entries for entries, _ in parts])
+            return out + [piece(pc.take(table, pc.take(codes, order) if order is not None else codes))]
+        values = pa.chunked_array(parts)
+        return out + [piece((pc.take(values, order) if order is not None else values).combine_chunks())]
 
     header: list[Piece] = [varint(len(columns)) + varint(sum(c.rows for c in chunks))]
     return header + [p for pieces in map_columns(column, range(len(columns))) for p in pieces]
