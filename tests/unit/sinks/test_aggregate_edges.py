@@ -223,3 +223,34 @@ def test_connects_are_counted_per_slot():
     series = agg.processes.series[(10, "app")]
     assert series.view(agg.now_s, 60).connects == 2
     assert agg.node.view(agg.now_s, 60).connects == 2
+
+
+def test_process_detail_rate_is_per_second_of_the_minute():
+    agg = Aggregator()
+    for i in range(30):
+        agg.add(ev("lookup", i, latency_ns=5))
+    assert agg.process_detail(10)["lookups_per_s"] == 0.5
+
+
+def test_agent_losses_default_window_is_sixty_seconds():
+    agg = Aggregator()
+    agg.add({"kind": "agent", "ts": T0, "source": "dns", "lost": 5})
+    agg.add({"kind": "agent", "ts": T0 + 60 * S, "source": "dns", "lost": 1})
+    losses = agg.agent_losses()
+    assert (losses["window_s"], losses["lost"], losses["total"]) == (60, 1, 6)
+
+
+def test_process_activity_counts_its_events():
+    agg = Aggregator()
+    for _ in range(3):
+        agg.add(ev("lookup", 0, latency_ns=5))
+    agg.add(ev("connect", 0))
+    assert agg.processes.series[(10, "app")].activity == 4
+
+
+def test_slowest_lookups_rank_latencies_given_as_floats():
+    # latencies read back from JSON may be floats: ranked all the same
+    agg = Aggregator()
+    for name, ns in (("a", 1.5e9), ("b", 2.5e9), ("c", 0.5e9)):
+        agg.add(ev("lookup", 0, name=name, latency_ns=ns))
+    assert [s["name"] for s in agg.process_detail(10)["slowest"]] == ["b", "a", "c"]

@@ -473,3 +473,21 @@ def test_ints_just_outside_int64_go_to_attrs():
     cols = decode_batch(encode_events([{"ts": T, "kind": "x", "pid": -(2**63) - 1, "tid": 2**63}])).columns
     assert (cols["pid"], cols["tid"]) == ([None], [None])
     assert cols["attrs"] == ['{"pid":-9223372036854775809,"tid":9223372036854775808}']
+
+
+def test_default_layout_is_version_2_without_rollups():
+    # what agents send unless shipping summaries; a rollup section needs version 3 said out loud
+    payload = _packed({"n": 0, "cols": {"ts": {"v": b""}, "kind": {"d": [], "i": b""}}, "rollups": {"n": 0, "cols": {}}})
+    with pytest.raises(BatchError) as caught:
+        decode_batch(payload)
+    assert str(caught.value) == "batch must be a map with exactly 'n' and 'cols'"
+    assert msgpack.unpackb(encode_events([{"ts": 1, "kind": "x"}]), raw=False)["cols"]["ts"] == {"v": b"\x01" + b"\x00" * 7}
+
+
+def test_summary_batches_are_tagged_with_version_3():
+    # the version agents put on the envelope of a summary batch: one the decoder takes rollups with
+    from dnstrace.wire.codec import ROLLUP_SCHEMA_VERSION
+
+    assert ROLLUP_SCHEMA_VERSION == 3
+    batch = decode_batch(encode_rollup_batch([], _rows(ROW)), version=ROLLUP_SCHEMA_VERSION)
+    assert batch.rollup_count == 1
