@@ -254,3 +254,10 @@ def test_slowest_lookups_rank_latencies_given_as_floats():
     for name, ns in (("a", 1.5e9), ("b", 2.5e9), ("c", 0.5e9)):
         agg.add(ev("lookup", 0, name=name, latency_ns=ns))
     assert [s["name"] for s in agg.process_detail(10)["slowest"]] == ["b", "a", "c"]
+
+
+def test_without_lookup_events_the_slowest_are_gai_calls_never_dns_answers():
+    agg = Aggregator()
+    agg.add(ev("gai", 0, name="call", latency_ns=2 * S))
+    agg.add(ev("dns", 0, server="10.0.0.9", rcode="NOERROR", latency_ns=3 * S, name="answer"))
+    assert [s["name"] for s in agg.process_detail(10)["slowest"]] == ["call"]

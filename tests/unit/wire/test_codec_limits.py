@@ -491,3 +491,10 @@ def test_summary_batches_are_tagged_with_version_3():
     assert ROLLUP_SCHEMA_VERSION == 3
     batch = decode_batch(encode_rollup_batch([], _rows(ROW)), version=ROLLUP_SCHEMA_VERSION)
     assert batch.rollup_count == 1
+
+
+@pytest.mark.parametrize("obj", [{1: 0, "n": 0, "cols": {}}, {"n": 0, "cols": {7: {"v": b""}}}])
+def test_map_keys_must_be_strings(obj):
+    with pytest.raises(BatchError) as caught:
+        decode_batch(_packed(obj))
+    assert str(caught.value) == "not a msgpack batch: ValueError"
