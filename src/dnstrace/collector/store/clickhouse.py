@@ -278,7 +278,7 @@ class ClickHouseStore(Store[native.Chunk]):
     def _prepare(self, key: BatchKey, batch: DecodedBatch) -> native.Chunk:
         """The batch's rows of the ingest block, laid out in the decode thread: its events, then its agent rollup rows.
 
-        The writer then only strings chunks together, so a group's commit is the server's work alone.
+        The writer then only orders the group's rows and strings them together (``native.block``).
         """
         import pyarrow as pa
 

@@ -15,11 +15,12 @@ serialized once (varint prefix built with Arrow compute, then joined to the valu
 and ``take`` by the dictionary codes lays them out row by row in C: what a batch
 costs is a few dozen Arrow calls whatever its size.
 
-A ``Chunk`` holds one batch's rows laid out like that, still as Arrow arrays (a String
-column is a binary array whose data buffer is the Native bytes), so ``block`` can put
-the rows of several chunks in the table's sort order with one ``take`` per column: a
-MergeTree part written from a block already in its ORDER BY order skips the sort and
-the permutation of every column, which were a third of clickhouse-server's insert CPU.
+A ``Chunk`` holds one batch's rows laid out like that but still as Arrow arrays (a
+String column as its laid-out distinct values and int32 codes into them), so ``block``
+can put the rows of several chunks in the table's sort order with one ``take`` per
+column: a MergeTree part written from a block already in its ORDER BY order skips the
+sort and the permutation of every column, which were a third of clickhouse-server's
+insert CPU.
 """
 
 from __future__ import annotations
@@ -210,11 +211,12 @@ class Chunk:
             self.keys.setdefault(index, []).append(array)
 
 
-def sort_order(chunks: Sequence[Chunk], order_by: Sequence[int]) -> Any:
+def sort_order(chunks: Sequence[Chunk], order_by: Sequence[int], chunk_numbers: Any = None) -> Any:
     """Indices into the chunks' rows (chunk by chunk, part by part) that put them in ``order_by`` order.
 
     ClickHouse compares String bytewise (shorter prefix first) and integers by value; a string key is ranked
     among the distinct values in play, so Arrow sorts small integers. Ties keep their order (stable sort).
+    ``chunk_numbers``: ``_chunk_numbers(chunks)`` when the caller has it.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -223,26 +225,27 @@ def sort_order(chunks: Sequence[Chunk], order_by: Sequence[int]) -> Any:
     for index in order_by:
         if index in chunks[0].constants:
             values = [c.constants[index] for c in chunks]
-            per_chunk = _ranks(values) if isinstance(values[0], str) else values
-            chunk_keys = pa.array(per_chunk, pa.int64())
-            keys[f"k{index}"] = pc.take(chunk_keys, _chunk_numbers(chunks))
+            if isinstance(values[0], str):
+                rank = _ranks(values)
+                values = [rank[v] for v in values]
+            numbers = _chunk_numbers(chunks) if chunk_numbers is None else chunk_numbers
+            keys[f"k{index}"] = pc.take(pa.array(values, pa.int64()), numbers)
             continue
         parts = [part for c in chunks for part in c.keys[index]]
         if pa.types.is_integer(parts[0].type):
             keys[f"k{index}"] = pa.chunked_array(parts).combine_chunks()
             continue
         coded = [p if pa.types.is_dictionary(p.type) else pc.dictionary_encode(p) for p in parts]
-        distinct = sorted({v for p in coded for v in p.dictionary.to_pylist()}, key=lambda v: v.encode())
-        rank = {v: n for n, v in enumerate(distinct)}
+        rank = _ranks(v for p in coded for v in p.dictionary.to_pylist())
         keys[f"k{index}"] = pa.chunked_array(
             [pc.take(pa.array([rank[v] for v in p.dictionary.to_pylist()], pa.int32()), p.indices)
              for p in coded]).combine_chunks()
     return pc.sort_indices(pa.table(keys), sort_keys=[(name, "ascending") for name in keys])
 
 
-def _ranks(values: Sequence[str]) -> list[int]:
-    rank = {v: n for n, v in enumerate(sorted(set(values), key=lambda v: v.encode()))}
-    return [rank[v] for v in values]
+def _ranks(values: Iterable[str]) -> dict[str, int]:
+    """Each distinct value's place in ClickHouse's String order (bytewise)."""
+    return {v: n for n, v in enumerate(sorted(set(values), key=lambda v: v.encode()))}
 
 
 def _chunk_numbers(chunks: Sequence[Chunk]) -> Any:
@@ -262,8 +265,8 @@ def block(chunks: Sequence[Chunk], order_by: Sequence[int] = (),
     import pyarrow.compute as pc
 
     columns = chunks[0].columns
-    order = sort_order(chunks, order_by) if order_by else None
     chunk_numbers = _chunk_numbers(chunks)
+    order = sort_order(chunks, order_by, chunk_numbers) if order_by else None
     if order is not None:
         chunk_numbers = pc.take(chunk_numbers, order)
 
