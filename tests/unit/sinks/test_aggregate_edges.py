@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
+from test_aggregate import T0, S, ev  # the same event maker and clock as the aggregator's main tests
+
 from dnstrace.sinks.aggregate import Aggregator, Series
-
-S = 1_000_000_000
-T0 = 1_700_000_000 * S
-
-
-def ev(kind, t, pid=10, comm="app", **fields):
-    return {"kind": kind, "ts": T0 + int(t * S), "pid": pid, "comm": comm, "container": fields.pop("container", ""),
-            "pod": "", "namespace": "", **fields}
 
 
 def test_busy_server_survives_eviction_of_quieter_newer_ones():
