@@ -32,7 +32,6 @@ from typing import Any
 Piece = bytes | memoryview  # a run of a block's bytes: socket.sendall takes either
 
 _ARROW_INTS = {"Int64": "int64", "UInt64": "uint64", "Int32": "int32", "UInt8": "uint8"}
-_WIDTHS = {"Int64": 8, "UInt64": 8, "Int32": 4, "UInt8": 1}
 _VARINT_MAX_BYTES = 5  # lengths below 2^35: far beyond any batch limit
 
 
