@@ -405,7 +405,8 @@ def _const(name: str) -> Any:
     if not _CONSTANTS:
         import pyarrow as pa
 
-        _CONSTANTS.update(minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()))
+        _CONSTANTS.update(minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()),
+                          max_depth=pa.scalar(MAX_ATTRS_DEPTH, pa.int32()))
     return _CONSTANTS[name]
 
 
@@ -485,11 +486,15 @@ def _check_attrs(array: Any, texts: list[Any] | None, check_json: bool) -> None:
         array = array.dictionary  # every distinct value (codes were range-checked)
     if pc.starts_with(array, "{").false_count or pc.ends_with(array, "}").false_count:  # nulls are not false
         raise BatchError("each 'attrs' value must be one JSON object")
-    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
-    if not attrs_depth_ok(present):
+    # Nesting needs an opening bracket per level, so only values holding more than MAX_ATTRS_DEPTH of them
+    # (counted in Arrow, without the GIL) can nest too deep; the regex reduction runs on those alone.
+    brackets = pc.add(pc.count_substring(array, "{"), pc.count_substring(array, "["))
+    suspects = array.filter(pc.greater(brackets, _const("max_depth"))).to_pylist()
+    if not attrs_depth_ok(suspects):
         raise BatchError(f"an 'attrs' value nests deeper than {MAX_ATTRS_DEPTH} levels")
     if not check_json:
         return
+    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
     try:
         parsed = json.loads("[" + ",".join(present) + "]")
     except (ValueError, RecursionError):

@@ -285,6 +285,26 @@ def test_attrs_depth_limit_is_32_levels():
 
 
 @pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("check_json", [True, False])
+def test_attrs_with_many_brackets_are_judged_by_their_nesting(version, check_json):
+    """Only values holding more than 32 brackets go through the nesting check: wide and in-string ones still pass,
+    and one too deep among shallow ones is still found."""
+    wide = {"ts": T, "kind": "x", "list": [[1]] * 40}  # 41 brackets, depth 3
+    text = {"ts": T, "kind": "x", "s": "[{" * 40}  # 80 brackets inside a string, depth 1
+    exact = {"ts": T, "kind": "x", "a": 1}
+    inner: dict = exact
+    for _ in range(31):  # the attrs object plus 31 levels: 32
+        inner["a"] = {}
+        inner = inner["a"]
+    batch = [wide, text, exact, {"ts": T, "kind": "x", "b": 2}]
+    decoded = decode_batch(encode_events(batch, version=version), version=version, check_attrs_json=check_json)
+    assert decoded.count == 4
+    inner["a"] = {}  # 33 levels
+    with pytest.raises(BatchError, match="nests deeper than 32"):
+        decode_batch(encode_events(batch, version=version), version=version, check_attrs_json=check_json)
+
+
+@pytest.mark.parametrize("version", [1, 2])
 def test_attrs_nesting_deeper_than_32_is_refused(version):
     deep = {"ts": T, "kind": "x", "a": 1}
     inner: dict = {}
