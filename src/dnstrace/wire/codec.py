@@ -283,7 +283,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
     if version >= 2:
         arrays = _unpack_v2(n, cols)
         _check_values(arrays)
-        _check_attrs(arrays["attrs"], None, check_attrs_json)
+        _check_attrs(arrays["attrs"], check_attrs_json)
         return DecodedBatch(n, arrays, rollups=_unpack_rollups(obj["rollups"], max_events) if "rollups" in obj else None)
     columns: dict[str, list[Any]] = {}
     for name, _kind in COLUMNS:
@@ -297,7 +297,7 @@ def decode_batch(payload: bytes, expected_count: int | None = None, max_events: 
         columns[name] = values
     arrays = _to_arrow(columns)
     _check_values(arrays)
-    _check_attrs(arrays["attrs"], columns["attrs"], check_attrs_json)
+    _check_attrs(arrays["attrs"], check_attrs_json)
     return DecodedBatch(n, arrays, columns)
 
 
@@ -406,7 +406,9 @@ def _const(name: str) -> Any:
         import pyarrow as pa
 
         _CONSTANTS.update(minus_one=pa.scalar(-1, pa.int32()), zero_u8=pa.scalar(0, pa.uint8()),
-                          max_depth=pa.scalar(MAX_ATTRS_DEPTH, pa.int32()))
+                          max_depth=pa.scalar(MAX_ATTRS_DEPTH, pa.int32()), empty=pa.scalar("", pa.string()),
+                          comma=pa.scalar(",", pa.string()), string=pa.string(), large_string=pa.large_string(),
+                          large_binary=pa.large_binary())
     return _CONSTANTS[name]
 
 
@@ -476,7 +478,7 @@ def attrs_depth_ok(texts: list[str]) -> bool:
     return _JSON_OPENERS.search(rest) is None
 
 
-def _check_attrs(array: Any, texts: list[Any] | None, check_json: bool) -> None:
+def _check_attrs(array: Any, check_json: bool) -> None:
     """Every attrs value is null or one JSON object (cheap shape check in Arrow; full parse optional)."""
     import pyarrow.compute as pc
 
@@ -494,13 +496,63 @@ def _check_attrs(array: Any, texts: list[Any] | None, check_json: bool) -> None:
         raise BatchError(f"an 'attrs' value nests deeper than {MAX_ATTRS_DEPTH} levels")
     if not check_json:
         return
-    present = [a for a in (texts if texts is not None else array.to_pylist()) if a is not None]
+    present = array.drop_null() if array.null_count else array
+    if _all_one_json_value(present):
+        return  # each value starts with '{': each is one JSON object
+    # The fast check is stricter than Python's json (it refuses NaN, Infinity and lone surrogate escapes, which
+    # json.dumps writes and older agents may have sent): the verdict, and the error, come from json itself.
+    for text in present.to_pylist():
+        try:
+            parsed, end = _JSON.raw_decode(text)
+        except (ValueError, RecursionError):
+            raise BatchError("'attrs' holds invalid JSON") from None
+        if type(parsed) is not dict or end != len(text):
+            raise BatchError("each 'attrs' value must be one JSON object")
+
+
+_JSON = json.JSONDecoder()
+_RAW_LIST: Any = None  # msgspec decoder of a JSON array into its elements' raw bytes, made on first use
+
+
+def _all_one_json_value(values: Any) -> bool:
+    """True when every string of ``values`` is exactly one valid (RFC 8259) JSON value, checked in one parse.
+
+    The values are joined into one JSON array and msgspec parses it without building the elements; the span of
+    each element must then be exactly one value (joining alone would let a value like ``{"a":1},{"b":"}`` and
+    its neighbour parse as two other elements).
+    """
+    global _RAW_LIST
+    import msgspec
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(values):
+        return True
+    if _RAW_LIST is None:
+        _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+    if values.type == _const("string"):
+        empty, comma = _const("empty"), _const("comma")
+    else:
+        empty, comma = pa.scalar("", values.type), pa.scalar(",", values.type)
+    with_commas = pc.binary_join_element_wise(values, empty, comma)
+    joined = bytearray(b"[")
+    joined += _binary_buffer(with_commas)
+    joined[-1] = ord("]")  # the last value's comma
     try:
-        parsed = json.loads("[" + ",".join(present) + "]")
-    except (ValueError, RecursionError):
-        raise BatchError("'attrs' holds invalid JSON") from None
-    if len(parsed) != len(present) or any(type(p) is not dict for p in parsed):
-        raise BatchError("each 'attrs' value must be one JSON object")
+        elements = _RAW_LIST.decode(joined)
+    except msgspec.DecodeError:
+        return False
+    return len(elements) == len(values) and list(map(len, elements)) == pc.binary_length(values).to_pylist()
+
+
+def _binary_buffer(values: Any) -> memoryview:
+    """The concatenated bytes of a string array's values (a view of its data buffer, honouring its offset)."""
+    offsets = values.buffers()[1]
+    width = 8 if values.type in (_const("large_string"), _const("large_binary")) else 4
+    first = int.from_bytes(offsets[values.offset * width:(values.offset + 1) * width], "little")
+    last = int.from_bytes(offsets[(values.offset + len(values)) * width:(values.offset + len(values) + 1) * width],
+                          "little")
+    return memoryview(values.buffers()[2])[first:last]
 
 
 def row_to_event(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -151,6 +151,33 @@ def test_v1_attrs_must_be_json_objects(attrs, needle):
         decode_batch(payload, version=1)
 
 
+def _v1_attrs(values) -> bytes:
+    n = len(values)
+    return msgpack.packb({"n": n, "cols": {"ts": [T + i for i in range(n)], "kind": ["a"] * n, "attrs": values}})
+
+
+def _v2_attrs(values) -> bytes:
+    n = len(values)
+    obj = _v2([{"ts": T + i, "kind": "a", "attrs_source": i} for i in range(n)])
+    obj["cols"]["attrs"] = {"d": values, "i": b"".join(i.to_bytes(4, "little") for i in range(n))}
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@pytest.mark.parametrize("pack", [_v1_attrs, _v2_attrs], ids=["v1", "v2"])
+def test_attrs_values_that_are_json_only_when_joined_are_refused(pack):
+    # Each starts with { and ends with }; joined by a comma they read as two other objects.
+    with pytest.raises(BatchError, match="each 'attrs' value must be one JSON object"):
+        decode_batch(pack(['{"a":1},{"b":"}', '{","c":2}']), version=1 if pack is _v1_attrs else 2)
+
+
+@pytest.mark.parametrize("pack", [_v1_attrs, _v2_attrs], ids=["v1", "v2"])
+def test_attrs_json_that_python_writes_is_accepted(pack):
+    # json.dumps writes NaN, Infinity and lone surrogate escapes; agents' batches holding them are kept.
+    values = ['{"r":NaN}', '{"r":-Infinity}', '{"s":"\\ud800"}', '{"a":[1,{"b":null}]}']
+    decoded = decode_batch(pack(values), version=1 if pack is _v1_attrs else 2)
+    assert decoded.arrays["attrs"].to_pylist() == values
+
+
 # --- version 2 columns, tampered ----------------------------------------------
 
 def _v2(events):
