@@ -179,16 +179,44 @@ def test_group_commit_stores_each_batch_once_across_threads(tmp_path):
         store.close()
 
 
+def test_a_group_laid_out_ahead_is_used_only_when_every_batch_in_it_is_fresh(clickhouse):
+    from dnstrace.collector.store.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(clickhouse.url_for("dnstrace_ahead"))
+    store.GROUP_MAX_EVENTS = store.GROUP_GOOD_EVENTS = 1000  # two 500-event batches per group
+    events = {name: make_events(name, 500, start_ts=BASE_TS + n * 10**9, seed=n)
+              for n, name in enumerate(("a1", "a2", "a3", "b1", "b2"))}
+    for name, batch in events.items():
+        for e in batch:
+            e["comm"] = name  # which batch each stored row came from
+    order = [("a", 1, "a1"), ("a", 2, "a2"), ("a", 3, "a3"), ("a", 1, "a1"), ("b", 1, "b1"), ("b", 2, "b2")]
+    # Queued before the writer starts, so the groups are known: [a1 a2], then [a3, a1 again] laid out while
+    # the first is written (a1's replay makes that layout useless), then [b1 b2] laid out ahead and used.
+    pendings = [store.submit(BatchKey(host, "boot", 1, seq), decode_batch(encode_events(events[name])))
+                for host, seq, name in order]
+    store.open()
+    try:
+        assert [p.wait() for p in pendings] == [True, True, True, False, True, True]
+        stats = store.stats()
+        assert (stats["layouts_ahead"], stats["layouts_dropped"], stats["commits"]) == (1, 1, 3)
+        rows = store._execute("SELECT comm, host, seq, count() FROM events GROUP BY comm, host, seq ORDER BY comm", {})
+        assert rows == [("a1", "a", 1, 500), ("a2", "a", 2, 500), ("a3", "a", 3, 500), ("b1", "b", 1, 500),
+                        ("b2", "b", 2, 500)]
+        assert store._execute("SELECT sum(events) FROM rollups", {})[0][0] == 2500
+    finally:
+        store.close()
+
+
 class _FlakyStore(DuckDBStore):
     """Fails the write of one chosen batch once."""
 
     fail_seq = 3
 
-    def _write_group(self, batches):
+    def _write_group(self, batches, laid_out=None):
         if any(key.seq == self.fail_seq for key, _ in batches) and self.fail_seq:
             self.fail_seq = 0 if len(batches) == 1 else self.fail_seq
             raise OSError("disk on fire")
-        return super()._write_group(batches)
+        return super()._write_group(batches, laid_out)
 
 
 def test_a_failed_batch_blocks_later_batches_of_its_agent_until_resent(tmp_path):

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -102,7 +103,13 @@ class Store(Generic[Prepared]):
     agent resends the failed one: storing seq N+1 without N would make N look like a
     replay (the watermark would be past it). ``_prepare`` runs in the submitting thread
     (the collector's decode pool), so what a backend can do per batch before the write
-    (ClickHouse: laying out its Native columns) overlaps the writer's commit.
+    (ClickHouse: laying out its Native columns) overlaps the writer's commit. A backend
+    whose write also has a costly part for the whole group that decides nothing
+    (``_layout``: ClickHouse's sorted block) sets ``lays_out_ahead``: while a group is
+    being written, the next one is taken (when a good group is already queued) and laid out
+    beside it, so the server is not left waiting for the collector between inserts. Which
+    batches get written is still decided group by group after the previous commit; a
+    layout made for batches that then turn out not all fresh is dropped.
     """
 
     kind = "store"
@@ -116,6 +123,7 @@ class Store(Generic[Prepared]):
     # Decoded events held (queued plus the group being written): submitters block beyond this, which is
     # backpressure to the streams and the bound on the collector's memory.
     HELD_MAX_EVENTS = 1_000_000
+    lays_out_ahead = False  # True: ``_layout`` of the next group runs while the current one is written
     validates_attrs_json = False  # True: the backend checks attrs JSON at insert (decode skips it)
     keeps_column_lists = True  # False: the backend reads only ``DecodedBatch.arrays``
 
@@ -129,14 +137,18 @@ class Store(Generic[Prepared]):
         self._held_events = 0  # queued + being written
         self._queue_cond = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._ahead: ThreadPoolExecutor | None = None
         self._closing = False
         self.counters = {"batches_stored": 0, "batches_duplicate": 0, "batches_refused": 0, "events_stored": 0,
-                         "commits": 0, "group_retries": 0, "submit_waits": 0, "retention_runs": 0,
+                         "commits": 0, "group_retries": 0, "submit_waits": 0, "layouts_ahead": 0,
+                         "layouts_dropped": 0, "retention_runs": 0,
                          "queries": 0, "queries_rollup": 0, "queries_raw": 0}
 
     def open(self) -> None:
         self._create()
         self._watermarks = self._load_watermarks()
+        if self.lays_out_ahead:
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix=f"{self.kind}-layout-ahead")
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.kind}-writer", daemon=True)
         self._writer.start()
 
@@ -164,8 +176,12 @@ class Store(Generic[Prepared]):
             self._queue_cond.notify_all()
         return pending
 
-    def _take_group(self) -> list[_Pending[Prepared]]:
+    def _take_group(self, only_if_good: bool = False) -> list[_Pending[Prepared]]:
+        """The next group: waits for a first batch, then lingers a little for a good group
+        (``only_if_good``: no waiting; empty unless ``GROUP_GOOD_EVENTS`` are queued)."""
         with self._queue_cond:
+            if only_if_good and self._queued_events < self.GROUP_GOOD_EVENTS:
+                return []
             while not self._queue and not self._closing:
                 self._queue_cond.wait(0.5)
             deadline = time.monotonic() + self.GROUP_LINGER_S
@@ -188,14 +204,23 @@ class Store(Generic[Prepared]):
             return group
 
     def _write_loop(self) -> None:
+        ahead: tuple[list[_Pending[Prepared]], Future[Any]] | None = None
         while True:
-            group = self._take_group()
+            layout: Future[Any] | None = None
+            if ahead is not None:
+                (group, layout), ahead = ahead, None
+            else:
+                group = self._take_group()
             if not group:
                 if self._closing:
                     return
                 continue
+            if self._ahead is not None:
+                upcoming = self._take_group(only_if_good=True)
+                if upcoming:
+                    ahead = (upcoming, self._ahead.submit(self._layout, [item.unwritten() for item in upcoming]))
             try:
-                self._write_group_safely(group)
+                self._write_group_safely(group, layout)
             except BaseException as err:  # never leave a submitter waiting forever
                 for item in group:
                     if not item.done.is_set():
@@ -205,7 +230,8 @@ class Store(Generic[Prepared]):
                     self._held_events -= sum(item.count for item in group)
                     self._queue_cond.notify_all()
 
-    def _write_group_safely(self, group: list[_Pending[Prepared]]) -> None:
+    def _write_group_safely(self, group: list[_Pending[Prepared]], layout: Future[Any] | None = None) -> None:
+        """Write the fresh batches of ``group`` (``layout``: their ``_layout``, made ahead for all of ``group``)."""
         self._sync_watermarks({(i.key.host, i.key.boot_id, i.key.instance) for i in group})
         fresh: list[_Pending[Prepared]] = []
         planned: dict[tuple[str, str, int], int] = {}
@@ -226,10 +252,17 @@ class Store(Generic[Prepared]):
             fresh.append(item)
         if not fresh:
             return
+        laid_out = None
+        if layout is not None:
+            if len(fresh) == len(group) and layout.exception() is None:
+                laid_out = layout.result()
+                self.counters["layouts_ahead"] += 1
+            else:  # some were duplicates (or the layout failed): lay out the fresh ones in the write
+                self.counters["layouts_dropped"] += 1
         refused: dict[int, BaseException] = {}
         try:
             with self._write_lock:
-                refused = self._write_group([(i.key, i.unwritten()) for i in fresh])
+                refused = self._write_group([(i.key, i.unwritten()) for i in fresh], laid_out)
             self._committed([item for n, item in enumerate(fresh) if n not in refused])
             for n, err in refused.items():
                 self.counters["batches_refused"] += 1
@@ -254,7 +287,7 @@ class Store(Generic[Prepared]):
                     item.resolve(False)
                     continue
                 with self._write_lock:
-                    refused = self._write_group([(item.key, item.unwritten())])
+                    refused = self._write_group([(item.key, item.unwritten())], None)
             except Exception as err:
                 self._poison(item)
                 item.resolve(error=err)
@@ -366,6 +399,9 @@ class Store(Generic[Prepared]):
         if self._writer is not None:
             self._writer.join(timeout=60)
             self._writer = None
+        if self._ahead is not None:
+            self._ahead.shutdown()
+            self._ahead = None
 
     def close(self) -> None:
         self.stop_writer()
@@ -386,10 +422,16 @@ class Store(Generic[Prepared]):
         """The batch as the writer takes it (called in the submitting thread); a ``BatchError`` refuses it."""
         raise NotImplementedError
 
-    def _write_group(self, batches: list[tuple[BatchKey, Prepared]]) -> dict[int, BaseException]:
+    def _layout(self, batches: list[Prepared]) -> Any:
+        """The part of writing these batches that decides nothing (``lays_out_ahead`` backends); ``_write_group``
+        gets it back as ``laid_out`` when it writes exactly these batches."""
+        raise NotImplementedError
+
+    def _write_group(self, batches: list[tuple[BatchKey, Prepared]], laid_out: Any = None) -> dict[int, BaseException]:
         """Store all batches atomically (events, rollups, watermark rows); raise to store none.
 
-        Returns {index: BatchError} for batches refused on content (those are left out, the rest stored).
+        ``laid_out``: their ``_layout``, when it was made ahead. Returns {index: BatchError} for batches refused
+        on content (those are left out, the rest stored).
         """
         raise NotImplementedError
 

@@ -80,6 +80,7 @@ class ClickHouseStore(Store[native.Chunk]):
     kind = "clickhouse"
     dialect = ClickHouseDialect()
     keeps_column_lists = False
+    lays_out_ahead = True
 
     def __init__(self, url: str, retention_ns: int = 0) -> None:
         super().__init__(retention_ns)
@@ -305,17 +306,21 @@ class ClickHouseStore(Store[native.Chunk]):
             raise BatchError(str(err)) from None
         return chunk
 
-    def _write_group(self, batches: list[tuple[BatchKey, native.Chunk]]) -> dict[int, BaseException]:
-        chunks = [chunk for _, chunk in batches if chunk.rows]
-        if not chunks:
+    def _layout(self, batches: list[native.Chunk]) -> list[native.Piece] | None:
+        """One block, in the events table's sort order: the part is written without sorting (a third of the
+        server's insert CPU), and a block is applied whole or not at all with its batches' ingest_batches rows."""
+        chunks = [chunk for chunk in batches if chunk.rows]
+        return native.block(chunks, _ORDER_BY, self._layout_pool.map) if chunks else None
+
+    def _write_group(self, batches: list[tuple[BatchKey, native.Chunk]],
+                     laid_out: list[native.Piece] | None = None) -> dict[int, BaseException]:
+        pieces = laid_out if laid_out is not None else self._layout([chunk for _, chunk in batches])
+        if pieces is None:
             return {}
-        # One block, in the events table's sort order: the part is written without sorting (a third of the
-        # server's insert CPU), and a block is applied whole or not at all with its batches' ingest_batches rows.
         settings = {"insert_deduplicate": 0}
         if self.cluster:
             settings["insert_distributed_sync"] = 1
-        self._http_insert("INSERT INTO ingest FORMAT Native", native.block(chunks, _ORDER_BY, self._layout_pool.map),
-                          settings)
+        self._http_insert("INSERT INTO ingest FORMAT Native", pieces, settings)
         return {}
 
     def _http_insert(self, query: str, pieces: list[native.Piece], settings: dict[str, Any]) -> None:

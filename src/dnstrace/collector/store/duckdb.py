@@ -91,7 +91,7 @@ class DuckDBStore(Store[DecodedBatch]):
     def _prepare(self, key: BatchKey, batch: DecodedBatch) -> DecodedBatch:
         return batch  # the writer concatenates the batches' Arrow tables
 
-    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]]) -> dict[int, BaseException]:
+    def _write_group(self, batches: list[tuple[BatchKey, DecodedBatch]], laid_out: None = None) -> dict[int, BaseException]:
         import pyarrow as pa
 
         tables, attrs_numbers, attrs_values, agent_rollups = [], [], [], []
