@@ -146,11 +146,36 @@ def bench_ingest(store_url: str, agents: int, events_per_agent: int, batch: int,
         if total != agents * events_per_agent:
             raise SystemExit(f"the collector stored {total:,} of {agents * events_per_agent:,} events")
         wall = max(r[3] for r in results) - min(r[2] for r in results)
-        server_cpu = cpu_seconds(server_pid) - server_cpu if server_pid else 0.0
+        if server_pid:
+            settle_clickhouse(store_url)
+            server_cpu = cpu_seconds(server_pid) - server_cpu
         return (total / wall, cpu_seconds(proc.pid) / (total / 1e6), peak_rss_mib(proc.pid),
                 server_cpu / (total / 1e6))
     finally:
         stop(proc)
+
+
+def settle_clickhouse(store_url: str, timeout_s: float = 120.0) -> None:
+    """Wait for the background merges of the run's database to finish (the server CPU of a run includes the
+    merges of what it inserted), then drop it: the next run neither pays for this one's merges nor its disk."""
+    from urllib.parse import urlparse
+
+    from clickhouse_driver import Client
+
+    url = urlparse(store_url)
+    database = url.path.strip("/")
+    client = Client(url.hostname, port=url.port)
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < 5:  # a second without merges: the server picks merges a moment after parts arrive
+        merging = client.execute("SELECT count() FROM system.merges WHERE database = %(db)s", {"db": database})[0][0]
+        quiet = 0 if merging else quiet + 1
+        if time.monotonic() > deadline:
+            print(f"  (merges in {database} still running after {timeout_s:.0f}s)", flush=True)
+            break
+        time.sleep(0.2)
+    client.execute(f"DROP DATABASE IF EXISTS {database}")
+    client.disconnect()
 
 
 # --- query store fill (SQL generates the rows) -----------------------------------------------------------------
@@ -537,7 +562,8 @@ def main() -> int:
                       f"(range {rates[0]:,.0f}-{rates[-1]:,.0f}; {per_agent * agents:,} events each; collector CPU "
                       f"{statistics.median(r[1] for r in runs):.2f} s per 1M events, "
                       f"peak RSS {max(r[2] for r in runs):.0f} MiB"
-                      + (f"; clickhouse-server CPU {statistics.median(r[3] for r in runs):.2f} s per 1M events"
+                      + (f"; clickhouse-server CPU {statistics.median(r[3] for r in runs):.2f} s per 1M events "
+                         f"with its merges"
                          if clickhouse else "") + ")", flush=True)
             if not args.ingest_only:
                 timings = bench_queries(make_url("query"), args.query_events, args.repeats)
