@@ -41,7 +41,7 @@ def start(config: Any) -> EmbeddedCollector:
     """Open ``agent.embedded_store``, serve it on ``agent.embedded_listen`` (and the web view on ``agent.web_listen``)."""
     store = open_store(config["agent.embedded_store"], config["collector.retention"])
     try:
-        server = server_from_config(store, config, config["agent.embedded_listen"], workers=4)
+        server = server_from_config(store, config, config["agent.embedded_listen"])
         server.start()
     except Exception:
         store.close()
