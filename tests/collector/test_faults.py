@@ -81,7 +81,13 @@ def test_streams_beyond_the_limit_are_refused_not_starved():
         proc = _swarm(server.address, 0, 30, 1, 5, hold_s=3)
         out, err = proc.communicate(timeout=60)
         result = json.loads(out)
-        assert result["codes"] == {"RESOURCE_EXHAUSTED": 10}, result.get("details")
+        # grpc's asyncio client (the swarm's) may report a stream the server refused as INTERNAL "Internal error
+        # from Core" when its first write loses the race with the refusal (grpc/grpc#36066; the sync client the
+        # shipper uses reports the server's status): the server's own count is the check that every one was refused.
+        codes = dict(result["codes"])
+        assert codes.pop("RESOURCE_EXHAUSTED", 0) + codes.pop("INTERNAL", 0) == 10 and not codes, result.get("details")
+        assert all(d.startswith("RESOURCE_EXHAUSTED: the collector holds its limit of 20 streams")
+                   or d == "INTERNAL: Internal error from Core" for d in result["details"]), result["details"]
         assert result["events"] == 20 * 5 and server.stats()["rejected_streams"] == 10
     finally:
         server.stop()
