@@ -484,11 +484,11 @@ class _Servicer:
                                            stats=msgpack.packb(self.server.stats(), use_bin_type=True, default=str))
 
 
-def from_config(store: Store[Any], config: Config, listen: str, workers: int = DECODE_WORKERS) -> CollectorServer:
+def from_config(store: Store[Any], config: Config, listen: str) -> CollectorServer:
     """A server for ``store`` on ``listen``, secured and bounded by the ``collector.*`` keys of ``config``
     (the standalone collector and the agent's embedded one are set up the same way)."""
     return CollectorServer(store, listen, insecure=config["collector.insecure"],
                            tls_cert=config["collector.tls_cert"], tls_key=config["collector.tls_key"],
                            tls_client_ca=config["collector.tls_client_ca"],
                            ingest_token=config["collector.ingest_token"], query_token=config["collector.query_token"],
-                           max_batch_bytes=config["collector.max_batch_bytes"], workers=workers)
+                           max_batch_bytes=config["collector.max_batch_bytes"])
